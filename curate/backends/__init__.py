@@ -1,0 +1,1 @@
+"""Face analysis backends behind one interface: images in, DetectedFace records out."""

@@ -1,0 +1,327 @@
+"""The faceset database: DuckDB schema, migrations, batch writes and the read-only query door."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import duckdb
+
+from curate.errors import ReadOnlyQueryError, StoreError
+from curate.records import FaceRecord, ImageRecord
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+_IMAGE_COLUMNS = (
+    "image_id, path, content_hash, bytes, mtime_ns, width, height, format, mode, status, "
+    "reject_reason, face_count, run_id"
+)
+_FACE_COLUMNS = (
+    "face_id, image_id, face_index, det_score, bbox, landmarks5, landmarks68, yaw, pitch, roll, "
+    "face_size, sharpness, motion_blur, brightness, shadows_clipped, highlights_clipped, contrast, "
+    "lighting_lr, lighting_tb, color_cast, phash, embedding, face_type, resolution, image_to_face, "
+    "aligned_path"
+)
+
+# Each migration takes the database from version N-1 to N; they run in order, in one
+# transaction, and are never edited once released (add a new one instead).
+_MIGRATIONS: dict[int, list[str]] = {
+    1: [
+        """CREATE TABLE runs (
+            run_id VARCHAR PRIMARY KEY,
+            started_at TIMESTAMPTZ NOT NULL,
+            finished_at TIMESTAMPTZ,
+            status VARCHAR NOT NULL,              -- running, done, interrupted
+            source_root VARCHAR NOT NULL,
+            backend VARCHAR NOT NULL,
+            providers VARCHAR[] NOT NULL,
+            device VARCHAR NOT NULL,
+            models JSON,
+            settings JSON NOT NULL,
+            tool_version VARCHAR NOT NULL,
+            summary JSON
+        )""",
+        """CREATE TABLE images (
+            image_id VARCHAR PRIMARY KEY,
+            path VARCHAR NOT NULL UNIQUE,         -- relative to the scanned root, '/'-separated
+            content_hash VARCHAR,                 -- sha256 of the file bytes
+            bytes BIGINT NOT NULL,
+            mtime_ns BIGINT NOT NULL,
+            width INTEGER,
+            height INTEGER,
+            format VARCHAR,
+            mode VARCHAR,
+            status VARCHAR NOT NULL CHECK (status IN ('ok', 'rejected')),
+            reject_reason VARCHAR,
+            face_count INTEGER NOT NULL,
+            run_id VARCHAR NOT NULL
+        )""",
+        """CREATE TABLE faces (
+            face_id VARCHAR PRIMARY KEY,
+            image_id VARCHAR NOT NULL,
+            face_index INTEGER NOT NULL,
+            det_score DOUBLE NOT NULL,
+            bbox DOUBLE[4] NOT NULL,              -- x1, y1, x2, y2 in source pixels
+            landmarks5 DOUBLE[10] NOT NULL,       -- (x, y) pairs, source pixels
+            landmarks68 DOUBLE[136] NOT NULL,     -- (x, y) pairs, source pixels, iBUG layout
+            yaw DOUBLE, pitch DOUBLE, roll DOUBLE,  -- degrees
+            face_size DOUBLE NOT NULL,            -- source pixels covered by the aligned square
+            sharpness DOUBLE, motion_blur DOUBLE, brightness DOUBLE,
+            shadows_clipped DOUBLE, highlights_clipped DOUBLE, contrast DOUBLE,
+            lighting_lr DOUBLE, lighting_tb DOUBLE, color_cast DOUBLE,
+            phash VARCHAR,
+            embedding FLOAT[] NOT NULL,           -- L2-normalised; length = meta.embedding_dim
+            face_type VARCHAR NOT NULL,
+            resolution INTEGER NOT NULL,
+            image_to_face DOUBLE[6] NOT NULL,     -- 2×3 affine, source px -> aligned px
+            aligned_path VARCHAR NOT NULL         -- relative to the database's folder
+        )""",
+        """CREATE TABLE face_checks (
+            face_id VARCHAR NOT NULL,
+            check_name VARCHAR NOT NULL,
+            raw_value DOUBLE,
+            score DOUBLE,                         -- 0..1, lower is worse
+            threshold_warn DOUBLE,
+            threshold_bad DOUBLE,
+            verdict VARCHAR NOT NULL,             -- ok, warn, bad
+            PRIMARY KEY (face_id, check_name)
+        )""",
+        "CREATE INDEX faces_image ON faces (image_id)",
+        """CREATE VIEW rejected AS
+            SELECT path, reject_reason, bytes, run_id FROM images WHERE status = 'rejected'""",
+        """CREATE VIEW rejects_by_reason AS
+            SELECT reject_reason, count(*) AS files FROM images WHERE status = 'rejected'
+            GROUP BY reject_reason ORDER BY files DESC, reject_reason""",
+        """CREATE VIEW pose_coverage AS
+            SELECT CAST(floor(yaw / 15) * 15 AS INTEGER) AS yaw_bin,
+                   CAST(floor(pitch / 15) * 15 AS INTEGER) AS pitch_bin,
+                   count(*) AS faces, max(sharpness) AS best_sharpness
+            FROM faces WHERE yaw IS NOT NULL GROUP BY ALL ORDER BY yaw_bin, pitch_bin""",
+        """CREATE VIEW summary AS
+            SELECT (SELECT count(*) FROM images) AS images,
+                   (SELECT count(*) FROM images WHERE status = 'ok') AS images_ok,
+                   (SELECT count(*) FROM images WHERE status = 'rejected') AS images_rejected,
+                   (SELECT count(*) FROM images WHERE status = 'ok' AND face_count = 0)
+                       AS images_without_faces,
+                   (SELECT count(*) FROM faces) AS faces,
+                   (SELECT count(*) FROM runs) AS runs""",
+        "CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)",
+    ],
+}
+
+
+@dataclass(frozen=True)
+class FileState:
+    """What the database remembers of a file, to decide whether a re-scan must touch it."""
+
+    image_id: str
+    bytes: int
+    mtime_ns: int
+    content_hash: str | None
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class FacesetStore:
+    """Read-write access to one faceset file; use as a context manager."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        try:
+            self.connection = duckdb.connect(str(self.path))
+        except duckdb.Error as error:
+            raise StoreError(f"cannot open faceset {self.path}: {error}") from error
+        self._migrate()
+
+    def __enter__(self) -> "FacesetStore":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.connection.close()
+
+    # -- schema -----------------------------------------------------------------------------
+
+    def schema_version(self) -> int:
+        has_meta = self.connection.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta'"
+        ).fetchone()[0]
+        if not has_meta:
+            return 0
+        row = self.connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        return int(row[0]) if row else 0
+
+    def _migrate(self) -> None:
+        current = self.schema_version()
+        if current > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} has schema version {current}, newer than this facesmith "
+                f"({SCHEMA_VERSION}): upgrade facesmith"
+            )
+        if current == SCHEMA_VERSION:
+            return
+        self.connection.execute("BEGIN TRANSACTION")
+        try:
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                for statement in _MIGRATIONS[version]:
+                    self.connection.execute(statement)
+                self.connection.execute(
+                    "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(version)]
+                )
+            self.connection.execute("COMMIT")
+        except duckdb.Error as error:
+            self.connection.execute("ROLLBACK")
+            raise StoreError(f"cannot migrate {self.path} to schema {SCHEMA_VERSION}: {error}") from error
+        logger.info("faceset %s migrated from schema %d to %d", self.path, current, SCHEMA_VERSION)
+
+    def meta(self, key: str) -> str | None:
+        row = self.connection.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+        return row[0] if row else None
+
+    def require_meta(self, key: str, value: str, what: str) -> None:
+        """Record `value` under `key` the first time; refuse a different value later."""
+        stored = self.meta(key)
+        if stored is None:
+            self.connection.execute("INSERT INTO meta VALUES (?, ?)", [key, value])
+        elif stored != value:
+            raise StoreError(
+                f"{self.path} was scanned with {what} {stored}; this scan asks for {value}. "
+                f"Use a new --db file (or the same {what})."
+            )
+
+    # -- runs ------------------------------------------------------------------------------
+
+    def start_run(
+        self, run_id: str, source_root: str, backend: str, providers: Sequence[str], device: str,
+        models: Any, settings: dict[str, Any], tool_version: str,
+    ) -> None:
+        # A run still 'running' in the file was killed: no two writers can hold the file at once.
+        self.connection.execute("UPDATE runs SET status = 'interrupted' WHERE status = 'running'")
+        self.connection.execute(
+            "INSERT INTO runs (run_id, started_at, status, source_root, backend, providers, device, "
+            "models, settings, tool_version) VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?)",
+            [run_id, _now(), source_root, backend, list(providers), device, json.dumps(models),
+             json.dumps(settings), tool_version],
+        )
+
+    def finish_run(self, run_id: str, summary: dict[str, Any]) -> None:
+        self.connection.execute(
+            "UPDATE runs SET status = 'done', finished_at = ?, summary = ? WHERE run_id = ?",
+            [_now(), json.dumps(summary), run_id],
+        )
+
+    # -- images and faces ------------------------------------------------------------------
+
+    def file_states(self) -> dict[str, FileState]:
+        rows = self.connection.execute(
+            "SELECT path, image_id, bytes, mtime_ns, content_hash FROM images"
+        ).fetchall()
+        return {path: FileState(image_id, size, mtime, digest) for path, image_id, size, mtime, digest in rows}
+
+    def touch(self, image_id: str, mtime_ns: int) -> None:
+        """Remember a new mtime for a file whose bytes did not change."""
+        self.connection.execute("UPDATE images SET mtime_ns = ? WHERE image_id = ?", [mtime_ns, image_id])
+
+    def write_batch(
+        self,
+        images: Sequence[ImageRecord],
+        faces: Sequence[FaceRecord],
+        checks: Iterable[tuple] = (),
+    ) -> None:
+        """Replace these images' rows (and their faces) in one transaction."""
+        ids = [image.image_id for image in images]
+        connection = self.connection
+        connection.execute("BEGIN TRANSACTION")
+        try:
+            if ids:
+                connection.execute(
+                    "DELETE FROM face_checks WHERE face_id IN "
+                    "(SELECT face_id FROM faces WHERE list_contains(?, image_id))", [ids]
+                )
+                connection.execute("DELETE FROM faces WHERE list_contains(?, image_id)", [ids])
+                connection.execute("DELETE FROM images WHERE list_contains(?, image_id)", [ids])
+                connection.executemany(
+                    f"INSERT INTO images ({_IMAGE_COLUMNS}) VALUES ({_placeholders(13)})",
+                    [image.to_row() for image in images],
+                )
+            if faces:
+                connection.executemany(
+                    f"INSERT INTO faces ({_FACE_COLUMNS}) VALUES ({_placeholders(26)})",
+                    [face.to_row() for face in faces],
+                )
+            checks = list(checks)
+            if checks:
+                connection.executemany(
+                    "INSERT INTO face_checks VALUES (?, ?, ?, ?, ?, ?, ?)", checks
+                )
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+
+
+def _placeholders(count: int) -> str:
+    return ", ".join("?" * count)
+
+
+# -- read-only queries ---------------------------------------------------------------------
+
+_READ_ONLY_TYPES = {"SELECT", "EXPLAIN", "PRAGMA"}
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    columns: list[str]
+    rows: list[tuple]
+
+
+def query_read_only(path: Path, sql: str) -> QueryResult:
+    """Run `sql` on the faceset at `path` without any way to change it or touch other files.
+
+    The file is opened read-only with file-system access from SQL switched off, and statements
+    other than queries (INSERT, COPY, ATTACH, …) are refused before anything runs.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise StoreError(f"no faceset at {path}")
+    try:
+        connection = duckdb.connect(
+            str(path), read_only=True, config={"enable_external_access": False}
+        )
+    except duckdb.Error as error:
+        raise StoreError(f"cannot open {path} read-only: {error}") from error
+    try:
+        try:
+            statements = connection.extract_statements(sql)
+        except duckdb.Error as error:
+            raise ReadOnlyQueryError(f"cannot parse the query: {error}") from error
+        if not statements:
+            raise ReadOnlyQueryError("no statement given")
+        for statement in statements:
+            kind = statement.type.name
+            if kind not in _READ_ONLY_TYPES:
+                raise ReadOnlyQueryError(
+                    f"refused: '{statement.query.strip()[:60]}' is a {kind} statement; "
+                    "facesmith sql only reads (SELECT, EXPLAIN, PRAGMA, DESCRIBE, SHOW)"
+                )
+        result = None
+        try:
+            for statement in statements:
+                result = connection.execute(statement)
+            columns = [column[0] for column in result.description] if result.description else []
+            rows = result.fetchall() if result.description else []
+        except duckdb.Error as error:
+            raise ReadOnlyQueryError(f"query failed: {error}") from error
+        return QueryResult(columns, rows)
+    finally:
+        connection.close()

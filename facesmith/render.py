@@ -1,0 +1,75 @@
+"""Render rows and summaries as a Rich table, JSON or CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from datetime import date, datetime
+from decimal import Decimal
+from enum import Enum
+from typing import Any, Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe form of DuckDB values (timestamps, decimals, NaN, nested lists)."""
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, (bytes, bytearray)):
+        return value.hex()
+    return value
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)) and len(value) > 8:
+        shown = ", ".join(_cell(item) for item in value[:4])
+        return f"[{shown}, … {len(value)} values]"
+    return str(_plain(value))
+
+
+def to_json(value: Any) -> str:
+    return json.dumps(_plain(value), indent=2, ensure_ascii=False)
+
+
+def render_rows(
+    columns: Sequence[str], rows: Sequence[Sequence[Any]], output: OutputFormat, console: Console,
+    title: str | None = None,
+) -> None:
+    if output is OutputFormat.json:
+        console.file.write(to_json([dict(zip(columns, row)) for row in rows]) + "\n")
+    elif output is OutputFormat.csv:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow([_plain(value) for value in row])
+        console.file.write(buffer.getvalue())
+    else:
+        table = Table(title=title, show_lines=False)
+        for column in columns:
+            table.add_column(column, overflow="fold")
+        for row in rows:
+            table.add_row(*(_cell(value) for value in row))
+        console.print(table)
