@@ -1,0 +1,466 @@
+"""Find image files under a root, hash them and decode them safely, or reject each with a reason."""
+
+from __future__ import annotations
+
+import errno
+import functools
+import hashlib
+import io
+import logging
+import os
+import stat
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {
+        ".jpg", ".jpeg", ".jpe", ".jfif",
+        ".png",
+        ".webp",
+        ".bmp", ".dib",
+        ".tif", ".tiff",
+        ".gif",
+        ".ppm", ".pgm", ".pbm", ".pnm",
+        ".avif",
+    }
+)
+
+# Pixels (width × height) above which a file is rejected before its pixels are decoded. Pillow's own
+# guard (Image.MAX_IMAGE_PIXELS, process-global) still refuses anything over twice its limit
+# (~179 M pixels by default), so a max_pixels above that only takes effect if the application raises it.
+DEFAULT_MAX_PIXELS = 100_000_000
+
+REJECT_REASONS: dict[str, str] = {
+    "empty-file": "the file has zero bytes",
+    "unreadable": "the file could not be opened or read (permissions, I/O error, vanished after listing)",
+    "not-a-file": "the path is a directory, device, FIFO or socket, not a regular file",
+    "symlink-loop": "the path is a symbolic link that resolves to itself (too many levels of links)",
+    "broken-symlink": "the path is a symbolic link whose target does not exist",
+    "not-an-image": "the bytes are not in any image format this tool decodes",
+    "truncated": "the image data ends before the image does",
+    "too-large": "the header declares more pixels than the limit (possible decompression bomb)",
+    "unsupported-mode": "the image decoded but its colour mode cannot be converted to 8-bit colour",
+    "decode-error": "the file looks like an image but the decoder failed on it",
+}
+
+# Formats handed to Image.open. Restricting them keeps hostile files away from plugins that shell out
+# (EPS runs Ghostscript) or accept almost any bytes (TGA, SPIDER), so random bytes read as not-an-image.
+_WANTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "PPM", "AVIF")
+
+# Leading bytes of the formats above, used only to word a rejection: a file that starts like a PNG
+# but cannot be opened is a broken image (decode-error), not a stranger (not-an-image).
+_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"BM", "BMP"),
+)
+
+_EXIF_ORIENTATION_TAG = 0x0112
+_ALPHA_MODES = frozenset({"RGBA", "LA", "PA"})
+_PREMULTIPLIED_MODES = frozenset({"RGBa", "La"})
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One path found under the scan root, before anything is read from it."""
+
+    rel_path: str  # relative to the scan root, '/'-separated, always valid UTF-8 (see storable_name)
+    abs_path: Path  # the real path, undecoded bytes intact, for reading
+    size: int  # bytes; 0 if unknown or not a regular file
+    mtime_ns: int  # modification time in ns; 0 if unknown
+    problem: str | None  # a REJECT_REASONS code when the path can never be decoded, else None
+
+
+# eq=False: an ndarray field makes generated __eq__/__hash__ raise, so compare by identity.
+@dataclass(frozen=True, eq=False)
+class Decoded:
+    """A decoded image in the form every later stage expects."""
+
+    image_bgr: np.ndarray  # (H, W, 3) uint8, BGR, EXIF orientation applied
+    width: int  # W, after orientation
+    height: int  # H, after orientation
+    format: str  # Pillow's format name, e.g. 'JPEG'
+    mode: str  # Pillow's mode before conversion, e.g. 'CMYK', 'I;16', 'P', 'RGBA', 'L'
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """Why a file was not decoded: a stable code from REJECT_REASONS and one human sentence."""
+
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True, eq=False)
+class IngestResult:
+    """What reading one FileEntry produced: exactly one of decoded and rejection is set."""
+
+    content_hash: str | None  # sha256 hex of the file bytes; None when the bytes could not be read
+    size: int  # bytes read (or the listed size when nothing could be read)
+    decoded: Decoded | None
+    rejection: Rejection | None
+
+
+def storable_name(name: str) -> str:
+    """Return name unchanged if it is valid Unicode, else with each undecodable byte as '\\xNN'.
+
+    os.fsdecode turns bytes that are not UTF-8 into lone surrogates, which DuckDB (and JSON) cannot
+    store. Spelling those bytes as backslash escapes keeps the name readable and tells the raw bytes
+    apart; it is not strictly reversible (a name that literally contains '\\xff' maps to the same text).
+    """
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(name).decode("utf-8", errors="backslashreplace")
+    return name
+
+
+def has_image_extension(name: str) -> bool:
+    """True when name ends in one of IMAGE_EXTENSIONS (case-insensitive)."""
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def walk_files(root: Path, exclude: Collection[Path] = ()) -> Iterator[FileEntry]:
+    """Every regular file under root, depth first in sorted order, plus problem paths.
+
+    Names starting with '.' are skipped, and so is everything at or under a path in `exclude`
+    (compared both as spelled and by device/inode, so symlinked spellings match too); an excluded
+    file also excludes its companions '<file>.<suffix>' such as DuckDB's '.wal'.
+
+    Symlinked files are followed. Symlinked directories are walked after the real tree, and each
+    directory at most once, so loops end and a file reachable without links keeps its real path.
+    Paths that are not regular files are yielded with `problem` set only when their name has an image
+    extension (a directory named 'x.jpg' is yielded as 'not-a-file' and still walked into; a link
+    loop or dangling link named '*.jpg' as 'symlink-loop' / 'broken-symlink'); others are skipped.
+
+    Raises OSError when root itself cannot be listed.
+    """
+    root_path = Path(os.path.abspath(root))
+    excluded_paths = {os.path.normpath(os.path.abspath(path)) for path in exclude}
+    excluded_files = {path for path in excluded_paths if not os.path.isdir(path)}
+    excluded_ids = {_file_id(path) for path in exclude} - {None}
+    if any(_is_within(str(root_path), path) for path in excluded_paths):
+        return
+
+    root_stat = os.stat(root_path)
+    visited_dirs = {(root_stat.st_dev, root_stat.st_ino)}
+    # A stack of sorted listings gives pre-order output without recursion (deep trees are fine).
+    stack: list[Iterator[tuple[str, os.DirEntry[str]]]] = [_sorted_listing(root_path, "")]
+    linked_dirs: list[tuple[Path, str]] = []
+
+    while stack or linked_dirs:
+        if not stack:
+            link_path, link_rel = linked_dirs.pop(0)
+            key = _file_id(link_path)
+            if key is None or key in visited_dirs:
+                logger.debug("not following %s: its directory was already walked", link_rel)
+                continue
+            visited_dirs.add(key)
+            stack.append(_sorted_listing(link_path, link_rel + "/"))
+            continue
+        next_item = next(stack[-1], None)
+        if next_item is None:
+            stack.pop()
+            continue
+        rel_path, dir_entry = next_item
+        path = Path(dir_entry.path)
+        if _is_excluded(dir_entry.path, excluded_paths, excluded_files):
+            continue
+        is_link = dir_entry.is_symlink()
+        try:
+            target = os.stat(path)
+        except OSError as exc:
+            entry = _unstattable_entry(path, rel_path, dir_entry.name, is_link, exc)
+            if entry is not None:
+                yield entry
+            continue
+        if (target.st_dev, target.st_ino) in excluded_ids:
+            continue
+        if stat.S_ISREG(target.st_mode):
+            yield FileEntry(rel_path, path, target.st_size, target.st_mtime_ns, None)
+            continue
+        if has_image_extension(dir_entry.name):
+            yield FileEntry(rel_path, path, 0, target.st_mtime_ns, "not-a-file")
+        if not stat.S_ISDIR(target.st_mode):
+            logger.debug("skipping %s: not a regular file or directory", rel_path)
+        elif is_link:
+            linked_dirs.append((path, rel_path))
+        elif (target.st_dev, target.st_ino) not in visited_dirs:
+            visited_dirs.add((target.st_dev, target.st_ino))
+            stack.append(_sorted_listing(path, rel_path + "/"))
+
+
+def _sorted_listing(directory: Path, rel_prefix: str) -> Iterator[tuple[str, os.DirEntry[str]]]:
+    """(rel_path, entry) for each non-hidden entry of directory, sorted by the stored name."""
+    try:
+        with os.scandir(directory) as listing:
+            entries = [entry for entry in listing if not entry.name.startswith(".")]
+    except OSError as exc:
+        if not rel_prefix:
+            raise
+        logger.warning("cannot list %s: %s", rel_prefix.rstrip("/"), exc.strerror or exc)
+        return iter(())
+    # Sorting on the stored spelling makes the output order the order of the stored rel_paths;
+    # the raw bytes break the (rare) tie between a raw name and its escaped look-alike.
+    entries.sort(key=lambda entry: (storable_name(entry.name), os.fsencode(entry.name)))
+    return iter([(rel_prefix + storable_name(entry.name), entry) for entry in entries])
+
+
+def _unstattable_entry(
+    path: Path, rel_path: str, name: str, is_link: bool, exc: OSError
+) -> FileEntry | None:
+    """The entry to yield for a path whose target cannot be stat'ed, or None to skip it."""
+    if not is_link:
+        if exc.errno == errno.ENOENT:
+            logger.debug("skipping %s: it vanished while listing", rel_path)
+            return None
+        # Let the read report the real error as 'unreadable'.
+        return FileEntry(rel_path, path, 0, 0, None)
+    if exc.errno == errno.ELOOP:
+        problem = "symlink-loop"
+    elif exc.errno in (errno.ENOENT, errno.ENOTDIR):
+        problem = "broken-symlink"
+    else:
+        return FileEntry(rel_path, path, 0, 0, None)
+    if not has_image_extension(name):
+        logger.debug("skipping %s: %s", rel_path, problem)
+        return None
+    try:
+        mtime_ns = os.lstat(path).st_mtime_ns
+    except OSError:
+        mtime_ns = 0
+    return FileEntry(rel_path, path, 0, mtime_ns, problem)
+
+
+def _file_id(path: Path | str) -> tuple[int, int] | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino)
+
+
+def _is_within(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
+
+
+def _is_excluded(path: str, excluded_paths: set[str], excluded_files: set[str]) -> bool:
+    if path in excluded_paths:
+        return True
+    # Companions of an excluded file, e.g. 'faceset.duckdb.wal' next to 'faceset.duckdb'.
+    stem, dot, suffix = path.rpartition(".")
+    return bool(dot) and os.sep not in suffix and stem in excluded_files
+
+
+def read_image(entry: FileEntry, max_pixels: int = DEFAULT_MAX_PIXELS) -> IngestResult:
+    """Read, hash and decode one listed file; every failure becomes a Rejection, never an exception."""
+    if entry.problem is not None:
+        detail = f"{entry.rel_path}: {REJECT_REASONS.get(entry.problem, entry.problem)}"
+        return IngestResult(None, entry.size, None, Rejection(entry.problem, detail))
+    try:
+        data = _read_regular_file(entry.abs_path)
+    except OSError as exc:
+        reason = "symlink-loop" if exc.errno == errno.ELOOP else "unreadable"
+        detail = f"cannot read {entry.rel_path}: {exc.strerror or exc}"
+        return IngestResult(None, entry.size, None, Rejection(reason, detail))
+    if data is None:
+        detail = f"{entry.rel_path} is no longer a regular file"
+        return IngestResult(None, entry.size, None, Rejection("not-a-file", detail))
+
+    content_hash = hashlib.sha256(data).hexdigest()
+    outcome = decode_bytes(data, max_pixels)
+    if isinstance(outcome, Rejection):
+        logger.debug("rejected %s: %s (%s)", entry.rel_path, outcome.reason, outcome.detail)
+        return IngestResult(content_hash, len(data), None, outcome)
+    return IngestResult(content_hash, len(data), outcome, None)
+
+
+def _read_regular_file(path: Path) -> bytes | None:
+    """All bytes of path, or None if it is not a regular file.
+
+    O_NONBLOCK makes opening a FIFO return at once instead of waiting for a writer; fstat on the open
+    descriptor then tells what was really opened, so a path swapped after listing cannot fool us.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    flags |= getattr(os, "O_BINARY", 0)
+    descriptor = os.open(path, flags)
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            return None
+        os.set_blocking(descriptor, True)
+        with os.fdopen(descriptor, "rb", closefd=False) as stream:
+            return stream.read()
+    finally:
+        os.close(descriptor)
+
+
+def decode_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded | Rejection:
+    """Decode image bytes to (H, W, 3) uint8 BGR with EXIF orientation applied, or say why not.
+
+    Pure: no file system, no global Pillow settings changed. Grayscale, 16-bit, float, CMYK, palette
+    and alpha images are converted (alpha is composited over black); multi-frame files give their
+    first frame. Only MemoryError and BaseExceptions such as KeyboardInterrupt propagate.
+    """
+    if not data:
+        return Rejection("empty-file", "the file has zero bytes")
+    try:
+        return _decode(data, max_pixels)
+    except MemoryError:
+        raise
+    except Exception as exc:  # a decoder can raise nearly anything on hostile input
+        return Rejection("decode-error", f"decoder failed: {type(exc).__name__}: {exc}")
+
+
+def _decode(data: bytes, max_pixels: int) -> Decoded | Rejection:
+    try:
+        image = Image.open(io.BytesIO(data), formats=_decodable_formats())
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        # DecompressionBombWarning only arrives as an exception when warnings are errors; warning
+        # filters are process-global and decoding runs in threads, so they are left alone here.
+        return Rejection("too-large", f"Pillow refused it as a decompression bomb: {exc}")
+    except UnidentifiedImageError:
+        signature_format = _format_from_signature(data)
+        if signature_format is not None:
+            detail = f"starts like a {signature_format} file but its header cannot be parsed"
+            return Rejection("decode-error", detail)
+        formats = ", ".join(_decodable_formats())
+        return Rejection("not-an-image", f"not a recognised image (tried {formats})")
+    except (OSError, EOFError) as exc:
+        signature_format = _format_from_signature(data) or "image"
+        if _looks_truncated(exc, signature_format, data):
+            return Rejection("truncated", f"{signature_format} header ends early: {exc}")
+        return Rejection("decode-error", f"{signature_format} header cannot be read: {exc}")
+
+    with image:
+        image_format = image.format or "unknown"
+        original_mode = image.mode
+        width, height = image.size
+        if width <= 0 or height <= 0:
+            return Rejection("decode-error", f"declared size {width}×{height} is empty")
+        if width * height > max_pixels:
+            detail = (
+                f"declared {width}×{height} = {width * height:.3g} pixels > limit {max_pixels:.3g}"
+            )
+            return Rejection("too-large", detail)
+        try:
+            image.load()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            return Rejection("too-large", f"Pillow refused it as a decompression bomb: {exc}")
+        except (OSError, EOFError) as exc:
+            if _looks_truncated(exc, image_format, data):
+                return Rejection("truncated", f"{image_format} data ends early: {exc}")
+            return Rejection("decode-error", f"{image_format} decoder failed: {exc}")
+
+        oriented = _apply_orientation(image)
+        try:
+            image_bgr = _to_bgr(oriented)
+        except ValueError as exc:
+            return Rejection("unsupported-mode", f"cannot convert mode {original_mode}: {exc}")
+
+    height_out, width_out = image_bgr.shape[:2]
+    return Decoded(image_bgr, width_out, height_out, image_format, original_mode)
+
+
+@functools.cache
+def _decodable_formats() -> tuple[str, ...]:
+    # Image.open raises KeyError for a format it has no plugin for (e.g. AVIF in older Pillow builds),
+    # so ask only for the registered ones; init() loads every plugin once.
+    Image.init()
+    return tuple(name for name in _WANTED_FORMATS if name in Image.OPEN)
+
+
+def _format_from_signature(data: bytes) -> str | None:
+    for signature, format_name in _SIGNATURES:
+        if data.startswith(signature):
+            return format_name
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    if len(data) >= 2 and data[0:1] == b"P" and data[1:2] in b"123456":
+        return "PPM"
+    return None
+
+
+def _looks_truncated(exc: BaseException, image_format: str, data: bytes) -> bool:
+    if isinstance(exc, EOFError) or "truncated" in str(exc).lower():
+        return True
+    # libwebp only says "could not create decoder object"; the RIFF header says how long it should be.
+    if image_format == "WEBP" and len(data) >= 8 and data[:4] == b"RIFF":
+        declared_length = int.from_bytes(data[4:8], "little") + 8
+        return len(data) < declared_length
+    return False
+
+
+def _apply_orientation(image: Image.Image) -> Image.Image:
+    try:
+        # Checking first spares the full-image copy exif_transpose makes even when there is nothing to do.
+        if image.getexif().get(_EXIF_ORIENTATION_TAG, 1) == 1:
+            return image
+        oriented = ImageOps.exif_transpose(image)
+    except MemoryError:
+        raise
+    except Exception as exc:  # malformed EXIF must not cost a good image its pixels
+        logger.warning("ignoring unreadable EXIF orientation: %s", exc)
+        return image
+    return oriented if oriented is not None else image
+
+
+def _to_bgr(image: Image.Image) -> np.ndarray:
+    """(H, W, 3) uint8 BGR from any Pillow mode; ValueError if the mode cannot be converted."""
+    mode = image.mode
+    if mode in _SIXTEEN_BIT_MODES or mode in ("I", "F"):
+        gray = _high_depth_to_uint8(np.asarray(image), mode)
+        rgb = np.repeat(gray[:, :, None], 3, axis=2)
+    elif mode in _PREMULTIPLIED_MODES:
+        # Premultiplied colour already is the colour composited over black.
+        channels = np.asarray(image)
+        colour = channels[:, :, :1] if mode == "La" else channels[:, :, :3]
+        rgb = np.repeat(colour, 3, axis=2) if mode == "La" else colour
+    elif mode in _ALPHA_MODES or "transparency" in image.info:
+        rgb = _composite_over_black(np.asarray(image.convert("RGBA")))
+    else:
+        rgb = np.asarray(image if mode == "RGB" else image.convert("RGB"))
+    return np.ascontiguousarray(rgb[:, :, ::-1], dtype=np.uint8)
+
+
+def _composite_over_black(rgba: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 from (H, W, 4) uint8 straight alpha.
+
+    Over black rather than dropping alpha: the colour stored under transparent pixels is arbitrary
+    (often editor leftovers) and would otherwise reach detection and quality scores; black is one
+    known constant and matches what a premultiplied source gives.
+    """
+    colour = rgba[:, :, :3].astype(np.uint16)
+    alpha = rgba[:, :, 3:4].astype(np.uint16)
+    return ((colour * alpha + 127) // 255).astype(np.uint8)
+
+
+def _high_depth_to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
+    """(H, W) uint8 from a 16-bit, 32-bit integer or float single-channel array, scaled not clipped.
+
+    16-bit data maps 0..65535 onto 0..255 (divide by 257, rounded). Mode 'I' holding values in that
+    range is treated as 16-bit (Pillow opens 16-bit PGM/TIFF that way); floats in 0..1 scale by 255;
+    anything else is stretched from its own minimum and maximum.
+    """
+    if mode in _SIXTEEN_BIT_MODES:
+        return ((values.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    finite = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    low = float(finite.min()) if finite.size else 0.0
+    high = float(finite.max()) if finite.size else 0.0
+    if mode == "I" and low >= 0 and high <= 65535:
+        return ((finite.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    if mode == "F" and low >= 0 and high <= 1:
+        return np.rint(finite * 255).astype(np.uint8)
+    if high <= low:
+        return np.zeros(finite.shape, dtype=np.uint8)
+    return np.rint((finite - low) * (255 / (high - low))).astype(np.uint8)

