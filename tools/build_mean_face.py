@@ -18,18 +18,13 @@ import numpy as np
 
 from curate.align import TEMPLATE_INDICES, similarity_transform, transform_points
 from curate.landmarks68 import MIRROR_ORDER
-
-
-def read_pts(path: Path) -> np.ndarray:
-    lines = path.read_text().split("{", 1)[1].split("}", 1)[0].split()
-    return np.array(lines, dtype=np.float64).reshape(-1, 2)
+from curate.pts import read_pts
 
 
 def collect(samples: Path) -> list[np.ndarray]:
     from curate.backends.embedded import EmbeddedFaceAnalyzer
 
     sets = [read_pts(p) for p in sorted(samples.rglob("*.pts"))]
-    sets = [s for s in sets if s.shape == (68, 2)]
     analyzer = EmbeddedFaceAnalyzer(device="cpu")
     for path in sorted(samples.rglob("*")):
         if path.suffix.lower() not in {".jpg", ".png"} or "mask" in path.name or "partial" in path.name:
