@@ -33,16 +33,16 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     }
 )
 
-# Pixels (width × height) above which a file is rejected before its pixels are decoded. Pillow's own
-# guard (Image.MAX_IMAGE_PIXELS, process-global) still refuses anything over twice its limit
-# (~179 M pixels by default), so a max_pixels above that only takes effect if the application raises it.
+# Pixels (width × height) above which a file is rejected before its pixels are decoded. Pillow's
+# own guard (Image.MAX_IMAGE_PIXELS, process-global) still refuses anything over twice its limit
+# (~179 M pixels by default), so a larger max_pixels only helps if the application raises that.
 DEFAULT_MAX_PIXELS = 100_000_000
 
 REJECT_REASONS: dict[str, str] = {
     "empty-file": "the file has zero bytes",
-    "unreadable": "the file could not be opened or read (permissions, I/O error, vanished after listing)",
+    "unreadable": "the file could not be opened or read (permissions, I/O error, vanished)",
     "not-a-file": "the path is a directory, device, FIFO or socket, not a regular file",
-    "symlink-loop": "the path is a symbolic link that resolves to itself (too many levels of links)",
+    "symlink-loop": "the path is a symbolic link that leads back to itself",
     "broken-symlink": "the path is a symbolic link whose target does not exist",
     "not-an-image": "the bytes are not in any image format this tool decodes",
     "truncated": "the image data ends before the image does",
@@ -51,8 +51,9 @@ REJECT_REASONS: dict[str, str] = {
     "decode-error": "the file looks like an image but the decoder failed on it",
 }
 
-# Formats handed to Image.open. Restricting them keeps hostile files away from plugins that shell out
-# (EPS runs Ghostscript) or accept almost any bytes (TGA, SPIDER), so random bytes read as not-an-image.
+# Formats handed to Image.open. Restricting them keeps hostile files away from plugins that shell
+# out (EPS runs Ghostscript) or accept almost any bytes (TGA, SPIDER), and random bytes stay
+# not-an-image.
 _WANTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "PPM", "AVIF")
 
 # Leading bytes of the formats above, used only to word a rejection: a file that starts like a PNG
@@ -77,7 +78,7 @@ _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
 class FileEntry:
     """One path found under the scan root, before anything is read from it."""
 
-    rel_path: str  # relative to the scan root, '/'-separated, always valid UTF-8 (see storable_name)
+    rel_path: str  # relative to the scan root, '/'-separated, valid UTF-8 (see storable_name)
     abs_path: Path  # the real path, undecoded bytes intact, for reading
     size: int  # bytes; 0 if unknown or not a regular file
     mtime_ns: int  # modification time in ns; 0 if unknown
@@ -119,7 +120,8 @@ def storable_name(name: str) -> str:
 
     os.fsdecode turns bytes that are not UTF-8 into lone surrogates, which DuckDB (and JSON) cannot
     store. Spelling those bytes as backslash escapes keeps the name readable and tells the raw bytes
-    apart; it is not strictly reversible (a name that literally contains '\\xff' maps to the same text).
+    apart; it is not strictly reversible (a name that literally contains '\\xff' maps to the
+    same text).
     """
     try:
         name.encode("utf-8")
@@ -143,9 +145,10 @@ def walk_files(root: Path, exclude: Collection[Path] = ()) -> Iterator[FileEntry
 
     Symlinked files are followed. Symlinked directories are walked after the real tree, and each
     directory at most once, so loops end and a file reachable without links keeps its real path.
-    Paths that are not regular files are yielded with `problem` set only when their name has an image
-    extension (a directory named 'x.jpg' is yielded as 'not-a-file' and still walked into; a link
-    loop or dangling link named '*.jpg' as 'symlink-loop' / 'broken-symlink'); others are skipped.
+    Paths that are not regular files are yielded with `problem` set only when their name has an
+    image extension (a directory named 'x.jpg' is yielded as 'not-a-file' and still walked into; a
+    link loop or dangling link named '*.jpg' as 'symlink-loop' / 'broken-symlink'); others are
+    skipped.
 
     Raises OSError when root itself cannot be listed.
     """
@@ -256,7 +259,8 @@ def _exclusion_spellings(root: Path, exclude: Collection[Path]) -> set[str]:
         spellings.add(os.path.normpath(os.path.abspath(path)))
         real_path = os.path.realpath(path)
         if _is_within(real_path, real_root):
-            spellings.add(os.path.normpath(os.path.join(root, os.path.relpath(real_path, real_root))))
+            under_root = os.path.join(root, os.path.relpath(real_path, real_root))
+            spellings.add(os.path.normpath(under_root))
     return spellings
 
 
@@ -281,7 +285,7 @@ def _is_excluded(path: str, excluded_paths: set[str], excluded_files: set[str]) 
 
 
 def read_image(entry: FileEntry, max_pixels: int = DEFAULT_MAX_PIXELS) -> IngestResult:
-    """Read, hash and decode one listed file; every failure becomes a Rejection, never an exception."""
+    """Read, hash and decode one listed file; every failure is a Rejection, never an exception."""
     if entry.problem is not None:
         detail = f"{entry.rel_path}: {REJECT_REASONS.get(entry.problem, entry.problem)}"
         return IngestResult(None, entry.size, None, Rejection(entry.problem, detail))
@@ -306,8 +310,9 @@ def read_image(entry: FileEntry, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ingest
 def _read_regular_file(path: Path) -> bytes | None:
     """All bytes of path, or None if it is not a regular file.
 
-    O_NONBLOCK makes opening a FIFO return at once instead of waiting for a writer; fstat on the open
-    descriptor then tells what was really opened, so a path swapped after listing cannot fool us.
+    O_NONBLOCK makes opening a FIFO return at once instead of waiting for a writer; fstat on the
+    open descriptor then tells what was really opened, so a path swapped after listing cannot
+    fool us.
     """
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     flags |= getattr(os, "O_BINARY", 0)
@@ -403,8 +408,8 @@ def _bomb_detail(exc: Exception, max_pixels: int) -> str:
 
 @functools.cache
 def _decodable_formats() -> tuple[str, ...]:
-    # Image.open raises KeyError for a format it has no plugin for (e.g. AVIF in older Pillow builds),
-    # so ask only for the registered ones; init() loads every plugin once.
+    # Image.open raises KeyError for a format it has no plugin for (e.g. AVIF in older Pillow
+    # builds), so ask only for the registered ones; init() loads every plugin once.
     Image.init()
     return tuple(name for name in _WANTED_FORMATS if name in Image.OPEN)
 
@@ -423,7 +428,7 @@ def _format_from_signature(data: bytes) -> str | None:
 def _looks_truncated(exc: BaseException, image_format: str, data: bytes) -> bool:
     if isinstance(exc, EOFError) or "truncated" in str(exc).lower():
         return True
-    # libwebp only says "could not create decoder object"; the RIFF header says how long it should be.
+    # libwebp only says "could not create decoder object"; the RIFF header gives the true length.
     if image_format == "WEBP" and len(data) >= 8 and data[:4] == b"RIFF":
         declared_length = int.from_bytes(data[4:8], "little") + 8
         return len(data) < declared_length
@@ -432,7 +437,7 @@ def _looks_truncated(exc: BaseException, image_format: str, data: bytes) -> bool
 
 def _apply_orientation(image: Image.Image) -> Image.Image:
     try:
-        # Checking first spares the full-image copy exif_transpose makes even when there is nothing to do.
+        # Checking first spares the full copy exif_transpose makes even when there is nothing to do.
         if image.getexif().get(_EXIF_ORIENTATION_TAG, 1) == 1:
             return image
         oriented = ImageOps.exif_transpose(image)

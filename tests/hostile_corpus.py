@@ -1,4 +1,4 @@
-"""Build a folder of hostile and unusual image files, all made by code, with what ingest should do."""
+"""Build a folder of hostile and unusual image files, made by code, with what ingest should do."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def _rejected(reason: str) -> Expectation:
 
 
 def gradient_image(width: int = 128, height: int = 96) -> np.ndarray:
-    """(height, width, 3) uint8 BGR with a different gradient per channel: decodes to something real."""
+    """(height, width, 3) uint8 BGR with a different gradient in each channel."""
     x = np.linspace(0, 255, width, dtype=np.float32)[None, :]
     y = np.linspace(0, 255, height, dtype=np.float32)[:, None]
     blue = np.broadcast_to(x, (height, width))
@@ -89,10 +89,10 @@ def _png_chunk(kind: bytes, payload: bytes) -> bytes:
 
 
 def bomb_png_bytes(width: int, height: int) -> bytes:
-    """A valid PNG header declaring width × height RGB pixels, followed by a few bytes of image data.
+    """A valid PNG header declaring width × height RGB pixels, then one scanline of image data.
 
-    Nothing near width × height is ever allocated: a decoder that trusted the header would run out of
-    data (truncated), so a 'too-large' verdict proves the size was checked before decoding.
+    Nothing near width × height is ever allocated: a decoder that trusted the header would run out
+    of data (truncated), so a 'too-large' verdict proves the size was checked before decoding.
     """
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlace
     scanline = b"\x00" + b"\x00" * 3 * min(width, 16)
@@ -136,8 +136,8 @@ def _gray16_array() -> np.ndarray:
 def _premultiplied_la_tiff_bytes() -> bytes:
     """A grayscale TIFF with associated (premultiplied) alpha, which Pillow opens as mode 'La'.
 
-    Pillow cannot write 'La', so write 'LA' and flip its ExtraSamples tag (338) from 2 (unassociated)
-    to 1 (associated). 'La' cannot be converted to RGB by Pillow directly.
+    Pillow cannot write 'La', so write 'LA' and flip its ExtraSamples tag (338) from 2
+    (unassociated) to 1 (associated). Pillow cannot convert 'La' to RGB directly.
     """
     data = encode(Image.new("LA", (8, 8), (200, 128)), "TIFF")
     tag = b"\x52\x01\x03\x00\x01\x00\x00\x00"  # little-endian: tag 338, type SHORT, count 1
@@ -157,7 +157,7 @@ def _palette_image() -> Image.Image:
 
 
 def _rgba_image() -> Image.Image:
-    """Left third opaque red, middle third half-transparent red, right third fully transparent white."""
+    """Left third opaque red, middle third half-transparent red, right third transparent white."""
     pixels = np.zeros((12, 12, 4), dtype=np.uint8)
     pixels[:, :4] = (255, 0, 0, 255)
     pixels[:, 4:8] = (255, 0, 0, 128)

@@ -143,7 +143,9 @@ def test_rel_paths_are_storable_and_names_survive(results: dict[str, IngestResul
         assert results[corpus.NON_UTF8_STORED].decoded is not None
 
 
-def test_non_utf8_entry_keeps_the_real_path(corpus_dir: tuple[Path, dict[str, Expectation]]) -> None:
+def test_non_utf8_entry_keeps_the_real_path(
+    corpus_dir: tuple[Path, dict[str, Expectation]],
+) -> None:
     directory, expected = corpus_dir
     if corpus.NON_UTF8_STORED not in expected:
         pytest.skip("this file system refuses non-UTF-8 names")
@@ -319,7 +321,8 @@ def test_file_vanished_after_listing_is_unreadable(tmp_path: Path) -> None:
 
 def test_directory_swapped_in_after_listing_is_not_a_file(tmp_path: Path) -> None:
     (tmp_path / "d.jpg").mkdir()
-    entry = FileEntry("d.jpg", tmp_path / "d.jpg", 0, 0, None)  # as if it had been a file when listed
+    # As if it had been a file when listed.
+    entry = FileEntry("d.jpg", tmp_path / "d.jpg", 0, 0, None)
     result = read_image(entry)
     assert result.rejection is not None and result.rejection.reason == "not-a-file"
 
