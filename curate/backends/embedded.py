@@ -66,7 +66,8 @@ class YuNetDetector:
         if rows is None:
             return []
         found = []
-        for row in rows:
+        # YuNet's int8 graph can emit inf/NaN rows on degenerate inputs (flat or tiny images).
+        for row in rows[np.isfinite(rows).all(axis=1)]:
             x, y, w, h = (row[:4] / scale).tolist()
             landmarks = (row[4:14].reshape(5, 2) / scale).astype(np.float32)
             found.append((np.array([x, y, x + w, y + h], dtype=np.float32), float(row[14]), landmarks))

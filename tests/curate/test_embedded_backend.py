@@ -115,3 +115,10 @@ def test_pose_of_a_synthetic_rotation_is_recovered():
         expected_roll = np.degrees(np.arctan2(rotation[1, 0], rotation[0, 0]))
         assert abs(expected_roll - roll) < 6
         assert estimate.roll == pytest.approx(expected_roll, abs=3)
+
+
+def test_tiny_and_flat_images_give_no_faces(analyzer):
+    """YuNet emits non-finite rows on such inputs; they must be dropped, not crash dlib."""
+    images = [np.full((16, 16, 3), value, np.uint8) for value in (0, 128, 255)]
+    images.append(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    assert analyzer.analyze(images) == [[], [], [], []]
