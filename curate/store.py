@@ -139,7 +139,14 @@ class FacesetStore:
             self.connection = duckdb.connect(str(self.path))
         except duckdb.Error as error:
             raise StoreError(f"cannot open faceset {self.path}: {error}") from error
-        self._migrate()
+        try:
+            self._migrate()
+        except BaseException as error:
+            # Release the file: a half-made store would keep it locked for this process.
+            self.connection.close()
+            if isinstance(error, duckdb.Error):  # e.g. another program's 'meta' table
+                raise StoreError(f"{self.path} is not a faceset this facesmith can read: {error}") from error
+            raise
 
     def __enter__(self) -> "FacesetStore":
         return self
@@ -265,8 +272,10 @@ class FacesetStore:
                     "INSERT INTO face_checks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", checks
                 )
             connection.execute("COMMIT")
-        except BaseException:
+        except BaseException as error:
             connection.execute("ROLLBACK")
+            if isinstance(error, duckdb.Error):
+                raise StoreError(f"cannot write a batch to {self.path}: {error}") from error
             raise
 
 
@@ -308,7 +317,10 @@ def query_read_only(path: Path, sql: str) -> QueryResult:
         if not statements:
             raise ReadOnlyQueryError("no statement given")
         for statement in statements:
-            kind = statement.type.name
+            try:
+                kind = statement.type.name
+            except ValueError:  # a statement type newer than the duckdb Python enum knows
+                kind = "UNKNOWN"
             if kind not in _READ_ONLY_TYPES:
                 raise ReadOnlyQueryError(
                     f"refused: '{statement.query.strip()[:60]}' is a {kind} statement; "

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from curate import __version__
 from curate.errors import FacesmithError
@@ -33,7 +34,10 @@ FormatOption = Annotated[
 
 
 def _fail(error: Exception) -> None:
-    Console(stderr=True).print(f"[red]error:[/red] {error}", highlight=False)
+    # The message is data, not markup (paths and SQL hold brackets), and is never re-wrapped,
+    # so a path or file name in it stays whole on its line.
+    message = Text.assemble(("error:", "red"), " ", str(error))
+    Console(stderr=True, soft_wrap=True).print(message, highlight=False)
     raise typer.Exit(1)
 
 
@@ -84,7 +88,7 @@ def scan(
         show_progress = output is OutputFormat.table and sys.stderr.isatty()
         with _progress(show_progress) as on_progress:
             summary = scan_folder(source, db, settings, aligned_dir=aligned, on_progress=on_progress)
-    except FacesmithError as error:
+    except (FacesmithError, OSError) as error:  # OSError: e.g. --db or --aligned under a file
         _fail(error)
     if output is OutputFormat.json:
         typer.echo(to_json(summary.to_dict()))
@@ -138,7 +142,7 @@ def _print_summary(summary, console: Console) -> None:
     table.add_row("time", f"{summary.seconds:.1f} s ({summary.images_per_second:.1f} images/s)")
     table.add_row("backend", summary.backend)
     table.add_row("device / providers", f"{summary.device} / {', '.join(summary.providers) or '-'}")
-    table.add_row("database", summary.database)
+    table.add_row("database", Text(summary.database))
     console.print(table)
 
 

@@ -6,13 +6,14 @@ import csv
 import io
 import json
 import math
-from datetime import date, datetime
+from datetime import date, datetime, time
 from decimal import Decimal
 from enum import Enum
 from typing import Any, Sequence
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 
 class OutputFormat(str, Enum):
@@ -23,7 +24,7 @@ class OutputFormat(str, Enum):
 
 def _plain(value: Any) -> Any:
     """JSON-safe form of DuckDB values (timestamps, decimals, NaN, nested lists)."""
-    if isinstance(value, (datetime, date)):
+    if isinstance(value, (datetime, date, time)):
         return value.isoformat()
     if isinstance(value, Decimal):
         return float(value)
@@ -50,7 +51,8 @@ def _cell(value: Any) -> str:
 
 
 def to_json(value: Any) -> str:
-    return json.dumps(_plain(value), indent=2, ensure_ascii=False)
+    # default=str: UUID, INTERVAL (timedelta) and other DuckDB values without a JSON form.
+    return json.dumps(_plain(value), indent=2, ensure_ascii=False, default=str)
 
 
 def render_rows(
@@ -68,8 +70,9 @@ def render_rows(
         console.file.write(buffer.getvalue())
     else:
         table = Table(title=title, show_lines=False)
+        # Text, not str: cell values are data and must not be read as Rich markup ('[x]').
         for column in columns:
-            table.add_column(column, overflow="fold")
+            table.add_column(Text(column), overflow="fold")
         for row in rows:
-            table.add_row(*(_cell(value) for value in row))
+            table.add_row(*(Text(_cell(value)) for value in row))
         console.print(table)

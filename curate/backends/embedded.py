@@ -21,7 +21,7 @@ import numpy as np
 from curate.align import arcface_crop
 from curate.backends.base import ModelInfo
 from curate.errors import ModelPackError
-from curate.onnx_dequantize import load_fp32
+from curate.onnx_rewrite import load_fast_fp32
 from curate.onnx_model import InputNormalisation, OnnxModel
 from curate.records import DetectedFace
 
@@ -147,7 +147,7 @@ class EmbeddedFaceAnalyzer:
         landmarks = _package_file("face_recognition_models", "models", LANDMARKS68_FILE)
         self.detector = YuNetDetector(yunet, det_max_side, det_threshold)
         self.landmarks = Dlib68Landmarks(landmarks)
-        self.embedder = SFaceEmbedder(load_fp32(sface), device=device, threads=threads)
+        self.embedder = SFaceEmbedder(load_fast_fp32(sface), device=device, threads=threads)
         self.embedding_dim = self.embedder.dim
 
     @property

