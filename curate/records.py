@@ -11,15 +11,25 @@ ImageStatus = Literal["ok", "rejected"]
 
 
 @dataclass(frozen=True)
-class DetectedFace:
-    """What a face backend returns for one face, all in source-image pixel coordinates."""
+class LocatedFace:
+    """A face a backend found in one image, all in source-image pixel coordinates."""
 
     bbox: np.ndarray  # (4,) float32: x1, y1, x2, y2 in source pixels
     det_score: float
     landmarks5: np.ndarray  # (5, 2) float32, source px: eye, eye, nose tip, mouth corner, mouth corner
     #                         (image-left first: subject's right eye, then left eye)
     landmarks68: np.ndarray  # (68, 2) float32, source px, iBUG 68-point layout (as DFL uses)
-    embedding: np.ndarray  # (D,) float32, L2-normalised identity embedding
+
+
+@dataclass(frozen=True)
+class DetectedFace(LocatedFace):
+    """A located face with its identity embedding."""
+
+    embedding: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # (D,) float32, L2-normalised
+
+    @classmethod
+    def with_embedding(cls, face: LocatedFace, embedding: np.ndarray) -> "DetectedFace":
+        return cls(face.bbox, face.det_score, face.landmarks5, face.landmarks68, embedding)
 
 
 @dataclass(frozen=True)

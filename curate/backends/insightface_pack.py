@@ -31,12 +31,12 @@ from typing import ClassVar, Sequence
 import cv2
 import numpy as np
 
-from curate.align import arcface_crop, invert_affine, transform_points
-from curate.backends.base import ModelInfo
+from curate.align import invert_affine, transform_points
+from curate.backends.base import FaceAnalyzer, ModelInfo
 from curate.errors import ModelContractError, ModelPackError
 from curate.onnx_model import InputNormalisation, OnnxModel
 from curate.providers import resolve_providers
-from curate.records import DetectedFace
+from curate.records import LocatedFace
 
 logger = logging.getLogger(__name__)
 
@@ -368,9 +368,6 @@ class ArcFaceEmbedder(OnnxModel):
             dim = int(np.asarray(self.run(probe)[0]).reshape(1, -1).shape[1])
         self.embedding_dim: int = dim
 
-    def crop(self, image_bgr: np.ndarray, landmarks5: np.ndarray) -> np.ndarray:
-        return arcface_crop(image_bgr, landmarks5, self.input_size)
-
     def embed(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         """(N, D) float32 L2-normalised embeddings of N uint8 112×112 BGR crops."""
         if not crops:
@@ -444,7 +441,7 @@ def locate_pack(models_dir: Path, pack: str) -> PackFiles:
     raise ModelPackError("\n".join(lines))
 
 
-class InsightFacePack:
+class InsightFacePack(FaceAnalyzer):
     """FaceAnalyzer over an insightface pack: SCRFD boxes + 5 points, 1k3d68 68 points, ArcFace."""
 
     name = "insightface"
@@ -488,47 +485,35 @@ class InsightFacePack:
             for model in (self.detector, self.landmarker, self.embedder)
         ]
 
-    def analyze(self, images_bgr: Sequence[np.ndarray]) -> list[list[DetectedFace]]:
-        """Detect, landmark and embed every face; one list per image, highest score first.
+    def locate(self, image_bgr: np.ndarray) -> list[LocatedFace]:
+        """SCRFD boxes and 5 points, then 68 points from 1k3d68 for all faces of the image.
 
-        Detection runs image by image (SCRFD graphs fix batch 1); the landmark and embedding
-        models then run once over all faces of the call.
+        onnxruntime sessions may be run from several threads at once, so this is thread-safe.
         """
-        detections: list[Detections] = []
-        for index, image in enumerate(images_bgr):
-            if (
-                not isinstance(image, np.ndarray)
-                or image.dtype != np.uint8
-                or image.ndim != 3
-                or image.shape[2] != 3
-            ):
-                shape = getattr(image, "shape", None)
-                dtype = getattr(image, "dtype", type(image).__name__)
-                raise ValueError(f"image {index}: expected uint8 H×W×3 BGR, got {dtype} {shape}")
-            detections.append(self.detector.detect(image))
-
-        owners = [(i, j) for i, found in enumerate(detections) for j in range(len(found))]
-        landmark_crops, matrices, face_crops = [], [], []
-        for i, j in owners:
-            crop, matrix = self.landmarker.crop(images_bgr[i], detections[i].boxes[j])
-            landmark_crops.append(crop)
-            matrices.append(matrix)
-            face_crops.append(self.embedder.crop(images_bgr[i], detections[i].keypoints[j]))
-        points68 = self.landmarker.predict(landmark_crops, matrices)
-        embeddings = self.embedder.embed(face_crops)
-
-        results: list[list[DetectedFace]] = [[] for _ in images_bgr]
-        for k, (i, j) in enumerate(owners):
-            found = detections[i]
-            results[i].append(
-                DetectedFace(
-                    bbox=found.boxes[j].astype(np.float32),
-                    det_score=float(found.scores[j]),
-                    landmarks5=found.keypoints[j].astype(np.float32),
-                    landmarks68=points68[k, :, :2].astype(np.float32),
-                    embedding=embeddings[k],
-                )
+        if (
+            not isinstance(image_bgr, np.ndarray)
+            or image_bgr.dtype != np.uint8
+            or image_bgr.ndim != 3
+            or image_bgr.shape[2] != 3
+        ):
+            shape = getattr(image_bgr, "shape", None)
+            dtype = getattr(image_bgr, "dtype", type(image_bgr).__name__)
+            raise ValueError(f"expected a uint8 H×W×3 BGR image, got {dtype} {shape}")
+        found = self.detector.detect(image_bgr)
+        if not len(found):
+            return []
+        crops, matrices = zip(*(self.landmarker.crop(image_bgr, box) for box in found.boxes))
+        points68 = self.landmarker.predict(list(crops), list(matrices))
+        faces = [
+            LocatedFace(
+                bbox=found.boxes[j].astype(np.float32),
+                det_score=float(found.scores[j]),
+                landmarks5=found.keypoints[j].astype(np.float32),
+                landmarks68=points68[j, :, :2].astype(np.float32),
             )
-        for faces in results:
-            faces.sort(key=lambda face: -face.det_score)
-        return results
+            for j in range(len(found))
+        ]
+        return sorted(faces, key=lambda face: -face.det_score)
+
+    def embed(self, crops_bgr: Sequence[np.ndarray]) -> np.ndarray:
+        return self.embedder.embed(crops_bgr)

@@ -107,9 +107,8 @@ def test_new_file_gets_the_whole_schema(tmp_path):
 
 def test_reopening_does_not_migrate_again(tmp_path, caplog):
     database = tmp_path / "faceset.duckdb"
-    with caplog.at_level(logging.INFO, logger="curate.store"):
-        with FacesetStore(database) as store:
-            store.write_batch([image()], [face("img1_00")], checks("img1_00"))
+    with caplog.at_level(logging.INFO, logger="curate.store"), FacesetStore(database) as store:
+        store.write_batch([image()], [face("img1_00")], checks("img1_00"))
     assert any("migrated" in record.getMessage() for record in caplog.records)
     before = counts(database)
     assert before == {"face_checks": 2, "faces": 1, "images": 1, "meta": 1, "runs": 0}
@@ -186,9 +185,8 @@ def test_status_check_constraint(tmp_path):
             "INSERT INTO images (image_id, path, bytes, mtime_ns, status, face_count, run_id) "
             "VALUES ('y', 'y.jpg', 1, 1, 'rejected', 0, 'run1')"
         )
-    with FacesetStore(database) as store:
-        with pytest.raises(StoreError, match="CHECK"):
-            store.write_batch([image("z", "z.jpg", status="weird", faces=0)], [])
+    with FacesetStore(database) as store, pytest.raises(StoreError, match="CHECK"):
+        store.write_batch([image("z", "z.jpg", status="weird", faces=0)], [])
     assert query(database, "SELECT image_id, status FROM images") == [("y", "rejected")]
 
 
