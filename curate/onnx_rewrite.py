@@ -121,3 +121,13 @@ def expand_prelu(model: onnx.ModelProto) -> onnx.ModelProto:
 def load_fast_fp32(path: Path) -> bytes:
     """The serialised, CPU-friendly fp32 graph of an int8 weight-quantised ONNX file."""
     return expand_prelu(fold_weight_dequantization(onnx.load(str(path)))).SerializeToString()
+
+
+def load_yunet_fp32(path: Path) -> bytes:
+    """The YuNet detector as fp32 with dynamic height and width (its reshapes are size-free)."""
+    model = fold_weight_dequantization(onnx.load(str(path)))
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    dims[2].dim_param, dims[3].dim_param = "height", "width"
+    for output in model.graph.output:
+        output.type.tensor_type.shape.dim[1].dim_param = "anchors"
+    return model.SerializeToString()

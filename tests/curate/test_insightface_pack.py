@@ -13,8 +13,8 @@ from curate.backends.insightface_pack import (
     Landmark3D68,
     ScrfdDetector,
     locate_pack,
-    nms,
 )
+from curate.boxes import nms
 from curate.errors import ModelContractError, ModelPackError
 from curate.records import DetectedFace
 from tests.onnx_graphs import (
