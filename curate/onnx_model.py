@@ -53,6 +53,8 @@ class OnnxModel:
         options.log_severity_level = 3
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads or max(1, os.cpu_count() or 1)
+        # Scans run models beside decoding threads; spinning idle workers would steal their cores.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         wanted = list(providers) if providers else resolve_providers(device)
         try:
             self.session = onnxruntime.InferenceSession(

@@ -257,20 +257,9 @@ class FacesetStore:
                 )
                 connection.execute("DELETE FROM faces WHERE list_contains(?, image_id)", [ids])
                 connection.execute("DELETE FROM images WHERE list_contains(?, image_id)", [ids])
-                connection.executemany(
-                    f"INSERT INTO images ({_IMAGE_COLUMNS}) VALUES ({_placeholders(13)})",
-                    [image.to_row() for image in images],
-                )
-            if faces:
-                connection.executemany(
-                    f"INSERT INTO faces ({_FACE_COLUMNS}) VALUES ({_placeholders(26)})",
-                    [face.to_row() for face in faces],
-                )
-            checks = list(checks)
-            if checks:
-                connection.executemany(
-                    "INSERT INTO face_checks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", checks
-                )
+                _insert_rows(connection, f"images ({_IMAGE_COLUMNS})", [i.to_row() for i in images])
+            _insert_rows(connection, f"faces ({_FACE_COLUMNS})", [face.to_row() for face in faces])
+            _insert_rows(connection, "face_checks", list(checks))
             connection.execute("COMMIT")
         except BaseException as error:
             connection.execute("ROLLBACK")
@@ -279,8 +268,20 @@ class FacesetStore:
             raise
 
 
-def _placeholders(count: int) -> str:
-    return ", ".join("?" * count)
+def _insert_rows(connection: duckdb.DuckDBPyConnection, target: str, rows: list[tuple]) -> None:
+    """INSERT many rows as multi-row VALUES statements: DuckDB's executemany pays a full
+    statement per row, ~50× slower for the few hundred rows of a scan batch."""
+    if not rows:
+        return
+    width = len(rows[0])
+    one_row = f"({', '.join('?' * width)})"
+    per_statement = max(1, 2000 // width)  # keep each statement's parameter list moderate
+    for start in range(0, len(rows), per_statement):
+        chunk = rows[start : start + per_statement]
+        connection.execute(
+            f"INSERT INTO {target} VALUES {', '.join([one_row] * len(chunk))}",
+            [value for row in chunk for value in row],
+        )
 
 
 # -- read-only queries ---------------------------------------------------------------------
