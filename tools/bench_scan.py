@@ -95,8 +95,11 @@ def main() -> None:
         if int(stale.stem.split("_")[1]) >= args.images:
             stale.unlink()
 
-    decode_only(photos_dir, args.workers)  # warm the page cache so both passes read from memory
-    decode_seconds, count = decode_only(photos_dir, args.workers)
+    # The first pass warms the page cache; the best of three is the floor (scheduling noise on a
+    # shared 2-core machine only ever makes a pass slower).
+    decode_only(photos_dir, args.workers)
+    passes = [decode_only(photos_dir, args.workers) for _ in range(3)]
+    decode_seconds, count = min(passes)
 
     database = args.out / "bench.duckdb"
     for leftover in (database, Path(f"{database}.wal"), args.out / "bench_aligned"):
