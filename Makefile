@@ -24,7 +24,8 @@ samples: install
 demo: samples
 	$(VENV)/bin/facesmith curate scan samples --db $(DEMO)/faceset.duckdb
 	$(VENV)/bin/facesmith sql --db $(DEMO)/faceset.duckdb \
-	  "SELECT i.path, f.face_index, round(f.yaw) AS yaw, round(f.pitch) AS pitch, round(f.sharpness, 1) AS sharpness, f.aligned_path FROM faces f JOIN images i USING (image_id) ORDER BY i.path, f.face_index"
+	  "SELECT i.path, i.status, coalesce(i.reject_reason, '') AS rejected, i.face_count AS faces, round(max(f.sharpness)) AS sharpest, round(min(f.yaw)) AS min_yaw, round(max(f.yaw)) AS max_yaw FROM images i LEFT JOIN faces f USING (image_id) GROUP BY ALL ORDER BY i.path"
+	@echo "Query it yourself: $(VENV)/bin/facesmith sql --db $(DEMO)/faceset.duckdb \"SELECT * FROM summary\""
 
 test: samples
 	$(PY) -m pytest -q

@@ -13,7 +13,7 @@ from rich.text import Text
 
 from curate import __version__
 from curate.errors import FacesmithError
-from facesmith.render import OutputFormat, render_rows, to_json
+from facesmith.render import OutputFormat, render_rows, stdout_console, to_json
 
 app = typer.Typer(
     name="facesmith",
@@ -78,7 +78,7 @@ def scan(
     """Analyse every image under SOURCE into the faceset: only new or changed files are read."""
     from curate.scan import ScanSettings, scan_folder
 
-    console = Console()
+    console = stdout_console()
     try:
         settings = ScanSettings(
             face_type=face_type, resolution=resolution, backend=backend,
@@ -159,7 +159,7 @@ def sql(
         result = query_read_only(db, query)
     except FacesmithError as error:
         _fail(error)
-    render_rows(result.columns, result.rows, output, Console())
+    render_rows(result.columns, result.rows, output, stdout_console())
 
 
 if __name__ == "__main__":

@@ -16,6 +16,13 @@ from rich.table import Table
 from rich.text import Text
 
 
+def stdout_console() -> Console:
+    """Rich console for results: the terminal's width on a terminal; wide enough for paths and
+    numbers when piped or logged, where Rich would otherwise assume 80 columns."""
+    console = Console()
+    return console if console.is_terminal else Console(width=200)
+
+
 class OutputFormat(str, Enum):
     table = "table"
     json = "json"
