@@ -16,7 +16,7 @@ from curate.records import FaceRecord, ImageRecord
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _IMAGE_COLUMNS = (
     "image_id, path, content_hash, bytes, mtime_ns, width, height, format, mode, status, "
@@ -112,6 +112,38 @@ _MIGRATIONS: dict[int, list[str]] = {
                    (SELECT count(*) FROM faces) AS faces,
                    (SELECT count(*) FROM runs) AS runs""",
         "CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)",
+    ],
+    # Analysis results: each table is recomputed whole by its analysis and says why per face.
+    2: [
+        """CREATE TABLE analyses (
+            kind VARCHAR PRIMARY KEY,             -- duplicates, identities, selection
+            analysed_at TIMESTAMPTZ NOT NULL,
+            faces INTEGER NOT NULL,               -- faces in the set when it ran
+            parameters JSON NOT NULL
+        )""",
+        """CREATE TABLE duplicates (
+            face_id VARCHAR PRIMARY KEY,          -- every face that belongs to a duplicate group
+            group_id VARCHAR NOT NULL,            -- the face kept for the group
+            kind VARCHAR NOT NULL,                -- exact-file, exact-pixels, near
+            keep BOOLEAN NOT NULL,                -- true for exactly one face per group
+            similarity DOUBLE,                    -- embedding cosine to the kept face
+            phash_distance INTEGER,               -- Hamming distance to the kept face's phash
+            reason VARCHAR NOT NULL
+        )""",
+        """CREATE TABLE identities (
+            face_id VARCHAR PRIMARY KEY,
+            cluster INTEGER NOT NULL,             -- -1: belongs to no cluster (outlier)
+            label VARCHAR NOT NULL,               -- main, other-person, outlier
+            distance DOUBLE NOT NULL,             -- cosine distance to the main identity's centre
+            reason VARCHAR NOT NULL
+        )""",
+        """CREATE TABLE selection (
+            face_id VARCHAR PRIMARY KEY,
+            selected BOOLEAN NOT NULL,
+            pick_order INTEGER,                   -- 1 = picked first; NULL when not selected
+            yaw_bin INTEGER, pitch_bin INTEGER, light_bin VARCHAR,
+            reason VARCHAR NOT NULL               -- 'selected' or why the face was left out
+        )""",
     ],
 }
 
@@ -267,6 +299,29 @@ class FacesetStore:
                 raise StoreError(f"cannot write a batch to {self.path}: {error}") from error
             raise
 
+
+    # -- analysis results -----------------------------------------------------------------
+
+    def replace_analysis(
+        self, kind: str, table: str, rows: Sequence[tuple], parameters: dict[str, Any]
+    ) -> None:
+        """Swap an analysis table's whole content and record when and how it was computed."""
+        connection = self.connection
+        connection.execute("BEGIN TRANSACTION")
+        try:
+            connection.execute(f"DELETE FROM {table}")
+            _insert_rows(connection, table, list(rows))
+            faces = connection.execute("SELECT count(*) FROM faces").fetchone()[0]
+            connection.execute(
+                "INSERT OR REPLACE INTO analyses VALUES (?, ?, ?, ?)",
+                [kind, _now(), faces, json.dumps(parameters)],
+            )
+            connection.execute("COMMIT")
+        except BaseException as error:
+            connection.execute("ROLLBACK")
+            if isinstance(error, duckdb.Error):
+                raise StoreError(f"cannot store the {kind} analysis in {self.path}: {error}") from error
+            raise
 
 def _insert_rows(connection: duckdb.DuckDBPyConnection, target: str, rows: list[tuple]) -> None:
     """INSERT many rows as multi-row VALUES statements: DuckDB's executemany pays a full
