@@ -1,0 +1,137 @@
+"""The numbers behind every faceset report, read from the database (never recomputed scores)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+
+from curate.faceset import load_faces, open_faceset
+
+HISTOGRAM_MEASURES = ("sharpness", "brightness", "contrast", "face_size", "yaw", "pitch")
+
+
+@dataclass(frozen=True)
+class Histogram:
+    measure: str
+    edges: list[float]  # len(counts) + 1 bin edges
+    counts: list[int]
+    median: float | None
+
+
+@dataclass(frozen=True)
+class Report:
+    """Everything a report shows; `to_dict()` is the --format json document."""
+
+    database: str
+    counts: dict[str, int]
+    rejects_by_reason: dict[str, int]
+    verdicts: dict[str, dict[str, int]]  # measure -> {ok, warn, bad}
+    duplicates: dict[str, Any]
+    identities: dict[str, Any]
+    selection: dict[str, Any]
+    coverage: dict[str, Any]
+    advice: list[str]
+    histograms: list[Histogram]
+    analyses: dict[str, dict[str, Any]]  # kind -> when, faces then, parameters
+    stale: list[str] = field(default_factory=list)  # analyses older than the newest scan
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _rows(connection: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> list[tuple]:
+    return connection.execute(sql, params or []).fetchall()
+
+
+def _has_table(connection: duckdb.DuckDBPyConnection, name: str) -> bool:
+    return bool(_rows(connection, "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name])[0][0])
+
+
+def _histogram(measure: str, values: np.ndarray, bins: int = 20) -> Histogram:
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return Histogram(measure, [], [], None)
+    if measure in ("sharpness", "face_size"):  # span decades: bin on a log scale
+        positive = finite[finite > 0]
+        if positive.size == 0:
+            return Histogram(measure, [], [], None)
+        edges = np.geomspace(positive.min(), positive.max() * 1.0001, bins + 1)
+        counts, _ = np.histogram(positive, edges)
+    else:
+        counts, edges = np.histogram(finite, bins)
+    return Histogram(measure, [float(e) for e in edges], [int(c) for c in counts], float(np.median(finite)))
+
+
+def build_report(database: Path) -> Report:
+    """Read a faceset and summarise it: counts, rejects, quality, duplicates, identities, coverage."""
+    from curate.coverage import CoverageSettings, advice, coverage
+
+    connection = open_faceset(database)
+    try:
+        counts = dict(zip(
+            ["images", "images_ok", "images_rejected", "images_without_faces", "faces"],
+            _rows(connection, """SELECT count(*), count(*) FILTER (status = 'ok'),
+                                        count(*) FILTER (status = 'rejected'),
+                                        count(*) FILTER (status = 'ok' AND face_count = 0),
+                                        (SELECT count(*) FROM faces) FROM images""")[0],
+        ))
+        rejects = dict(_rows(connection, """SELECT reject_reason, count(*) FROM images
+                                            WHERE status = 'rejected' GROUP BY 1 ORDER BY 2 DESC, 1"""))
+        verdicts: dict[str, dict[str, int]] = {}
+        for measure, verdict, number in _rows(connection, "SELECT measure, verdict, count(*) FROM face_checks GROUP BY ALL ORDER BY ALL"):
+            verdicts.setdefault(measure, {"ok": 0, "warn": 0, "bad": 0})[verdict] = number
+        analyses = {}
+        if _has_table(connection, "analyses"):
+            for kind, when, faces, parameters in _rows(connection, "SELECT kind, analysed_at, faces, parameters FROM analyses"):
+                analyses[kind] = {"analysed_at": when.isoformat(), "faces": faces, "parameters": parameters}
+        newest_scan = _rows(connection, "SELECT max(finished_at) FROM runs WHERE status = 'done'")[0][0]
+        stale = [kind for kind, info in analyses.items()
+                 if newest_scan is not None and info["analysed_at"] < newest_scan.isoformat()]
+        duplicates = _duplicates_summary(connection) if "duplicates" in analyses else {}
+        identities = _identities_summary(connection) if "identities" in analyses else {}
+        selection = _selection_summary(connection) if "selection" in analyses else {}
+        table = load_faces(connection)
+    finally:
+        connection.close()
+    grid = coverage(table, CoverageSettings())
+    histograms = [_histogram(name, getattr(table, name)) for name in HISTOGRAM_MEASURES]
+    return Report(
+        database=str(database), counts=counts, rejects_by_reason=rejects, verdicts=verdicts,
+        duplicates=duplicates, identities=identities, selection=selection,
+        coverage=grid.to_dict(), advice=advice(grid), histograms=histograms,
+        analyses=analyses, stale=stale,
+    )
+
+
+def _duplicates_summary(connection: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+    by_kind = dict(_rows(connection, "SELECT kind, count(*) FILTER (NOT keep) FROM duplicates GROUP BY 1 ORDER BY 1"))
+    groups = _rows(connection, """
+        SELECT group_id, kind, count(*) AS members, list(face_id ORDER BY keep DESC, face_id) AS faces
+        FROM duplicates GROUP BY group_id, kind ORDER BY members DESC, group_id""")
+    return {
+        "groups": len({group for group, *_ in groups}),
+        "faces_to_drop": int(sum(by_kind.values())),
+        "by_kind": by_kind,
+        "largest_groups": [{"kept": g, "kind": k, "members": m, "faces": f} for g, k, m, f in groups[:20]],
+    }
+
+
+def _identities_summary(connection: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+    labels = dict(_rows(connection, "SELECT label, count(*) FROM identities GROUP BY 1 ORDER BY 1"))
+    flagged = _rows(connection, """SELECT face_id, label, round(distance, 3), reason FROM identities
+                                   WHERE label <> 'main' ORDER BY distance DESC, face_id LIMIT 50""")
+    clusters = _rows(connection, "SELECT count(DISTINCT cluster) FILTER (cluster >= 0) FROM identities")[0][0]
+    return {"labels": labels, "clusters": clusters,
+            "flagged": [{"face_id": f, "label": l, "distance": d, "reason": r} for f, l, d, r in flagged]}
+
+
+def _selection_summary(connection: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+    selected = _rows(connection, "SELECT count(*) FILTER (selected), count(*) FROM selection")[0]
+    reasons = dict(_rows(connection, """
+        SELECT split_part(reason, ':', 1) AS why, count(*) FROM selection WHERE NOT selected
+        GROUP BY 1 ORDER BY 2 DESC, 1"""))
+    return {"selected": selected[0], "faces": selected[1], "excluded_by_reason": reasons}

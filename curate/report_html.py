@@ -1,0 +1,156 @@
+"""One self-contained HTML page for a faceset: numbers, plots and contact sheets, no external files."""
+
+from __future__ import annotations
+
+import base64
+import os
+from html import escape
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import cv2
+import numpy as np
+
+from curate.faceset import load_faces, open_faceset
+from curate.report import Report
+from curate.svg_plots import heatmap, histogram, scatter
+
+THUMBNAIL = 96
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:24px;color:#1a202c;max-width:1200px}
+h1{font-size:22px}h2{font-size:18px;margin-top:32px;border-bottom:1px solid #cbd5e0}
+table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #cbd5e0;padding:3px 8px;font-size:13px;text-align:left}
+.plots{display:flex;flex-wrap:wrap;gap:12px}.sheet{display:flex;flex-wrap:wrap;gap:6px;margin:6px 0 14px}
+figure{margin:0;width:%dpx}figure img{width:%dpx;height:%dpx;display:block}
+figcaption{font-size:10px;word-break:break-all}.kept img{outline:3px solid #2f855a}
+.advice li{margin:4px 0}.stale{background:#fefcbf;padding:8px}
+""" % (THUMBNAIL, THUMBNAIL, THUMBNAIL)
+
+
+def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    head = "".join(f"<th>{escape(str(h))}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{escape(str(v))}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+class _Thumbnails:
+    """Aligned crops as small inline JPEGs, read once per face."""
+
+    def __init__(self, database: Path, aligned_paths: dict[str, str]) -> None:
+        self.folder = Path(database).parent
+        self.aligned_paths = aligned_paths
+        self.cache: dict[str, str | None] = {}
+
+    def data_uri(self, face_id: str) -> str | None:
+        if face_id not in self.cache:
+            path = self.aligned_paths.get(face_id)
+            image = cv2.imread(str(self.folder / path)) if path else None
+            if image is None:
+                self.cache[face_id] = None
+            else:
+                small = cv2.resize(image, (THUMBNAIL, THUMBNAIL), interpolation=cv2.INTER_AREA)
+                ok, encoded = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 85])
+                self.cache[face_id] = "data:image/jpeg;base64," + base64.b64encode(encoded.tobytes()).decode() if ok else None
+        return self.cache[face_id]
+
+    def sheet(self, items: Iterable[tuple[str, str, bool]]) -> str:
+        """(face_id, caption, highlighted) -> a row of captioned thumbnails (missing crops skipped)."""
+        figures = []
+        for face_id, caption, highlighted in items:
+            uri = self.data_uri(face_id)
+            if uri is None:
+                continue
+            css = ' class="kept"' if highlighted else ""
+            figures.append(f'<figure{css}><img src="{uri}" alt="{escape(face_id)}">'
+                           f"<figcaption>{escape(caption)}</figcaption></figure>")
+        return f'<div class="sheet">{"".join(figures)}</div>' if figures else "<p>none</p>"
+
+
+def _embedding_map(embeddings: np.ndarray, labels: list[str]) -> str:
+    """PCA of the identity embeddings to 2-D: other people and outliers sit apart from the main group."""
+    if len(embeddings) < 3:
+        return scatter([], [], "identity map (PCA of embeddings)")
+    centred = embeddings - embeddings.mean(axis=0)
+    _, _, components = np.linalg.svd(centred, full_matrices=False)
+    points = centred @ components[:2].T
+    return scatter([tuple(map(float, p)) for p in points], labels, "identity map (PCA of embeddings)")
+
+
+def _coverage_heatmap(coverage: dict[str, Any]) -> str:
+    counts = coverage.get("counts") or []
+    yaw_edges, pitch_edges = coverage.get("yaw_edges") or [], coverage.get("pitch_edges") or []
+    columns = [f"{int(a)}" for a in yaw_edges[:-1]]
+    rows = [f"{int(a)}" for a in pitch_edges[:-1]]
+    # counts is [yaw][pitch]; draw pitch rows from looking up (top) to looking down
+    grid = [[counts[c][r] for c in range(len(columns))] for r in reversed(range(len(rows)))]
+    return heatmap(grid, list(reversed(rows)), columns, "faces per yaw (x) × pitch (y) bin, °")
+
+
+def write_html_report(report: Report, out: Path, contact_limit: int = 60) -> Path:
+    """Write the report page to `out` (atomically) and return the path."""
+    connection = open_faceset(Path(report.database))
+    try:
+        table = load_faces(connection)
+        labels = dict(connection.execute("SELECT face_id, label FROM identities").fetchall()) \
+            if report.identities else {}
+        reasons = dict(connection.execute("SELECT face_id, reason FROM identities WHERE label <> 'main'").fetchall()) \
+            if report.identities else {}
+        duplicate_rows = connection.execute(
+            "SELECT group_id, face_id, keep, reason FROM duplicates ORDER BY group_id, keep DESC, face_id"
+        ).fetchall() if report.duplicates else []
+        worst = connection.execute("""
+            SELECT f.face_id, string_agg(c.measure || ' ' || c.verdict, ', ' ORDER BY c.measure) AS problems,
+                   min(c.score) AS worst_score
+            FROM faces f JOIN face_checks c USING (face_id) WHERE c.verdict <> 'ok'
+            GROUP BY f.face_id ORDER BY worst_score, f.face_id LIMIT ?""", [contact_limit]).fetchall()
+    finally:
+        connection.close()
+    thumbnails = _Thumbnails(Path(report.database), dict(zip(table.face_ids, table.aligned_paths)))
+
+    sections = [f"<h1>facesmith faceset report</h1><p>{escape(report.database)}</p>"]
+    if report.stale:
+        sections.append(f'<p class="stale">Scanned again after these analyses ran: {escape(", ".join(report.stale))}. '
+                        "Run <code>facesmith curate analyze</code> to refresh them.</p>")
+    sections.append("<h2>Counts</h2>" + _table(["what", "number"], report.counts.items()))
+    sections.append('<h2>Advice</h2><ul class="advice">' +
+                    "".join(f"<li>{escape(line)}</li>" for line in report.advice) + "</ul>")
+    if report.rejects_by_reason:
+        sections.append("<h2>Rejected files</h2>" + _table(["reason", "files"], report.rejects_by_reason.items()))
+    if report.verdicts:
+        sections.append("<h2>Quality checks</h2>" + _table(
+            ["measure", "ok", "warn", "bad"],
+            [(m, v["ok"], v["warn"], v["bad"]) for m, v in report.verdicts.items()]))
+    plots = [histogram(h.edges, h.counts, f"{h.measure} (median {h.median:.3g})" if h.median is not None else h.measure)
+             for h in report.histograms]
+    sections.append('<h2>Distributions</h2><div class="plots">' + "".join(plots) + "</div>")
+    lighting = report.coverage.get("lighting") or {}
+    sections.append('<h2>Pose and lighting coverage</h2><div class="plots">' + _coverage_heatmap(report.coverage) +
+                    "</div>" + (_table(["lighting", "faces"], lighting.items()) if lighting else ""))
+    if report.duplicates:
+        sections.append(f"<h2>Duplicates</h2><p>{report.duplicates['groups']} groups, "
+                        f"{report.duplicates['faces_to_drop']} faces to drop (kept face outlined).</p>")
+        groups: dict[str, list[tuple[str, str, bool]]] = {}
+        for group_id, face_id, keep, reason in duplicate_rows:
+            groups.setdefault(group_id, []).append((face_id, "kept" if keep else reason, keep))
+        for members in list(groups.values())[:contact_limit // 3 or 1]:
+            sections.append(thumbnails.sheet(members))
+    if report.identities:
+        ordered = [labels.get(face_id, "unanalysed") for face_id in table.face_ids]
+        sections.append("<h2>Identities</h2>" + _table(["label", "faces"], report.identities["labels"].items()) +
+                        '<div class="plots">' + _embedding_map(table.embeddings, ordered) + "</div>" +
+                        "<h3>Other people and outliers</h3>" +
+                        thumbnails.sheet((f, reasons.get(f, ""), False) for f in list(reasons)[:contact_limit]))
+    sections.append("<h2>Worst faces</h2>" + thumbnails.sheet((f, problems, False) for f, problems, _ in worst))
+    if report.selection:
+        sections.append("<h2>Selection</h2>" + _table(
+            ["selected", "of faces"], [(report.selection["selected"], report.selection["faces"])]) +
+            _table(["excluded because", "faces"], report.selection["excluded_by_reason"].items()))
+    page = ("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>facesmith report</title>"
+            f"<style>{_STYLE}</style></head><body>{''.join(sections)}</body></html>")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temporary = out.with_name(f".{out.name}.tmp")
+    temporary.write_text(page, encoding="utf-8")
+    os.replace(temporary, out)
+    return out
