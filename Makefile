@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 ORT_EXTRA := $(if $(shell command -v nvidia-smi 2>/dev/null),gpu,cpu)
 DEMO ?= demo
 
-.PHONY: install samples demo test bench clean
+.PHONY: install samples demo test bench browser clean
 
 install: $(VENV)/.installed
 
@@ -23,11 +23,20 @@ samples: install
 
 demo: samples
 	$(VENV)/bin/facesmith curate scan samples --db $(DEMO)/faceset.duckdb
-	$(VENV)/bin/facesmith sql --db $(DEMO)/faceset.duckdb \
-	  "SELECT i.path, i.status, coalesce(i.reject_reason, '') AS rejected, i.face_count AS faces, round(max(f.sharpness)) AS sharpest, round(min(f.yaw)) AS min_yaw, round(max(f.yaw)) AS max_yaw FROM images i LEFT JOIN faces f USING (image_id) GROUP BY ALL ORDER BY i.path"
-	@echo "Query it yourself: $(VENV)/bin/facesmith sql --db $(DEMO)/faceset.duckdb \"SELECT * FROM summary\""
+	$(VENV)/bin/facesmith curate analyze --db $(DEMO)/faceset.duckdb --identity face_recognition/obama.jpg
+	$(VENV)/bin/facesmith curate select --db $(DEMO)/faceset.duckdb --budget 12 --out $(DEMO)/selected
+	$(VENV)/bin/facesmith curate report --db $(DEMO)/faceset.duckdb --html $(DEMO)/report.html
+	@echo "Open $(DEMO)/report.html, or query: $(VENV)/bin/facesmith sql --db $(DEMO)/faceset.duckdb \"SELECT * FROM summary\""
 
-test: samples
+# The HTML report test renders the page in Debian's headless Chromium; install it when missing
+# (as root with apt-get, as on CI). Without it that one test is skipped, with the reason.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) ; } || \
+	  echo "chromium not installed: the HTML render test will be skipped"
+
+test: samples browser
 	$(PY) -m pytest -q
 
 bench: samples

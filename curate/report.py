@@ -130,8 +130,11 @@ def _identities_summary(connection: duckdb.DuckDBPyConnection) -> dict[str, Any]
 
 
 def _selection_summary(connection: duckdb.DuckDBPyConnection) -> dict[str, Any]:
-    selected = _rows(connection, "SELECT count(*) FILTER (selected), count(*) FROM selection")[0]
-    reasons = dict(_rows(connection, """
-        SELECT split_part(reason, ':', 1) AS why, count(*) FROM selection WHERE NOT selected
-        GROUP BY 1 ORDER BY 2 DESC, 1"""))
-    return {"selected": selected[0], "faces": selected[1], "excluded_by_reason": reasons}
+    from collections import Counter
+
+    from curate.selection import reason_category
+
+    rows = _rows(connection, "SELECT selected, reason FROM selection")
+    excluded = Counter(reason_category(reason) for selected, reason in rows if not selected)
+    return {"selected": sum(1 for selected, _ in rows if selected), "faces": len(rows),
+            "excluded_by_reason": dict(sorted(excluded.items(), key=lambda item: (-item[1], item[0])))}

@@ -16,7 +16,7 @@ from curate.records import FaceRecord, ImageRecord
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _IMAGE_COLUMNS = (
     "image_id, path, content_hash, bytes, mtime_ns, width, height, format, mode, status, "
@@ -27,6 +27,11 @@ _FACE_COLUMNS = (
     "face_size, sharpness, motion_blur, brightness, shadows_clipped, highlights_clipped, contrast, "
     "lighting_lr, lighting_tb, color_cast, phash, embedding, face_type, resolution, image_to_face, "
     "aligned_path"
+)
+# The dfl_faces columns in the order of curate.dfl.DflFaceRow.to_row().
+DFL_FACE_COLUMNS = (
+    "image_id, face_type, source_filename, source_rect, source_landmarks, aligned_landmarks, "
+    "image_to_face, eyebrows_expand_mod, status, reason"
 )
 
 # Each migration takes the database from version N-1 to N; they run in order, in one
@@ -143,6 +148,21 @@ _MIGRATIONS: dict[int, list[str]] = {
             pick_order INTEGER,                   -- 1 = picked first; NULL when not selected
             yaw_bin INTEGER, pitch_bin INTEGER, light_bin VARCHAR,
             reason VARCHAR NOT NULL               -- 'selected' or why the face was left out
+        )""",
+    ],
+    # DeepFaceLab interop: the metadata read from an imported DFL aligned folder (curate/dfl.py).
+    3: [
+        """CREATE TABLE dfl_faces (
+            image_id VARCHAR PRIMARY KEY,         -- the aligned file's images row
+            face_type VARCHAR,                    -- DFL's name: half_face, midfull_face, full_face, whole_face, head, …
+            source_filename VARCHAR,              -- the frame DFL cut the face from
+            source_rect DOUBLE[4],                -- left, top, right, bottom in frame pixels
+            source_landmarks DOUBLE[136],         -- (x, y) pairs, frame pixels, iBUG layout
+            aligned_landmarks DOUBLE[136],        -- (x, y) pairs, aligned-image pixels
+            image_to_face DOUBLE[6],              -- 2×3 affine, frame px -> aligned px
+            eyebrows_expand_mod DOUBLE,
+            status VARCHAR NOT NULL CHECK (status IN ('ok', 'no-metadata', 'rejected')),
+            reason VARCHAR                        -- why no metadata or rejected; NULL when ok
         )""",
     ],
 }
@@ -299,6 +319,21 @@ class FacesetStore:
                 raise StoreError(f"cannot write a batch to {self.path}: {error}") from error
             raise
 
+    def write_dfl_faces(self, rows: Sequence[tuple]) -> None:
+        """Replace the dfl_faces rows of these images (rows as DflFaceRow.to_row()) in one transaction."""
+        connection = self.connection
+        connection.execute("BEGIN TRANSACTION")
+        try:
+            ids = [row[0] for row in rows]
+            if ids:
+                connection.execute("DELETE FROM dfl_faces WHERE list_contains(?, image_id)", [ids])
+            _insert_rows(connection, f"dfl_faces ({DFL_FACE_COLUMNS})", list(rows))
+            connection.execute("COMMIT")
+        except BaseException as error:
+            connection.execute("ROLLBACK")
+            if isinstance(error, duckdb.Error):
+                raise StoreError(f"cannot write DFL metadata to {self.path}: {error}") from error
+            raise
 
     # -- analysis results -----------------------------------------------------------------
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -13,6 +12,7 @@ from rich.text import Text
 
 from curate import __version__
 from curate.errors import FacesmithError
+from facesmith.console import FormatOption, fail, progress, wants_progress
 from facesmith.render import OutputFormat, render_rows, stdout_console, to_json
 
 app = typer.Typer(
@@ -27,19 +27,6 @@ curate_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(curate_app, name="curate")
-
-FormatOption = Annotated[
-    OutputFormat, typer.Option("--format", "-f", help="Output as a table, JSON or CSV.")
-]
-
-
-def _fail(error: Exception) -> None:
-    # The message is data, not markup (paths and SQL hold brackets), and is never re-wrapped,
-    # so a path or file name in it stays whole on its line.
-    message = Text.assemble(("error:", "red"), " ", str(error))
-    Console(stderr=True, soft_wrap=True).print(message, highlight=False)
-    raise typer.Exit(1)
-
 
 def _version(value: bool) -> None:
     if value:
@@ -85,11 +72,10 @@ def scan(
             models_dir=str(models) if models else None, pack=pack, device=device,
             batch_size=batch_size, workers=workers,
         )
-        show_progress = output is OutputFormat.table and sys.stderr.isatty()
-        with _progress(show_progress) as on_progress:
+        with progress("scanning", wants_progress(output)) as on_progress:
             summary = scan_folder(source, db, settings, aligned_dir=aligned, on_progress=on_progress)
     except (FacesmithError, OSError) as error:  # OSError: e.g. --db or --aligned under a file
-        _fail(error)
+        fail(error)
     if output is OutputFormat.json:
         typer.echo(to_json(summary.to_dict()))
         return
@@ -98,31 +84,6 @@ def scan(
         render_rows(list(items), [list(items.values())], output, console)
         return
     _print_summary(summary, console)
-
-
-def _progress(enabled: bool):
-    """A context manager yielding a progress callback (a no-op when output is not a terminal)."""
-    from contextlib import contextmanager
-
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    @contextmanager
-    def manager():
-        if not enabled:
-            yield None
-            return
-        with Progress(
-            TextColumn("scanning"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-            console=Console(stderr=True), transient=True,
-        ) as progress:
-            task = progress.add_task("scan", total=None)
-
-            def update(done: int, total: int) -> None:
-                progress.update(task, completed=done, total=total)
-
-            yield update
-
-    return manager()
 
 
 def _print_summary(summary, console: Console) -> None:
@@ -158,9 +119,18 @@ def sql(
     try:
         result = query_read_only(db, query)
     except FacesmithError as error:
-        _fail(error)
+        fail(error)
     render_rows(result.columns, result.rows, output, stdout_console())
 
+
+def _register_commands() -> None:
+    from facesmith import cmd_dfl, cmd_report, cmd_select
+
+    for module in (cmd_report, cmd_select, cmd_dfl):
+        module.register(curate_app)
+
+
+_register_commands()
 
 if __name__ == "__main__":
     app()

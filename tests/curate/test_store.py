@@ -25,7 +25,10 @@ CONTRACT_COLUMNS = {
     "face_checks": ["face_id", "measure", "raw_value", "score", "verdict"],
     "meta": ["key", "value"],
 }
-TABLES = {"runs", "images", "faces", "face_checks", "meta", "analyses", "duplicates", "identities", "selection"}
+TABLES = {
+    "runs", "images", "faces", "face_checks", "meta", "analyses", "duplicates", "identities", "selection",
+    "dfl_faces",
+}
 VIEWS = {"rejected", "rejects_by_reason", "pose_coverage", "summary"}
 
 
@@ -83,8 +86,8 @@ def counts(database: Path) -> dict[str, int]:
 def test_new_file_gets_the_whole_schema(tmp_path):
     database = tmp_path / "faceset.duckdb"
     with FacesetStore(database) as store:
-        assert store.schema_version() == SCHEMA_VERSION == 2
-        assert store.meta("schema_version") == "2"
+        assert store.schema_version() == SCHEMA_VERSION == 3
+        assert store.meta("schema_version") == "3"
 
     kinds = dict(query(database, "SELECT table_name, table_type FROM information_schema.tables"))
     for name in TABLES:
@@ -112,16 +115,17 @@ def test_reopening_does_not_migrate_again(tmp_path, caplog):
     assert any("migrated" in record.getMessage() for record in caplog.records)
     before = counts(database)
     assert before == {"face_checks": 2, "faces": 1, "images": 1, "meta": 1, "runs": 0,
-                      "analyses": 0, "duplicates": 0, "identities": 0, "selection": 0}
+                      "analyses": 0, "duplicates": 0, "identities": 0, "selection": 0,
+                      "dfl_faces": 0}
 
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="curate.store"):
         for _ in range(2):
             with FacesetStore(database) as store:
-                assert store.schema_version() == 2
+                assert store.schema_version() == 3
     assert not any("migrated" in record.getMessage() for record in caplog.records)
     assert counts(database) == before
-    assert query(database, "SELECT key, value FROM meta") == [("schema_version", "2")]
+    assert query(database, "SELECT key, value FROM meta") == [("schema_version", "3")]
 
 
 def test_a_version_1_file_is_migrated_forward_keeping_its_rows(tmp_path):
@@ -136,7 +140,7 @@ def test_a_version_1_file_is_migrated_forward_keeping_its_rows(tmp_path):
     with FacesetStore(database) as store:
         store.write_batch([image()], [face("img1_00")], checks("img1_00"))
     with FacesetStore(database) as store:
-        assert store.schema_version() == 2
+        assert store.schema_version() == 3
         store.replace_analysis("duplicates", "duplicates", [], {"threshold": 0.9})
     assert counts(database)["faces"] == 1
     assert query(database, "SELECT kind, faces FROM analyses") == [("duplicates", 1)]
@@ -224,7 +228,8 @@ def test_write_batch_replaces_an_images_faces_and_checks(tmp_path):
         store.write_batch([image("img1", "a.jpg", faces=1, content_hash="bb")], [face("img1_00", yaw=30.0)],
                           checks("img1_00"))
     assert counts(database) == {"face_checks": 4, "faces": 2, "images": 2, "meta": 1, "runs": 0,
-                                "analyses": 0, "duplicates": 0, "identities": 0, "selection": 0}
+                                "analyses": 0, "duplicates": 0, "identities": 0, "selection": 0,
+                                "dfl_faces": 0}
     assert query(database, "SELECT face_id, yaw FROM faces ORDER BY face_id") == [
         ("img1_00", 30.0), ("img2_00", 5.0)
     ]

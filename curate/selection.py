@@ -1,0 +1,394 @@
+"""Choose the training subset: the faces that best cover pose × lighting, then the sharpest, under a budget.
+
+DeepFaceLab's "best faces" sort cuts yaw into a fixed 128 bins, ignores lighting and keeps
+duplicates and other people. Here the cells are yaw × pitch × lighting-direction bins of a width
+the user picks, faces that analysis flagged (non-kept duplicates, other identities, outliers,
+'bad' quality verdicts) are never chosen, and every face gets a reason for its fate.
+
+The greedy rule: repeatedly take the sharpest remaining face of the cell with the fewest picks so
+far (round-robin over cells); among cells with equally few picks prefer the one whose pose
+(yaw × pitch, all lighting bins together) has fewer picks, then the sharper candidate, then the
+smaller face_id. So with a budget of at least the number of occupied cells, every cell gets its
+sharpest face first; a smaller budget spreads over poses before lighting variants; and the order
+is fully deterministic for the same faces.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import duckdb
+import numpy as np
+
+from curate import __version__
+from curate.coverage import DEFAULT_LIGHT_THRESHOLD, degrees, light_bins, pose_bin
+from curate.errors import FacesmithError, StoreError
+from curate.faceset import FaceTable, load_faces
+from curate.store import FacesetStore
+
+logger = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[int, int], None]
+MANIFEST_NAME = "manifest.json"
+
+# Quality measures whose 'bad' verdict keeps a face out by default, and how the reason reads.
+DEFAULT_EXCLUDE_BAD = ("sharpness", "face_size")
+_QUALITY_WORDS = {
+    "sharpness": "blurry",
+    "motion_blur": "motion-blurred",
+    "face_size": "too small",
+    "brightness": "badly exposed",
+    "shadows_clipped": "shadows clipped",
+    "highlights_clipped": "highlights clipped",
+    "contrast": "flat",
+    "lighting": "harshly lit",
+    "color_cast": "colour cast",
+}
+_IDENTITY_WORDS = {"other-person": "other person", "outlier": "outlier"}
+
+
+class SelectionError(FacesmithError):
+    """Selection settings or an output folder that cannot be used."""
+
+
+@dataclass(frozen=True)
+class SelectionSettings:
+    """What a selection optimises and what it leaves out; stored with the result."""
+
+    budget: int | None = None  # faces to select; None: every eligible face, in pick order
+    yaw_bin: int = 15  # degrees
+    pitch_bin: int = 15  # degrees
+    lighting: bool = True  # count the lighting direction in the cells
+    light_threshold: float = DEFAULT_LIGHT_THRESHOLD  # see curate.coverage.light_bins
+    exclude_bad: tuple[str, ...] = DEFAULT_EXCLUDE_BAD  # measures whose 'bad' verdict excludes
+
+    def __post_init__(self) -> None:
+        if self.budget is not None and (int(self.budget) != self.budget or self.budget < 1):
+            raise SelectionError(f"budget must be a whole number of faces >= 1, got {self.budget}")
+        for name in ("yaw_bin", "pitch_bin"):
+            width = getattr(self, name)
+            if int(width) != width or width < 1:
+                raise SelectionError(f"{name.replace('_', ' ')} must be a whole number of degrees >= 1, got {width}")
+        if not 0 <= self.light_threshold < 1:
+            raise SelectionError(f"light threshold must be in 0..1, got {self.light_threshold}")
+        unknown = sorted(set(self.exclude_bad) - set(_QUALITY_WORDS))
+        if unknown:
+            raise SelectionError(f"unknown quality measure(s) {', '.join(unknown)}: use {', '.join(_QUALITY_WORDS)}")
+        object.__setattr__(self, "exclude_bad", tuple(self.exclude_bad))
+
+    def to_dict(self) -> dict:
+        values = asdict(self)
+        values["exclude_bad"] = list(self.exclude_bad)
+        return values
+
+
+@dataclass(frozen=True)
+class SelectionRow:
+    """One face's fate; matches the `selection` table's columns."""
+
+    face_id: str
+    selected: bool
+    pick_order: int | None  # 1 = picked first; None when not selected
+    yaw_bin: int | None  # lower edge of the face's yaw bin, degrees (None: no pose)
+    pitch_bin: int | None
+    light_bin: str  # even, left, right, top, bottom, unknown (image sides)
+    reason: str  # 'selected' or why the face was left out
+
+    def to_row(self) -> tuple:
+        return (self.face_id, self.selected, self.pick_order, self.yaw_bin, self.pitch_bin,
+                self.light_bin, self.reason)
+
+    @classmethod
+    def from_row(cls, row: tuple) -> "SelectionRow":
+        return cls(*row)
+
+
+def _bins(values: np.ndarray, width: int) -> list[int | None]:
+    return [None if math.isnan(v) else int(v) for v in pose_bin(values, width)]
+
+
+def cell_name(yaw_bin: int | None, pitch_bin: int | None, light: str | None, settings: SelectionSettings) -> str:
+    """'yaw −15° to 0°, pitch 0° to 15°, light even' for messages."""
+    def span(low: int | None, width: int) -> str:
+        return "unknown" if low is None else f"{degrees(low)} to {degrees(low + width)}"
+
+    name = f"yaw {span(yaw_bin, settings.yaw_bin)}, pitch {span(pitch_bin, settings.pitch_bin)}"
+    return f"{name}, light {light}" if light is not None else name
+
+
+def select_faces(table: FaceTable, excluded: dict[str, str],
+                 settings: SelectionSettings = SelectionSettings()) -> list[SelectionRow]:
+    """One row per face of `table` (in its face_id order): picked in coverage-first order, or
+    left out with the reason from `excluded` (face_id -> reason) or an over-budget reason.
+    Pure and deterministic: the same table, exclusions and settings give the same rows."""
+    yaw_bins = _bins(table.yaw, settings.yaw_bin)
+    pitch_bins = _bins(table.pitch, settings.pitch_bin)
+    lights = light_bins(table.lighting_lr, table.lighting_tb, settings.light_threshold)
+    sharpness = np.where(np.isnan(table.sharpness), -np.inf, table.sharpness)
+
+    def pose_key(i: int) -> tuple:
+        return (yaw_bins[i], pitch_bins[i])
+
+    def cell_key(i: int) -> tuple:
+        return (*pose_key(i), lights[i] if settings.lighting else None)
+
+    # Candidates per cell, sharpest first (face_id breaks ties).
+    candidates: dict[tuple, list[int]] = {}
+    for i, face_id in enumerate(table.face_ids):
+        if face_id not in excluded:
+            candidates.setdefault(cell_key(i), []).append(i)
+    for members in candidates.values():
+        members.sort(key=lambda i: (-sharpness[i], table.face_ids[i]))
+
+    cell_picks: Counter[tuple] = Counter()
+    pose_picks: Counter[tuple] = Counter()
+    cells = list(candidates)
+    # Heap of (cell picks, pose picks, −sharpness of the next candidate, its face_id, cell index).
+    # Picks only grow, so an entry whose counts went stale is pushed back with fresh counts.
+    heap = []
+    for index, key in enumerate(cells):
+        first = candidates[key][0]
+        heap.append((0, 0, -sharpness[first], table.face_ids[first], index))
+    heapq.heapify(heap)
+    next_in_cell = dict.fromkeys(cells, 0)
+    order: dict[int, int] = {}
+    budget = settings.budget
+    while heap and (budget is None or len(order) < budget):
+        picks, poses, negative_sharpness, face_id, index = heapq.heappop(heap)
+        key = cells[index]
+        current = (cell_picks[key], pose_picks[key[:2]])
+        if current != (picks, poses):
+            heapq.heappush(heap, (*current, negative_sharpness, face_id, index))
+            continue
+        face = candidates[key][next_in_cell[key]]
+        order[face] = len(order) + 1
+        cell_picks[key] += 1
+        pose_picks[key[:2]] += 1
+        next_in_cell[key] += 1
+        if next_in_cell[key] < len(candidates[key]):
+            following = candidates[key][next_in_cell[key]]
+            heapq.heappush(heap, (cell_picks[key], pose_picks[key[:2]], -sharpness[following],
+                                  table.face_ids[following], index))
+
+    rows = []
+    for i, face_id in enumerate(table.face_ids):
+        if face_id in excluded:
+            reason = excluded[face_id]
+        elif i in order:
+            reason = "selected"
+        else:
+            key = cell_key(i)
+            where = cell_name(key[0], key[1], key[2], settings)
+            if cell_picks[key]:
+                reason = (f"over budget: cell ({where}) already has {cell_picks[key]} "
+                          f"{'face' if cell_picks[key] == 1 else 'faces'} sharper than this")
+            else:
+                reason = (f"over budget: the budget of {budget} ran out before cell ({where}) "
+                          "got a pick (other cells' faces were sharper or their poses rarer)")
+        rows.append(SelectionRow(
+            face_id=face_id, selected=i in order, pick_order=order.get(i), yaw_bin=yaw_bins[i],
+            pitch_bin=pitch_bins[i], light_bin=lights[i], reason=reason))
+    return rows
+
+
+# -- exclusions from the database -----------------------------------------------------------------
+
+def load_exclusions(connection: duckdb.DuckDBPyConnection,
+                    exclude_bad: tuple[str, ...] = DEFAULT_EXCLUDE_BAD) -> dict[str, str]:
+    """face_id -> why it must not be selected, from the duplicates, identities and face_checks
+    tables: non-kept duplicates ('duplicate of X (kind)'), identities other than the main one
+    ('other person …', 'outlier …'; only when the identities table has rows) and the 'bad'
+    verdicts of `exclude_bad` ('blurry (sharpness bad)'). Several reasons join with '; '."""
+    reasons: dict[str, list[str]] = {}
+    for face_id, group_id, kind in connection.execute(
+            "SELECT face_id, group_id, kind FROM duplicates WHERE NOT keep ORDER BY face_id").fetchall():
+        reasons.setdefault(face_id, []).append(f"duplicate of {group_id} ({kind})")
+    for face_id, label, distance in connection.execute(
+            "SELECT face_id, label, distance FROM identities WHERE label <> 'main' ORDER BY face_id").fetchall():
+        words = _IDENTITY_WORDS.get(label, label)
+        reasons.setdefault(face_id, []).append(f"{words} (distance {distance:.2f} from the main identity)")
+    if exclude_bad:
+        # The raw values stay in face_checks; the reason names the verdict only.
+        for face_id, measure in connection.execute(
+                "SELECT face_id, measure FROM face_checks "
+                "WHERE verdict = 'bad' AND list_contains(?, measure) ORDER BY face_id, measure",
+                [list(exclude_bad)]).fetchall():
+            reasons.setdefault(face_id, []).append(f"{_QUALITY_WORDS[measure]} ({measure} bad)")
+    return {face_id: "; ".join(parts) for face_id, parts in sorted(reasons.items())}
+
+
+def stale_analyses(connection: duckdb.DuckDBPyConnection) -> list[str]:
+    """Warnings for duplicate/identity analyses that are missing or ran on a different face count."""
+    faces = connection.execute("SELECT count(*) FROM faces").fetchone()[0]
+    recorded = dict(connection.execute(
+        "SELECT kind, faces FROM analyses WHERE kind IN ('duplicates', 'identities')").fetchall())
+    warnings = []
+    for kind in ("duplicates", "identities"):
+        if kind not in recorded:
+            warnings.append(f"no {kind} analysis yet: {kind} cannot be left out")
+        elif recorded[kind] != faces:
+            warnings.append(f"the {kind} analysis saw {recorded[kind]} faces, the faceset now has {faces}: "
+                            "run it again")
+    return warnings
+
+
+def reason_category(reason: str) -> str:
+    """The kind of a reason, for counts: selected, duplicate, other person, outlier, over budget,
+    aligned crop missing, or the quality words ('blurry', 'too small', …)."""
+    first = reason.split("; ")[0]
+    for prefix in ("selected", "duplicate", "other person", "outlier", "over budget", "aligned crop missing"):
+        if first.startswith(prefix):
+            return prefix
+    return first.split(" (")[0]
+
+
+# -- export -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SelectionSummary:
+    database: str
+    out_dir: str
+    manifest: str
+    budget: int | None
+    faces: int
+    eligible: int  # faces not excluded
+    selected: int
+    excluded: dict[str, int]  # reason category -> faces (over budget included)
+    cells_eligible: int  # occupied cells among the eligible faces
+    cells_selected: int  # of those, cells with at least one pick
+    files_written: int
+    files_removed: int  # files of an earlier selection in out_dir that this one dropped
+    seconds: float
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _rounded(value: float, digits: int = 4) -> float | None:
+    return None if value is None or not math.isfinite(value) else round(float(value), digits)
+
+
+def _previous_files(out_dir: Path) -> set[str]:
+    """Files an earlier selection wrote to out_dir; refuse a folder holding anything else."""
+    present = {entry.name for entry in out_dir.iterdir() if not entry.name.startswith(".")}
+    if not present:
+        return set()
+    previous: set[str] = set()
+    try:
+        content = json.loads((out_dir / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        content = None
+    if isinstance(content, dict) and content.get("tool") == "facesmith" and content.get("kind") == "selection":
+        faces = content.get("faces")
+        previous = {MANIFEST_NAME}
+        if isinstance(faces, list):
+            previous |= {str(face.get("file")) for face in faces if isinstance(face, dict)}
+    strangers = sorted(present - previous)
+    if strangers:
+        raise SelectionError(
+            f"{out_dir} holds files no earlier 'curate select' wrote ({', '.join(strangers[:3])}"
+            f"{', …' if len(strangers) > 3 else ''}): choose an empty or new folder")
+    return previous - {MANIFEST_NAME}
+
+
+def _copy_atomically(source: Path, target: Path) -> None:
+    temporary = target.with_name(f".{target.name}.tmp")
+    shutil.copyfile(source, temporary)
+    os.replace(temporary, target)
+
+
+def select_and_export(database: Path, out_dir: Path, settings: SelectionSettings = SelectionSettings(),
+                      on_progress: ProgressCallback | None = None) -> SelectionSummary:
+    """Select faces of the faceset at `database`, copy their aligned crops to `out_dir` as
+    `<pick_order:05d>_<face_id>.jpg` with a `manifest.json`, and record every face's row in the
+    `selection` table. `out_dir` must be new, empty or an earlier selection's folder (whose
+    dropped files are removed). Deterministic: the same faceset and settings give the same files,
+    manifest and rows."""
+    started = time.perf_counter()
+    database, out_dir = Path(database), Path(out_dir)
+    if not database.is_file():
+        raise StoreError(f"no faceset at {database}: run 'facesmith curate scan' first")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SelectionError(f"not a folder: {out_dir}")
+    with FacesetStore(database) as store:
+        connection = store.connection
+        table = load_faces(connection)
+        known = set(table.face_ids)
+        # Analysis tables may still name faces a later scan removed.
+        excluded = {face_id: reason for face_id, reason in load_exclusions(connection, settings.exclude_bad).items()
+                    if face_id in known}
+        warnings = stale_analyses(connection)
+        roots = dict(connection.execute(
+            "SELECT i.image_id, r.source_root FROM images i LEFT JOIN runs r USING (run_id)").fetchall())
+        crops = {face_id: database.parent / aligned for face_id, aligned in zip(table.face_ids, table.aligned_paths)}
+        for face_id, crop in crops.items():
+            if face_id not in excluded and not crop.is_file():
+                excluded[face_id] = f"aligned crop missing: {crop}"
+        rows = select_faces(table, excluded, settings)
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        previous = _previous_files(out_dir)
+        index_of = {face_id: i for i, face_id in enumerate(table.face_ids)}
+        picked = sorted((row for row in rows if row.selected), key=lambda row: row.pick_order or 0)
+        entries, names = [], set()
+        for done, row in enumerate(picked, start=1):
+            i = index_of[row.face_id]
+            crop = crops[row.face_id]
+            name = f"{row.pick_order:05d}_{row.face_id}{crop.suffix.lower() or '.jpg'}"
+            _copy_atomically(crop, out_dir / name)
+            names.add(name)
+            entries.append({
+                "pick_order": row.pick_order, "file": name, "face_id": row.face_id,
+                "source_root": roots.get(table.image_ids[i]), "source_path": table.paths[i],
+                "face_index": int(table.face_index[i]), "aligned_path": table.aligned_paths[i],
+                "yaw": _rounded(table.yaw[i], 2), "pitch": _rounded(table.pitch[i], 2),
+                "yaw_bin": row.yaw_bin, "pitch_bin": row.pitch_bin, "light_bin": row.light_bin,
+                "lighting_lr": _rounded(table.lighting_lr[i]), "lighting_tb": _rounded(table.lighting_tb[i]),
+                "sharpness": _rounded(table.sharpness[i], 2), "face_size": _rounded(table.face_size[i], 1),
+            })
+            if on_progress:
+                on_progress(done, len(picked))
+        removed = 0
+        for stale in sorted(previous - names):
+            (out_dir / stale).unlink(missing_ok=True)
+            removed += 1
+
+        categories = dict(sorted(Counter(reason_category(row.reason) for row in rows if not row.selected).items()))
+        eligible_cells = {(row.yaw_bin, row.pitch_bin, row.light_bin if settings.lighting else None)
+                          for row in rows if row.face_id not in excluded}
+        selected_cells = {(row.yaw_bin, row.pitch_bin, row.light_bin if settings.lighting else None)
+                          for row in picked}
+        eligible = len(rows) - len(excluded)
+        counts = {
+            "faces": len(rows), "eligible": eligible, "selected": len(picked), "excluded": categories,
+            "cells_eligible": len(eligible_cells), "cells_selected": len(selected_cells),
+        }
+        manifest = {
+            "tool": "facesmith", "kind": "selection", "version": __version__,
+            "database": str(database.resolve()), "settings": settings.to_dict(), "counts": counts,
+            "faces": entries,
+        }
+        manifest_path = out_dir / MANIFEST_NAME
+        temporary = manifest_path.with_name(f".{MANIFEST_NAME}.tmp")
+        temporary.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        os.replace(temporary, manifest_path)
+        store.replace_analysis("selection", "selection", [row.to_row() for row in rows], settings.to_dict())
+    for warning in warnings:  # also in the summary, for the caller to show
+        logger.info("%s", warning)
+    return SelectionSummary(
+        database=str(database), out_dir=str(out_dir), manifest=str(manifest_path), budget=settings.budget,
+        faces=len(rows), eligible=eligible, selected=len(picked), excluded=categories,
+        cells_eligible=len(eligible_cells), cells_selected=len(selected_cells), files_written=len(picked),
+        files_removed=removed, seconds=round(time.perf_counter() - started, 3), warnings=warnings,
+    )

@@ -1,0 +1,100 @@
+"""The `curate import-dfl` and `curate export-dfl` commands: DeepFaceLab aligned folders in and out."""
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.text import Text
+
+from facesmith.console import FormatOption, fail, progress, wants_progress
+from facesmith.render import OutputFormat, render_rows, stdout_console, to_json
+
+
+def register(curate_app: typer.Typer) -> None:
+    """Add the DFL commands to the `curate` sub-app."""
+    # Imported here, not at module level: facesmith.cli imports this module to call register.
+
+    @curate_app.command("import-dfl")
+    def import_dfl(
+        folder: Annotated[Path, typer.Argument(help="DeepFaceLab aligned folder (JPEGs with DFL metadata).")],
+        db: Annotated[Path, typer.Option("--db", help="Faceset database file (created if missing).")] = Path("faceset.duckdb"),
+        face_type: Annotated[str, typer.Option(help="Aligned crop type for the faceset: half, mid_full, full, whole_face, head.")] = "whole_face",
+        resolution: Annotated[int, typer.Option(help="Aligned crop size in pixels.")] = 256,
+        backend: Annotated[str, typer.Option(help="Face models: 'embedded' (offline default) or 'insightface'.")] = "embedded",
+        models: Annotated[Optional[Path], typer.Option("--models", help="insightface model folder holding PACK/ (default ~/.insightface/models).")] = None,
+        pack: Annotated[str, typer.Option(help="insightface model pack name.")] = "buffalo_l",
+        device: Annotated[str, typer.Option(help="auto, cpu or cuda (onnxruntime execution provider).")] = "auto",
+        aligned: Annotated[Optional[Path], typer.Option(help="Folder for aligned crops (default: next to the database).")] = None,
+        output: FormatOption = OutputFormat.table,
+    ) -> None:
+        """Import a DFL aligned folder: scan its faces and store each file's DFL metadata.
+
+        The metadata is read with a restricted unpickler: a file whose metadata would run code,
+        or is malformed, is recorded as rejected with the reason, and the rest still imports.
+        """
+        from curate.dfl import import_dfl_folder
+        from curate.errors import FacesmithError
+        from curate.scan import ScanSettings
+
+        try:
+            settings = ScanSettings(
+                face_type=face_type, resolution=resolution, backend=backend,
+                models_dir=str(models) if models else None, pack=pack, device=device,
+            )
+            with progress("importing", wants_progress(output)) as on_progress:
+                summary = import_dfl_folder(folder, db, settings, aligned_dir=aligned, on_progress=on_progress)
+        except (FacesmithError, OSError) as error:  # OSError: e.g. --db under a file
+            fail(error)
+        console = stdout_console()
+        if output is OutputFormat.json:
+            typer.echo(to_json(summary.to_dict()))
+            return
+        if output is OutputFormat.csv:
+            items = {key: value for key, value in summary.to_dict().items() if key != "scan"}
+            render_rows(list(items), [list(items.values())], output, console)
+            return
+        from rich.table import Table
+
+        table = Table(title="DFL import", show_header=False)
+        table.add_column(style="bold")
+        table.add_column()
+        table.add_row("files", str(summary.files))
+        table.add_row("with DFL metadata", str(summary.with_metadata))
+        table.add_row("without metadata", str(summary.without_metadata))
+        table.add_row("rejected", str(summary.rejected))
+        for reason, count in summary.reasons.items():
+            table.add_row(Text(f"  {reason}"), str(count))
+        table.add_row("faces found", str(summary.faces))
+        table.add_row("database", Text(summary.database))
+        console.print(table)
+
+    @curate_app.command("export-dfl")
+    def export_dfl(
+        out: Annotated[Path, typer.Option("--out", help="Folder for the DFL aligned JPEGs (must hold no JPEGs yet).")],
+        db: Annotated[Path, typer.Option("--db", help="Faceset database file.")] = Path("faceset.duckdb"),
+        all_faces: Annotated[bool, typer.Option("--all", help="Export every face, not only the selection's.")] = False,
+        quality: Annotated[int, typer.Option(min=1, max=100, help="JPEG quality of the written faces.")] = 90,
+        output: FormatOption = OutputFormat.table,
+    ) -> None:
+        """Write faces as DFL aligned JPEGs (00000.jpg, …) that DeepFaceLab can train on.
+
+        By default the faces chosen by `curate select` when a selection exists, else every face.
+        """
+        from curate.dfl import export_dfl as export
+        from curate.errors import FacesmithError
+
+        try:
+            with progress("exporting", wants_progress(output)) as on_progress:
+                written = export(db, out, quality=quality, all_faces=all_faces, on_progress=on_progress)
+        except (FacesmithError, OSError) as error:
+            fail(error)
+        console = stdout_console()
+        if output is OutputFormat.json:
+            typer.echo(to_json({"out_dir": str(out), "faces": len(written), "files": [str(p) for p in written]}))
+            return
+        if output is OutputFormat.csv:
+            render_rows(["file"], [[str(path)] for path in written], output, console)
+            return
+        console.print(Text(f"exported {len(written)} faces to {out}"))
+
+

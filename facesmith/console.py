@@ -1,0 +1,59 @@
+"""What every command shares: the --format option, one-line errors, warnings and progress bars."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from typing import Annotated, Callable, Iterator, Optional
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from facesmith.render import OutputFormat
+
+FormatOption = Annotated[
+    OutputFormat, typer.Option("--format", "-f", help="Output as a table, JSON or CSV.")
+]
+
+ProgressCallback = Callable[[int, int], None]
+
+
+def fail(error: Exception) -> None:
+    """Print `error: …` as one line on stderr and exit 1.
+
+    The message is data, not markup (paths and SQL hold brackets), and is never re-wrapped, so a
+    path or file name in it stays whole on its line.
+    """
+    Console(stderr=True, soft_wrap=True).print(Text.assemble(("error:", "red"), " ", str(error)), highlight=False)
+    raise typer.Exit(1)
+
+
+def warn(warnings: list[str], output: OutputFormat) -> None:
+    """Warnings on stderr beside a table; JSON and CSV carry them in their document instead."""
+    if output is OutputFormat.table:
+        for warning in warnings:
+            Console(stderr=True, soft_wrap=True).print(Text(f"warning: {warning}"), highlight=False)
+
+
+def wants_progress(output: OutputFormat) -> bool:
+    """Bars only for people: table output on a terminal."""
+    return output is OutputFormat.table and sys.stderr.isatty()
+
+
+@contextmanager
+def progress(label: str, enabled: bool) -> Iterator[Optional[ProgressCallback]]:
+    """A (done, total) callback drawing a bar on stderr; None when disabled."""
+    if not enabled:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(label, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total or None)
+
+        yield update

@@ -1,0 +1,149 @@
+"""Identity clustering on real photos: Obama is the main identity, Biden and the t1.jpg people are not."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pytest
+
+from curate.errors import FacesmithError, StoreError
+from curate.faceset import load_faces, open_faceset
+from curate.identities import (
+    DISTANCE_THRESHOLDS,
+    IdentityRow,
+    IdentitySettings,
+    analyze_identities,
+    cluster_embeddings,
+    find_identities,
+)
+from curate.scan import ScanSettings, scan_folder
+
+
+@dataclass(frozen=True)
+class People:
+    root: Path
+    database: Path
+
+
+@pytest.fixture(scope="module")
+def people(tmp_path_factory, analyzer, obama_paths, biden_path, t1_path) -> People:
+    """Three Obama photos, biden.jpg (cut from the same photo as obama3.jpg) and t1.jpg (six
+    people), scanned at 128 px: ten faces."""
+    root = tmp_path_factory.mktemp("identities") / "photos"
+    (root / "others").mkdir(parents=True)
+    for path in obama_paths:
+        shutil.copyfile(path, root / path.name)
+    shutil.copyfile(biden_path, root / "others" / biden_path.name)
+    shutil.copyfile(t1_path, root / "others" / t1_path.name)
+    database = root.parent / "faceset.duckdb"
+    scan_folder(root, database, ScanSettings(resolution=128, batch_size=8), analyzer=analyzer)
+    return People(root, database)
+
+
+def _rows(database: Path) -> dict[str, tuple[IdentityRow, str]]:
+    """image path (with the face index for t1.jpg) -> its identity row."""
+    with duckdb.connect(str(database), read_only=True) as connection:
+        found = connection.execute("""
+            SELECT d.*, i.path, f.face_index FROM identities d JOIN faces f USING (face_id)
+            JOIN images i USING (image_id)""").fetchall()
+    return {f"{path}#{index}": IdentityRow.from_row(row[:5]) for *row, path, index in found}
+
+
+def test_thresholds_sit_in_the_gap_measured_on_the_samples(people):
+    """SFace: the same person's photos must be closer than the embedded threshold, other people
+    farther, with room to spare on both sides."""
+    with open_faceset(people.database) as connection:
+        table = load_faces(connection)
+    is_obama = np.array([not p.startswith("others/") for p in table.paths])
+    cosine = table.embeddings @ table.embeddings.T
+    same = cosine[np.ix_(is_obama, is_obama)][np.triu_indices(int(is_obama.sum()), k=1)]
+    different = cosine[np.ix_(is_obama, ~is_obama)].ravel()
+    threshold = DISTANCE_THRESHOLDS["embedded"]
+    assert 1.0 - same.min() < threshold - 0.15, same
+    assert 1.0 - different.max() > threshold + 0.05, different
+
+
+def test_obama_is_main_and_everyone_else_is_flagged(people):
+    summary = analyze_identities(people.database)
+    rows = _rows(people.database)
+    assert len(rows) == summary.faces == 10  # one row per face
+    for key, row in rows.items():
+        if key.startswith("others/"):
+            assert row.label in ("other-person", "outlier"), (key, row)
+            assert row.distance > 0.5 and row.reason
+        else:
+            assert (row.label, row.cluster) == ("main", 0), (key, row)
+            assert row.distance < 0.3 and row.reason.startswith("main identity")
+    assert summary.main_faces == 3 and summary.pinned is None and not summary.sampled
+    assert summary.distance_threshold == DISTANCE_THRESHOLDS["embedded"]
+    with duckdb.connect(str(people.database), read_only=True) as connection:
+        used = connection.execute("SELECT parameters->>'distance_threshold_used' FROM analyses "
+                                  "WHERE kind = 'identities'").fetchone()[0]
+    assert float(used) == DISTANCE_THRESHOLDS["embedded"]
+
+
+def test_pinning_biden_makes_him_the_main_identity(people):
+    summary = analyze_identities(people.database, pin_image="others/biden.jpg")
+    rows = _rows(people.database)
+    assert summary.pinned == "others/biden.jpg" and summary.main_faces == 1
+    assert rows["others/biden.jpg#0"].label == "main"
+    assert "pinned identity (others/biden.jpg)" in rows["others/biden.jpg#0"].reason
+    for key, row in rows.items():
+        if key != "others/biden.jpg#0":
+            assert row.label != "main" and row.distance > 0.5, (key, row)
+    # the three Obama photos now form another person's cluster
+    obama = [row for key, row in rows.items() if not key.startswith("others/")]
+    assert {(row.label, row.cluster) for row in obama} == {("other-person", 1)}
+
+    # an absolute path inside the scanned folder pins the same face
+    analyze_identities(people.database, pin_image=people.root / "others" / "biden.jpg")
+    assert _rows(people.database) == rows
+
+
+def test_pinning_by_embedding(people):
+    with open_faceset(people.database) as connection:
+        table = load_faces(connection)
+    biden = table.paths.index("others/biden.jpg")
+    rows, _ = find_identities(table, pin_embedding=table.embeddings[biden] * 3.0)
+    assert [row.face_id for row in rows if row.label == "main"] == [table.face_ids[biden]]
+    with pytest.raises(FacesmithError, match="no identity"):
+        find_identities(table, pin_embedding=-table.embeddings[biden])
+    with pytest.raises(FacesmithError, match="values"):
+        find_identities(table, pin_embedding=np.ones(7))
+
+
+def test_bad_pins_and_settings_are_clear_errors(people):
+    with pytest.raises(FacesmithError, match="not in the faceset"):
+        analyze_identities(people.database, pin_image="nobody.jpg")
+    with pytest.raises(FacesmithError, match="not under the scanned folder"):
+        analyze_identities(people.database, pin_image=Path("/elsewhere/biden.jpg"))
+    with pytest.raises(StoreError, match="no faceset"):
+        analyze_identities(people.database.parent / "missing.duckdb")
+    for bad in ({"distance_threshold": 0.0}, {"min_size": 0}, {"max_cluster_faces": 1}):
+        with pytest.raises(FacesmithError):
+            IdentitySettings(**bad)
+
+
+def test_sampled_clustering_assigns_the_rest_to_centres():
+    rng = np.random.default_rng(3)
+    centres = rng.standard_normal((3, 64))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    truth = np.repeat(np.arange(3), [400, 200, 100])
+    embeddings = centres[truth] + 0.077 * rng.standard_normal((len(truth), 64))  # cosine ≈ 0.85
+    # two unrelated faces at positions the evenly spread sample skips (it takes 0, 6, 12, ...)
+    truth = np.insert(truth, 1, [-1, -1])
+    embeddings = np.insert(embeddings, 1, rng.standard_normal((2, 64)), axis=0)
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    full, sampled_full = cluster_embeddings(embeddings, 0.55)
+    part, sampled_part = cluster_embeddings(embeddings, 0.55, max_cluster_faces=120, block=50)
+    assert not sampled_full and sampled_part
+    for labels in (full, part):
+        for identity in range(3):  # each identity is one cluster, distinct from the others
+            assert len(set(labels[truth == identity])) == 1
+        assert len({labels[truth == identity][0] for identity in range(3)}) == 3
+    assert (part[truth == -1] == -1).all()  # near no sampled centre: no cluster
+    assert len(set(full[truth == -1])) == 2 and not set(full[truth == -1]) & set(full[truth >= 0])
