@@ -16,7 +16,7 @@ from curate.records import FaceRecord, ImageRecord
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _IMAGE_COLUMNS = (
     "image_id, path, content_hash, bytes, mtime_ns, width, height, format, mode, status, "
@@ -164,6 +164,55 @@ _MIGRATIONS: dict[int, list[str]] = {
             status VARCHAR NOT NULL CHECK (status IN ('ok', 'no-metadata', 'rejected')),
             reason VARCHAR                        -- why no metadata or rejected; NULL when ok
         )""",
+    ],
+    # Views for the common questions (README, "Querying a faceset"). The coverage and lighting
+    # views use curate.coverage's default bins; a test checks they agree with it.
+    4: [
+        """CREATE VIEW coverage AS
+            SELECT least(CAST(floor(yaw / 15) * 15 AS INTEGER), 75) AS yaw_bin,
+                   least(CAST(floor(pitch / 15) * 15 AS INTEGER), 45) AS pitch_bin,
+                   count(*) AS faces, max(sharpness) AS best_sharpness
+            FROM faces
+            WHERE yaw BETWEEN -90 AND 90 AND pitch BETWEEN -60 AND 60
+            GROUP BY ALL ORDER BY yaw_bin, pitch_bin""",
+        """CREATE VIEW lighting AS
+            SELECT CASE WHEN lighting_lr IS NULL OR lighting_tb IS NULL THEN 'unknown'
+                        WHEN greatest(abs(lighting_lr), abs(lighting_tb)) < 0.1 THEN 'even'
+                        WHEN abs(lighting_lr) >= abs(lighting_tb)
+                             THEN CASE WHEN lighting_lr > 0 THEN 'right' ELSE 'left' END
+                        ELSE CASE WHEN lighting_tb > 0 THEN 'top' ELSE 'bottom' END END AS light_bin,
+                   count(*) AS faces
+            FROM faces GROUP BY ALL ORDER BY faces DESC, light_bin""",
+        """CREATE VIEW duplicate_groups AS
+            SELECT d.group_id AS kept_face, any_value(d.kind) AS kind, count(*) AS members,
+                   list(i.path ORDER BY d.keep DESC, d.face_id) AS paths,
+                   list(d.face_id ORDER BY d.face_id) FILTER (NOT d.keep) AS dropped_faces
+            FROM duplicates d JOIN faces f USING (face_id) JOIN images i USING (image_id)
+            GROUP BY d.group_id ORDER BY members DESC, kept_face""",
+        """CREATE VIEW identity_summary AS
+            SELECT label, count(*) AS faces, count(DISTINCT cluster) AS clusters,
+                   round(min(distance), 3) AS min_distance, round(max(distance), 3) AS max_distance
+            FROM identities GROUP BY label ORDER BY faces DESC""",
+        """CREATE VIEW other_people AS
+            SELECT i.path, f.face_index, d.face_id, d.label, round(d.distance, 3) AS distance, d.reason
+            FROM identities d JOIN faces f USING (face_id) JOIN images i USING (image_id)
+            WHERE d.label <> 'main' ORDER BY d.distance DESC, d.face_id""",
+        """CREATE VIEW selected_faces AS
+            SELECT s.pick_order, s.face_id, i.path, f.yaw, f.pitch, s.light_bin, f.sharpness, f.aligned_path
+            FROM selection s JOIN faces f USING (face_id) JOIN images i USING (image_id)
+            WHERE s.selected ORDER BY s.pick_order""",
+        "DROP VIEW summary",
+        """CREATE VIEW summary AS
+            SELECT (SELECT count(*) FROM images) AS images,
+                   (SELECT count(*) FROM images WHERE status = 'ok') AS images_ok,
+                   (SELECT count(*) FROM images WHERE status = 'rejected') AS images_rejected,
+                   (SELECT count(*) FROM images WHERE status = 'ok' AND face_count = 0)
+                       AS images_without_faces,
+                   (SELECT count(*) FROM faces) AS faces,
+                   (SELECT count(*) FROM duplicates WHERE NOT keep) AS duplicate_faces,
+                   (SELECT count(*) FROM identities WHERE label <> 'main') AS other_identity_faces,
+                   (SELECT count(*) FROM selection WHERE selected) AS selected_faces,
+                   (SELECT count(*) FROM runs) AS runs""",
     ],
 }
 

