@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -12,7 +12,9 @@ from rich.text import Text
 
 from curate import __version__
 from curate.errors import FacesmithError
-from facesmith.console import FormatOption, fail, progress, wants_progress
+from facesmith.console import (
+    AlignedOption, BackendOption, DeviceOption, ExistingDbOption, FaceTypeOption, FormatOption, ModelsOption, NewDbOption, PackOption, ResolutionOption, fail, progress, wants_progress,
+)
 from facesmith.render import OutputFormat, render_rows, stdout_console, to_json
 
 app = typer.Typer(
@@ -50,14 +52,14 @@ def main(
 @curate_app.command("scan")
 def scan(
     source: Annotated[Path, typer.Argument(help="Folder of images, scanned recursively.")],
-    db: Annotated[Path, typer.Option("--db", help="Faceset database file (created if missing).")] = Path("faceset.duckdb"),
-    backend: Annotated[str, typer.Option(help="Face models: 'embedded' (offline default) or 'insightface'.")] = "embedded",
-    models: Annotated[Optional[Path], typer.Option("--models", help="insightface model folder holding PACK/ (default ~/.insightface/models).")] = None,
-    pack: Annotated[str, typer.Option(help="insightface model pack name.")] = "buffalo_l",
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda (onnxruntime execution provider).")] = "auto",
-    face_type: Annotated[str, typer.Option(help="Aligned crop type: half, mid_full, full, whole_face, head.")] = "whole_face",
-    resolution: Annotated[int, typer.Option(help="Aligned crop size in pixels.")] = 256,
-    aligned: Annotated[Optional[Path], typer.Option(help="Folder for aligned crops (default: next to the database).")] = None,
+    db: NewDbOption = Path("faceset.duckdb"),
+    backend: BackendOption = "embedded",
+    models: ModelsOption = None,
+    pack: PackOption = "buffalo_l",
+    device: DeviceOption = "auto",
+    face_type: FaceTypeOption = "whole_face",
+    resolution: ResolutionOption = 256,
+    aligned: AlignedOption = None,
     batch_size: Annotated[int, typer.Option(help="Images per inference batch and per transaction.")] = 16,
     workers: Annotated[int, typer.Option(help="Decoding threads.")] = 2,
     output: FormatOption = OutputFormat.table,
@@ -110,7 +112,7 @@ def _print_summary(summary, console: Console) -> None:
 @app.command("sql")
 def sql(
     query: Annotated[str, typer.Argument(help="SQL to run (SELECT, DESCRIBE, SHOW, EXPLAIN, PRAGMA).")],
-    db: Annotated[Path, typer.Option("--db", help="Faceset database file.")] = Path("faceset.duckdb"),
+    db: ExistingDbOption = Path("faceset.duckdb"),
     output: FormatOption = OutputFormat.table,
 ) -> None:
     """Query a faceset read-only: statements that would change it are refused."""

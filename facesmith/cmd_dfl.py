@@ -1,12 +1,14 @@
 """The `curate import-dfl` and `curate export-dfl` commands: DeepFaceLab aligned folders in and out."""
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.text import Text
 
-from facesmith.console import FormatOption, fail, progress, wants_progress
+from facesmith.console import (
+    AlignedOption, BackendOption, DeviceOption, ExistingDbOption, FaceTypeOption, FormatOption, ModelsOption, NewDbOption, PackOption, ResolutionOption, fail, progress, wants_progress,
+)
 from facesmith.render import OutputFormat, render_rows, stdout_console, to_json
 
 
@@ -17,14 +19,14 @@ def register(curate_app: typer.Typer) -> None:
     @curate_app.command("import-dfl")
     def import_dfl(
         folder: Annotated[Path, typer.Argument(help="DeepFaceLab aligned folder (JPEGs with DFL metadata).")],
-        db: Annotated[Path, typer.Option("--db", help="Faceset database file (created if missing).")] = Path("faceset.duckdb"),
-        face_type: Annotated[str, typer.Option(help="Aligned crop type for the faceset: half, mid_full, full, whole_face, head.")] = "whole_face",
-        resolution: Annotated[int, typer.Option(help="Aligned crop size in pixels.")] = 256,
-        backend: Annotated[str, typer.Option(help="Face models: 'embedded' (offline default) or 'insightface'.")] = "embedded",
-        models: Annotated[Optional[Path], typer.Option("--models", help="insightface model folder holding PACK/ (default ~/.insightface/models).")] = None,
-        pack: Annotated[str, typer.Option(help="insightface model pack name.")] = "buffalo_l",
-        device: Annotated[str, typer.Option(help="auto, cpu or cuda (onnxruntime execution provider).")] = "auto",
-        aligned: Annotated[Optional[Path], typer.Option(help="Folder for aligned crops (default: next to the database).")] = None,
+        db: NewDbOption = Path("faceset.duckdb"),
+        face_type: FaceTypeOption = "whole_face",
+        resolution: ResolutionOption = 256,
+        backend: BackendOption = "embedded",
+        models: ModelsOption = None,
+        pack: PackOption = "buffalo_l",
+        device: DeviceOption = "auto",
+        aligned: AlignedOption = None,
         output: FormatOption = OutputFormat.table,
     ) -> None:
         """Import a DFL aligned folder: scan its faces and store each file's DFL metadata.
@@ -71,7 +73,7 @@ def register(curate_app: typer.Typer) -> None:
     @curate_app.command("export-dfl")
     def export_dfl(
         out: Annotated[Path, typer.Option("--out", help="Folder for the DFL aligned JPEGs (must hold no JPEGs yet).")],
-        db: Annotated[Path, typer.Option("--db", help="Faceset database file.")] = Path("faceset.duckdb"),
+        db: ExistingDbOption = Path("faceset.duckdb"),
         all_faces: Annotated[bool, typer.Option("--all", help="Export every face, not only the selection's.")] = False,
         quality: Annotated[int, typer.Option(min=1, max=100, help="JPEG quality of the written faces.")] = 90,
         output: FormatOption = OutputFormat.table,

@@ -9,16 +9,15 @@ import typer
 from rich.text import Text
 
 from curate.errors import FacesmithError
-from facesmith.console import FormatOption, fail
+from facesmith.console import (
+    ExistingDbOption, FormatOption, fail,
+)
 from facesmith.render import OutputFormat, render_rows, stdout_console, to_json
-
-DbOption = Annotated[Path, typer.Option("--db", help="Faceset database file.")]
-
 
 def register(curate_app: typer.Typer) -> None:
     @curate_app.command("analyze")
     def analyze(
-        db: DbOption = Path("faceset.duckdb"),
+        db: ExistingDbOption = Path("faceset.duckdb"),
         identity: Annotated[Optional[Path], typer.Option(
             "--identity", help="An image (under the scanned folder) whose face is the main identity; "
                                "default: the largest cluster.")] = None,
@@ -56,7 +55,7 @@ def register(curate_app: typer.Typer) -> None:
 
     @curate_app.command("report")
     def report(
-        db: DbOption = Path("faceset.duckdb"),
+        db: ExistingDbOption = Path("faceset.duckdb"),
         html: Annotated[Optional[Path], typer.Option(
             "--html", help="Also write one self-contained HTML page with plots and contact sheets.")] = None,
         output: FormatOption = OutputFormat.table,

@@ -10,7 +10,9 @@ from rich.table import Table
 from rich.text import Text
 
 from curate.errors import FacesmithError
-from facesmith.console import FormatOption, fail, progress, wants_progress, warn
+from facesmith.console import (
+    ExistingDbOption, FormatOption, fail, progress, wants_progress, warn,
+)
 from facesmith.render import OutputFormat, render_rows, stdout_console, to_json
 
 def _flat(values: dict[str, Any]) -> dict[str, Any]:
@@ -85,7 +87,7 @@ def register(curate_app: typer.Typer) -> None:
     @curate_app.command("select")
     def select(
         out: Annotated[Path, typer.Option("--out", help="Folder for the selected aligned faces and manifest.json (new, empty or an earlier selection's).")],
-        db: Annotated[Path, typer.Option("--db", help="Faceset database file.")] = Path("faceset.duckdb"),
+        db: ExistingDbOption = Path("faceset.duckdb"),
         budget: Annotated[Optional[int], typer.Option(help="Number of faces to select (default: every eligible face, in pick order).")] = None,
         yaw_bin: Annotated[int, typer.Option(help="Yaw bin width in degrees.")] = 15,
         pitch_bin: Annotated[int, typer.Option(help="Pitch bin width in degrees.")] = 15,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated, Callable, Iterator, Optional
 
 import typer
@@ -57,3 +58,17 @@ def progress(label: str, enabled: bool) -> Iterator[Optional[ProgressCallback]]:
             bar.update(task, completed=done, total=total or None)
 
         yield update
+
+
+# Options that several commands take, declared once.
+ExistingDbOption = Annotated[Path, typer.Option("--db", help="Faceset database file.")]
+NewDbOption = Annotated[Path, typer.Option("--db", help="Faceset database file (created if missing).")]
+BackendOption = Annotated[str, typer.Option(help="Face models: 'embedded' (offline default) or 'insightface'.")]
+ModelsOption = Annotated[Optional[Path], typer.Option(
+    "--models", help="insightface model folder holding PACK/ (default ~/.insightface/models).")]
+PackOption = Annotated[str, typer.Option(help="insightface model pack name.")]
+DeviceOption = Annotated[str, typer.Option(help="auto, cpu or cuda (onnxruntime execution provider).")]
+FaceTypeOption = Annotated[str, typer.Option(help="Aligned crop type: half, mid_full, full, whole_face, head.")]
+ResolutionOption = Annotated[int, typer.Option(help="Aligned crop size in pixels.")]
+AlignedOption = Annotated[Optional[Path], typer.Option(
+    help="Folder for aligned crops (default: <db name>_aligned next to the database).")]
