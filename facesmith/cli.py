@@ -13,7 +13,19 @@ from rich.text import Text
 from curate import __version__
 from curate.errors import FacesmithError
 from facesmith.console import (
-    AlignedOption, BackendOption, DeviceOption, ExistingDbOption, FaceTypeOption, FormatOption, ModelsOption, NewDbOption, PackOption, ResolutionOption, fail, progress, wants_progress,
+    AlignedOption,
+    BackendOption,
+    DeviceOption,
+    ExistingDbOption,
+    FaceTypeOption,
+    FormatOption,
+    ModelsOption,
+    NewDbOption,
+    PackOption,
+    ResolutionOption,
+    fail,
+    progress,
+    wants_progress,
 )
 from facesmith.render import OutputFormat, render_rows, stdout_console, to_json
 

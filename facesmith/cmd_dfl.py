@@ -7,14 +7,25 @@ import typer
 from rich.text import Text
 
 from facesmith.console import (
-    AlignedOption, BackendOption, DeviceOption, ExistingDbOption, FaceTypeOption, FormatOption, ModelsOption, NewDbOption, PackOption, ResolutionOption, fail, progress, wants_progress,
+    AlignedOption,
+    BackendOption,
+    DeviceOption,
+    ExistingDbOption,
+    FaceTypeOption,
+    FormatOption,
+    ModelsOption,
+    NewDbOption,
+    PackOption,
+    ResolutionOption,
+    fail,
+    progress,
+    wants_progress,
 )
 from facesmith.render import OutputFormat, render_rows, stdout_console, to_json
 
 
 def register(curate_app: typer.Typer) -> None:
     """Add the DFL commands to the `curate` sub-app."""
-    # Imported here, not at module level: facesmith.cli imports this module to call register.
 
     @curate_app.command("import-dfl")
     def import_dfl(

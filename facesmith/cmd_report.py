@@ -10,9 +10,12 @@ from rich.text import Text
 
 from curate.errors import FacesmithError
 from facesmith.console import (
-    ExistingDbOption, FormatOption, fail,
+    ExistingDbOption,
+    FormatOption,
+    fail,
 )
 from facesmith.render import OutputFormat, render_rows, stdout_console, to_json
+
 
 def register(curate_app: typer.Typer) -> None:
     @curate_app.command("analyze")

@@ -11,9 +11,15 @@ from rich.text import Text
 
 from curate.errors import FacesmithError
 from facesmith.console import (
-    ExistingDbOption, FormatOption, fail, progress, wants_progress, warn,
+    ExistingDbOption,
+    FormatOption,
+    fail,
+    progress,
+    wants_progress,
+    warn,
 )
 from facesmith.render import OutputFormat, render_rows, stdout_console, to_json
+
 
 def _flat(values: dict[str, Any]) -> dict[str, Any]:
     """One level of keys for CSV: nested dicts become `key_subkey`, lists join with '; '."""
