@@ -50,7 +50,7 @@ class DuplicateSettings:
     against generated copies of real photos (see tests/curate/test_duplicates.py):
 
     - near copies (resized 0.5–0.75×, JPEG q50–95, cropped 3–5 %, brightness ±15 %) have SFace
-      cosine 0.64–1.0 and perceptual-hash distance 0–12 bits (median 0);
+      cosine 0.64–1.0 and perceptual-hash distance 0–12 bits (54 % at 0, 99 % at ≤ 10);
     - different photos of the same person have cosine up to 0.8 (0.99 in other sets) but phash
       distance ≥ 20; different people have cosine ≤ 0.35;
     - a mirrored copy keeps cosine 0.5–0.98 but its phash is 26–32 bits away.
@@ -60,15 +60,21 @@ class DuplicateSettings:
     crops apart: a high cosine threshold (0.9) would miss about one near copy in ten, because
     SFace moves more than one might expect under small crops. ArcFace embeddings (insightface)
     also put different people well below 0.5, so the same defaults suit them.
+
+    In a set of one person nearly every pair passes the cosine test and the phash decides alone,
+    so its threshold also sets how many unrelated faces match by chance: two independent 64-bit
+    median-split hashes are ≤ 10 bits apart with probability 2.3e-8 (≤ 14: 6.7e-6), about 0.3
+    chance pairs in 5 000 faces and 110 in 100 000 (≤ 14: 83 and 33 000).
     """
 
     # Embedding cosine at or above which two faces may be near duplicates. Between the highest
     # different-person cosine seen (0.35) and the lowest near-copy cosine (0.64).
     min_cosine: float = 0.5
     # Perceptual-hash Hamming distance (of 64 bits; always even, the hash splits at the median)
-    # at or below which two faces may be near duplicates. Between the largest near-copy
-    # distance seen (12) and the smallest distance between different photos (20).
-    max_phash_distance: int = 14
+    # at or below which two faces may be near duplicates. Well below the smallest distance
+    # between different photos (20); the rare near copy further away (up to 12 seen) usually
+    # joins its group through the other copies, and chance matches stay rare (see above).
+    max_phash_distance: int = 10
     # Rows of the blocked similarity product; its memory is about block × 8·block × 5 bytes
     # (float32 similarities plus a mask) + D × 8·block × 4, under 4 MiB at 256 for 128-d
     # embeddings, whatever the number of faces (tools/bench_dedup.py: 256–512 run fastest).
@@ -143,10 +149,12 @@ def pair_blocks(
     embeddings: np.ndarray,
     threshold: float,
     block: int = 256,
-    keep: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+    tile_filter: Callable[[slice, slice], np.ndarray] | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Every pair (i < j) of rows of `embeddings` (N, D) whose dot product is ≥ `threshold`,
-    as arrays (i, j, cosine) one tile at a time; `keep(i, j)` may veto pairs (a bool array).
+    as arrays (i, j, cosine) one tile at a time. `tile_filter(rows, columns)` may veto pairs: it
+    gets two slices of row indices and returns a bool (len(rows), len(columns)) array, True to
+    keep; it is called only for tiles with a pair above the threshold.
 
     Rows should be L2-normalised so the dot product is the cosine. The upper triangle is walked
     in tiles of `block` rows × 8·`block` columns: each column tile is transposed once into a
@@ -186,14 +194,12 @@ def pair_blocks(
                     tile_mask[local_row, : min(width, row_start + local_row - column_start + 1)] = False
             if not tile_mask.any():
                 continue
+            if tile_filter is not None:
+                tile_mask &= tile_filter(slice(row_start, row_end), slice(column_start, column_end))
             local_i, local_j = np.nonzero(tile_mask)
-            cosine = tile[local_i, local_j]
-            first, second = local_i + row_start, local_j + column_start
-            if keep is not None:
-                chosen = keep(first, second)
-                first, second, cosine = first[chosen], second[chosen], cosine[chosen]
-            if first.size:
-                yield first, second, cosine.astype(np.float64)
+            if local_i.size:
+                yield (local_i + row_start, local_j + column_start,
+                       tile[local_i, local_j].astype(np.float64))
 
 
 def all_pairs_above(
@@ -209,11 +215,18 @@ def all_pairs_above(
 _BYTE_POPCOUNT = np.array([value.bit_count() for value in range(256)], np.uint8)
 
 
+def _popcount(values: np.ndarray) -> np.ndarray:
+    """Set bits of each uint64 (numpy ≥ 2 has a ufunc for it; older numpy counts bytes)."""
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(values)
+    bytes_ = np.ascontiguousarray(values).view(np.uint8).reshape(*values.shape, 8)
+    return _BYTE_POPCOUNT[bytes_].sum(axis=-1, dtype=np.uint8)
+
+
 def phash_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Elementwise Hamming distances (int) between two equally shaped uint64 hash arrays."""
-    xor = np.bitwise_xor(np.asarray(a, np.uint64), np.asarray(b, np.uint64))
-    bytes_ = np.ascontiguousarray(xor).view(np.uint8).reshape(*xor.shape, 8)
-    return _BYTE_POPCOUNT[bytes_].sum(axis=-1, dtype=np.int64)
+    """Hamming distances between uint64 hash arrays, elementwise with broadcasting (an (n, 1)
+    and a (1, m) array give the (n, m) matrix)."""
+    return _popcount(np.bitwise_xor(np.asarray(a, np.uint64), np.asarray(b, np.uint64))).astype(np.int64)
 
 
 # -- choosing the face to keep -------------------------------------------------------------------
@@ -416,11 +429,15 @@ def _near_pairs(
     mirrored = mirrored_phash[candidates] if mirrored_phash is not None else None
     limit = settings.max_phash_distance
 
-    def close_enough(first: np.ndarray, second: np.ndarray) -> np.ndarray:
-        close = phash_distances(phash[first], phash[second]) <= limit
+    def distances(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+        return _popcount(np.bitwise_xor(first[:, None], second[None, :]))
+
+    def close_enough(rows: slice, columns: slice) -> np.ndarray:
+        # whole tiles at a time: in a one-person set most pairs pass the cosine test
+        close = distances(phash[rows], phash[columns]) <= limit
         if mirrored is not None:
-            close |= phash_distances(mirrored[first], phash[second]) <= limit
-            close |= phash_distances(phash[first], mirrored[second]) <= limit
+            close |= distances(mirrored[rows], phash[columns]) <= limit
+            close |= distances(phash[rows], mirrored[columns]) <= limit
         return close
 
     embeddings = table.embeddings[candidates]
@@ -524,7 +541,7 @@ def _group_rows(
                             int(phash_distances(table.phash[index], mirrored_phash[kept])))
             mirrored = " (mirrored)" if shown < distance else ""
             reason = (f"near duplicate{mirrored} of {kept_id} ({kept_path}): cosine {similarity:.2f}, "
-                      f"phash {shown} bits")
+                      f"phash {shown} bits" + (" as a mirror" if mirrored else ""))
             if similarity < settings.min_cosine or shown > settings.max_phash_distance:
                 reason += ", linked through other faces of the group"
             reason += f"; {why[index]}"

@@ -252,8 +252,16 @@ def find_identities(
 def _pinned_face(
     table: FaceTable, pin_image: str | Path, root: Path | None, scanned: set[str]
 ) -> tuple[int, str]:
-    """Index of the face in `pin_image` (the largest one when the image has several)."""
+    """Index of the face in `pin_image` (the largest one when the image has several).
+
+    The path is relative to the scanned folder, or absolute inside it; a relative path that is
+    no scanned image but names an existing file from the working directory is taken as that
+    file (so both `--identity others/biden.jpg` and `--identity photos/others/biden.jpg` work).
+    """
     path = Path(pin_image)
+    scanned_paths = set(table.paths) | scanned
+    if not path.is_absolute() and path.as_posix() not in scanned_paths and path.is_file():
+        path = path.resolve()
     if path.is_absolute() and root is not None:
         try:
             path = path.resolve().relative_to(root.resolve())

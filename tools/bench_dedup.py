@@ -12,7 +12,11 @@ pairs (cosine 0.6–0.99) at random positions, then in one run measures
        queries are compared with the blocked search's, so it doubles as a correctness check);
      - full matrix: `E @ E.T` and `nonzero` on the first n faces, × (N/n)² — what fits in
        memory only for small sets (N² × 4 bytes: 40 GB at 100 000), shown for scale;
-and prints the ratios baseline / blocked.
+and prints the ratios baseline / blocked. Then, once per size, the realistic worst case for the
+whole near-duplicate analysis: `find_duplicates` on N faces of ONE person (every pair has cosine
+≈ 0.6, above the threshold, so the perceptual-hash test decides for all N²/2 pairs; hashes are
+random median-split 64-bit words like real ones) with P planted near copies, checking that every
+planted pair is grouped and counting the chance matches against their expected number.
 
     python tools/bench_dedup.py [--faces 100000] [--dims 128 512] [--pairs 300] [--threads 2]
 """
@@ -23,6 +27,7 @@ import argparse
 import sys
 import time
 import tracemalloc
+from math import comb
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +35,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from curate.duplicates import COLUMN_TILE_FACTOR, DuplicateSettings, all_pairs_above  # noqa: E402
+from curate.duplicates import COLUMN_TILE_FACTOR, DuplicateSettings, all_pairs_above, find_duplicates  # noqa: E402
+from curate.faceset import FaceTable  # noqa: E402
 
 
 def synthetic_embeddings(count: int, dim: int, pairs: int, seed: int = 0) -> tuple[np.ndarray, set[tuple[int, int]]]:
@@ -84,6 +90,56 @@ def full_matrix_baseline(embeddings: np.ndarray, threshold: float, subset: int) 
     first, second = np.nonzero(similarity >= threshold)
     count = int((first < second).sum())
     return time.perf_counter() - started, count
+
+
+def one_person_table(count: int, dim: int, pairs: int, seed: int = 1) -> FaceTable:
+    """`count` faces of one person (pairwise cosine ≈ 0.6, random phashes) whose last `pairs`
+    faces are near copies of the first `pairs` (cosine ≈ 0.95, phash 2 bits away)."""
+    rng = np.random.default_rng(seed)
+    centre = rng.standard_normal(dim)
+    centre /= np.linalg.norm(centre)
+    spread = np.sqrt((1 / 0.6 - 1) / dim)  # cosine to another face ≈ 1 / (1 + dim·spread²)
+    embeddings = (centre + spread * rng.standard_normal((count, dim))).astype(np.float32)
+    # 32 of 64 bits set, as the median split of the real hash gives
+    bits = np.zeros((count, 64), np.uint8)
+    np.put_along_axis(bits, rng.random((count, 64)).argsort(axis=1)[:, :32], 1, axis=1)
+    phash = np.packbits(bits, axis=1).view(">u8").ravel().astype(np.uint64)
+    copies = np.arange(count - pairs, count)
+    embeddings[copies] = embeddings[:pairs] + 0.2 * spread * rng.standard_normal((pairs, dim)).astype(np.float32)
+    phash[copies] = phash[:pairs] ^ np.uint64(0b101)
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    ids = [f"face{index:07d}" for index in range(count)]
+    ones = np.ones(count)
+    return FaceTable(
+        face_ids=ids, image_ids=ids, paths=[f"{i}.jpg" for i in ids], content_hashes=ids,
+        face_index=np.zeros(count, np.int32), embeddings=embeddings, phash=phash,
+        yaw=ones * 0, pitch=ones * 0, roll=ones * 0, sharpness=ones * 100, brightness=ones * 0.5,
+        contrast=ones * 0.2, lighting_lr=ones * 0, lighting_tb=ones * 0, face_size=ones * 200,
+        det_score=ones, aligned_paths=ids, image_sizes=np.full((count, 2), 640, np.int64),
+    )
+
+
+def run_one_person(count: int, dim: int, pairs: int, block: int) -> None:
+    table = one_person_table(count, dim, pairs)
+    settings = DuplicateSettings(block=block)
+    started = time.perf_counter()
+    rows = find_duplicates(table, settings)
+    seconds = time.perf_counter() - started
+    group_of = {row.face_id: row.group_id for row in rows}
+    planted_found = all(
+        group_of.get(table.face_ids[i], "a") == group_of.get(table.face_ids[count - pairs + i], "b")
+        for i in range(pairs))
+    chance_faces = len(rows) - 2 * pairs
+    limit = settings.max_phash_distance
+    chance_rate = sum(comb(32, k) ** 2 for k in range(limit // 2 + 1)) / comb(64, 32)
+    sample = table.embeddings[:200] @ table.embeddings[200:400].T
+    print(f"find_duplicates, one person {seconds:6.2f} s   ({count:,} faces, cosine between faces "
+          f"{np.percentile(sample, 5):.2f}–{np.percentile(sample, 95):.2f}, so the phash decides every "
+          f"pair; {pairs} planted pairs all grouped: {planted_found}; {chance_faces} more faces grouped "
+          f"by chance phash matches, ~{2 * chance_rate * count * (count - 1) / 2:.0f} expected at "
+          f"p = {chance_rate:.1e} per pair for ≤ {limit} bits)")
+    if not planted_found:
+        raise SystemExit("find_duplicates missed planted near copies")
 
 
 def run(count: int, dim: int, pairs: int, block: int, queries: int, subset: int) -> None:
@@ -150,6 +206,7 @@ def main() -> None:
         print(f"numpy {np.__version__}; BLAS: {blas}")
         for dim in args.dims:
             run(args.faces, dim, args.pairs, args.block, args.queries, args.subset)
+            run_one_person(args.faces, dim, args.pairs, args.block)
 
 
 if __name__ == "__main__":

@@ -86,7 +86,7 @@ def test_obama_is_main_and_everyone_else_is_flagged(people):
     assert float(used) == DISTANCE_THRESHOLDS["embedded"]
 
 
-def test_pinning_biden_makes_him_the_main_identity(people):
+def test_pinning_biden_makes_him_the_main_identity(people, monkeypatch):
     summary = analyze_identities(people.database, pin_image="others/biden.jpg")
     rows = _rows(people.database)
     assert summary.pinned == "others/biden.jpg" and summary.main_faces == 1
@@ -99,8 +99,12 @@ def test_pinning_biden_makes_him_the_main_identity(people):
     obama = [row for key, row in rows.items() if not key.startswith("others/")]
     assert {(row.label, row.cluster) for row in obama} == {("other-person", 1)}
 
-    # an absolute path inside the scanned folder pins the same face
+    # an absolute path inside the scanned folder, or one relative to the working directory,
+    # pins the same face
     analyze_identities(people.database, pin_image=people.root / "others" / "biden.jpg")
+    assert _rows(people.database) == rows
+    monkeypatch.chdir(people.root.parent)
+    analyze_identities(people.database, pin_image=Path(people.root.name) / "others" / "biden.jpg")
     assert _rows(people.database) == rows
 
 
