@@ -110,10 +110,11 @@ def build_report(database: Path) -> Report:
 def _duplicates_summary(connection: duckdb.DuckDBPyConnection) -> dict[str, Any]:
     by_kind = dict(_rows(connection, "SELECT kind, count(*) FILTER (NOT keep) FROM duplicates GROUP BY 1 ORDER BY 1"))
     groups = _rows(connection, """
-        SELECT group_id, kind, count(*) AS members, list(face_id ORDER BY keep DESC, face_id) AS faces
-        FROM duplicates GROUP BY group_id, kind ORDER BY members DESC, group_id""")
+        SELECT group_id, any_value(kind) FILTER (keep) AS kind, count(*) AS members,
+               list(face_id ORDER BY keep DESC, face_id) AS faces
+        FROM duplicates GROUP BY group_id ORDER BY members DESC, group_id""")
     return {
-        "groups": len({group for group, *_ in groups}),
+        "groups": len(groups),
         "faces_to_drop": int(sum(by_kind.values())),
         "by_kind": by_kind,
         "largest_groups": [{"kept": g, "kind": k, "members": m, "faces": f} for g, k, m, f in groups[:20]],

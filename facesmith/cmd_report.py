@@ -24,10 +24,11 @@ def register(curate_app: typer.Typer) -> None:
         identity: Annotated[Optional[Path], typer.Option(
             "--identity", help="An image (under the scanned folder) whose face is the main identity; "
                                "default: the largest cluster.")] = None,
-        min_cosine: Annotated[float, typer.Option(
-            help="Near duplicates: least embedding cosine to count as the same shot.")] = 0.5,
-        max_phash_bits: Annotated[int, typer.Option(
-            help="Near duplicates: most differing perceptual-hash bits (of 64).")] = 14,
+        min_cosine: Annotated[Optional[float], typer.Option(
+            help="Near duplicates: least embedding cosine to count as the same shot "
+                 "(default: the library's).")] = None,
+        max_phash_bits: Annotated[Optional[int], typer.Option(
+            help="Near duplicates: most differing perceptual-hash bits of 64 (default: the library's).")] = None,
         identity_distance: Annotated[Optional[float], typer.Option(
             help="Identities: cosine distance that separates people (default: per backend).")] = None,
         output: FormatOption = OutputFormat.table,
@@ -37,8 +38,9 @@ def register(curate_app: typer.Typer) -> None:
         from curate.identities import IdentitySettings, analyze_identities
 
         try:
-            duplicates = analyze_duplicates(db, DuplicateSettings(min_cosine=min_cosine,
-                                                                  max_phash_distance=max_phash_bits))
+            overrides = {key: value for key, value in
+                         (("min_cosine", min_cosine), ("max_phash_distance", max_phash_bits)) if value is not None}
+            duplicates = analyze_duplicates(db, DuplicateSettings(**overrides))
             identities = analyze_identities(db, IdentitySettings(distance_threshold=identity_distance),
                                             pin_image=identity)
         except FacesmithError as error:
