@@ -41,6 +41,7 @@ test: samples browser
 
 bench: samples
 	$(PY) tools/bench_scan.py
+	$(PY) tools/bench_dedup.py
 
 clean:
 	rm -rf $(DEMO) .pytest_cache
