@@ -14,30 +14,13 @@ from pathlib import Path
 
 import pytest
 import typer.main
-from typer.testing import CliRunner
 
 from curate import __version__
 from facesmith.cli import app
-
-runner = CliRunner()
-
-
-def invoke(*args: str):
-    return runner.invoke(app, [str(arg) for arg in args])
-
+from tests.cli.helpers import assert_one_line_error, flat, invoke
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def assert_one_line_error(result) -> str:
-    """Exit 1, nothing on stdout, one 'error:' line on stderr and no traceback; returns the message."""
-    assert result.exit_code == 1, (result.exit_code, result.output, result.exception)
-    assert isinstance(result.exception, SystemExit), result.exception
-    assert result.stdout == ""
-    assert result.stderr.startswith("error: ")
-    assert "Traceback" not in result.stderr
-    return result.stderr
 
 
 # -- help -----------------------------------------------------------------------------------
@@ -50,11 +33,6 @@ def _walk(command, path: tuple[str, ...] = ()):
 
 
 COMMANDS = list(_walk(typer.main.get_command(app)))
-
-
-def _flat(text: str) -> str:
-    """Help text without Rich's box drawing and line wrapping, for substring checks."""
-    return " ".join(re.sub(r"[│╭╮╰╯─]", " ", text).split())
 
 
 @pytest.mark.parametrize("path, command", COMMANDS, ids=[" ".join(p) or "facesmith" for p, _ in COMMANDS])
@@ -70,12 +48,12 @@ def test_every_command_documents_itself_and_its_options(path, command):
 
     result = invoke(*path, "--help")
     assert result.exit_code == 0, result.output
-    shown = _flat(result.stdout)
-    assert _flat(command.help.split("\n\n")[0]) in shown
+    shown = flat(result.stdout)
+    assert flat(command.help.split("\n\n")[0]) in shown
     for param in params:
         if param.param_type_name == "option":
             assert param.opts[0] in shown
-            assert _flat(param.help) in shown, (param.opts, param.help)
+            assert flat(param.help) in shown, (param.opts, param.help)
 
 
 def test_version():
@@ -152,7 +130,7 @@ def test_scan_table(tmp_path, obama_paths):
     result = invoke("curate", "scan", folder, "--db", database, "--device", "cpu", "--resolution", "64")
     assert result.exit_code == 0, result.output
     assert re.search(r"faces found\s*│\s*1\b", result.stdout), result.stdout
-    assert "[db]" in _flat(result.stdout).replace(" ", "")
+    assert "[db]" in flat(result.stdout).replace(" ", "")
     assert result.stderr == ""  # no progress bar when stderr is not a terminal
 
 
@@ -182,7 +160,7 @@ def test_scan_insightface_without_models(tmp_path, photos):
     models.mkdir()
     message = assert_one_line_error(invoke(
         "curate", "scan", photos, "--db", tmp_path / "f.duckdb", "--backend", "insightface", "--models", models,
-    ))
+    ), one_line=False)
     assert str(models) in message
     assert "det_10g.onnx" in message
 

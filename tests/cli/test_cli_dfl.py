@@ -5,59 +5,15 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
 import shutil
 from pathlib import Path
 
 import pytest
-import typer
-import typer.main
-from typer.testing import CliRunner
 
 from curate.dfl import read_app15, read_dfl_metadata, write_app15
 from curate.scan import ScanSettings, scan_folder
 from curate.store import FacesetStore
-from facesmith.cmd_dfl import register
-
-app = typer.Typer()
-curate_app = typer.Typer()
-app.add_typer(curate_app, name="curate")
-register(curate_app)
-
-runner = CliRunner()
-
-
-def invoke(*args: object):
-    return runner.invoke(app, [str(arg) for arg in args])
-
-
-def assert_one_line_error(result) -> str:
-    assert result.exit_code == 1, (result.exit_code, result.output, result.exception)
-    assert isinstance(result.exception, SystemExit), result.exception
-    assert result.stdout == ""
-    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
-    assert "Traceback" not in result.stderr
-    return result.stderr
-
-
-def _flat(text: str) -> str:
-    return " ".join(re.sub(r"[│╭╮╰╯─]", " ", text).split())
-
-
-@pytest.mark.parametrize("name", ["import-dfl", "export-dfl"])
-def test_commands_document_themselves(name):
-    command = typer.main.get_command(app).commands["curate"].commands[name]
-    assert (command.help or "").strip()
-    result = invoke("curate", name, "--help")
-    assert result.exit_code == 0, result.output
-    shown = _flat(result.stdout)
-    params = command.get_params(command.context_class(command, info_name=name))
-    for param in params:
-        if param.param_type_name in ("option", "argument") and "--help" not in param.opts:
-            assert (param.help or "").strip(), param.opts
-        if param.param_type_name == "option":
-            assert param.opts[0] in shown and _flat(param.help) in shown
-
+from tests.cli.helpers import assert_one_line_error, flat, invoke
 
 @pytest.mark.parametrize("args", [
     ["curate", "import-dfl"],
@@ -88,7 +44,7 @@ def faceset(tmp_path_factory, obama_paths) -> Path:
 def test_export_table(tmp_path, faceset):
     result = invoke("curate", "export-dfl", "--db", faceset, "--out", tmp_path / "aligned")
     assert result.exit_code == 0, result.output
-    assert _flat(result.stdout) == f"exported 2 faces to {tmp_path / 'aligned'}"
+    assert flat(result.stdout) == f"exported 2 faces to {tmp_path / 'aligned'}"
     assert sorted(path.name for path in (tmp_path / "aligned").iterdir()) == ["00000.jpg", "00001.jpg"]
 
 
@@ -162,7 +118,7 @@ def test_import_table_and_csv(tmp_path, dfl_folder):
     result = invoke("curate", "import-dfl", folder, "--db", tmp_path / "f.duckdb", "--resolution", "128",
                     "--device", "cpu")
     assert result.exit_code == 0, result.output
-    shown = _flat(result.stdout)
+    shown = flat(result.stdout)
     for text in ("files 3", "with DFL metadata 2", "without metadata 0", "rejected 1",
                  "unsafe-metadata: refused global os.system 1", "faces found 3"):
         assert text in shown, (text, shown)

@@ -5,59 +5,15 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
 from pathlib import Path
 
 import cv2
 import duckdb
 import pytest
-import typer
-import typer.main
-from typer.testing import CliRunner
 
 from curate.scan import ScanSettings, scan_folder
-from facesmith.cmd_select import register
 from tests.curate.test_video import write_video
-
-app = typer.Typer()
-curate_app = typer.Typer()
-app.add_typer(curate_app, name="curate")
-register(curate_app)
-
-runner = CliRunner()
-
-
-def invoke(*args: object):
-    return runner.invoke(app, [str(arg) for arg in args])
-
-
-def assert_one_line_error(result) -> str:
-    assert result.exit_code == 1, (result.exit_code, result.output, result.exception)
-    assert isinstance(result.exception, SystemExit), result.exception
-    assert result.stdout == ""
-    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
-    assert "Traceback" not in result.stderr
-    return result.stderr
-
-
-def _flat(text: str) -> str:
-    return " ".join(re.sub(r"[│╭╮╰╯─]", " ", text).split())
-
-
-@pytest.mark.parametrize("name", ["extract", "select"])
-def test_commands_document_themselves(name):
-    command = typer.main.get_command(app).commands["curate"].commands[name]
-    assert (command.help or "").strip()
-    result = invoke("curate", name, "--help")
-    assert result.exit_code == 0, result.output
-    shown = _flat(result.stdout)
-    params = command.get_params(command.context_class(command, info_name=name))
-    for param in params:
-        if param.param_type_name in ("option", "argument") and "--help" not in param.opts:
-            assert (param.help or "").strip(), param.opts
-        if param.param_type_name == "option":
-            assert param.opts[0] in shown and _flat(param.help) in shown
-
+from tests.cli.helpers import assert_one_line_error, invoke
 
 # -- extract ---------------------------------------------------------------------------------------
 
