@@ -116,3 +116,32 @@ def analyzer():
     from curate.backends.embedded import EmbeddedFaceAnalyzer
 
     return EmbeddedFaceAnalyzer(device="cpu")
+
+
+@pytest.fixture(scope="session")
+def analysed_faceset(tmp_path_factory, analyzer, obama_paths, biden_path, t1_path) -> Path:
+    """A scanned, analysed and selected faceset: three Obama photos, a resized JPEG copy of the
+    first (a near duplicate), Biden, the six people of t1.jpg and a text file (rejected)."""
+    import shutil
+
+    import cv2
+
+    from curate.duplicates import analyze_duplicates
+    from curate.identities import analyze_identities
+    from curate.scan import ScanSettings, scan_folder
+    from curate.selection import SelectionSettings, select_and_export
+
+    folder = tmp_path_factory.mktemp("analysed") / "photos"
+    folder.mkdir()
+    for path in [*obama_paths, biden_path, t1_path]:
+        shutil.copy(path, folder / path.name)
+    image = cv2.imread(str(obama_paths[0]))
+    cv2.imwrite(str(folder / "obama_small.jpg"), cv2.resize(image, None, fx=0.6, fy=0.6),
+                [cv2.IMWRITE_JPEG_QUALITY, 80])
+    (folder / "notes.txt").write_text("not an image")
+    database = folder.parent / "faceset.duckdb"
+    scan_folder(folder, database, ScanSettings(resolution=128), analyzer=analyzer)
+    analyze_duplicates(database)
+    analyze_identities(database, pin_image="obama.jpg")
+    select_and_export(database, folder.parent / "selected", SelectionSettings(budget=6))
+    return database

@@ -8,35 +8,18 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import cv2
 import duckdb
 import pytest
 from typer.testing import CliRunner
 
-from curate.duplicates import analyze_duplicates
-from curate.identities import analyze_identities
 from curate.report import build_report
 from curate.report_html import write_html_report
-from curate.scan import ScanSettings, scan_folder
 from facesmith.cli import app
-from tests.curate.conftest import load_bgr
 
 
 @pytest.fixture(scope="module")
-def analysed(tmp_path_factory, analyzer, obama_paths, biden_path, t1_path) -> Path:
-    folder = tmp_path_factory.mktemp("report") / "photos"
-    folder.mkdir()
-    for path in [*obama_paths, biden_path, t1_path]:
-        shutil.copy(path, folder / path.name)
-    image = load_bgr(obama_paths[0])
-    cv2.imwrite(str(folder / "obama_small.jpg"), cv2.resize(image, None, fx=0.6, fy=0.6),
-                [cv2.IMWRITE_JPEG_QUALITY, 80])  # a near duplicate
-    (folder / "notes.txt").write_text("not an image")
-    database = folder.parent / "faceset.duckdb"
-    scan_folder(folder, database, ScanSettings(resolution=128), analyzer=analyzer)
-    analyze_duplicates(database)
-    analyze_identities(database, pin_image="obama.jpg")
-    return database
+def analysed(analysed_faceset) -> Path:
+    return analysed_faceset
 
 
 def test_report_numbers_match_the_database(analysed):
