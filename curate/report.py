@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import numpy as np
 
 from curate.faceset import load_faces, open_faceset
+
+if TYPE_CHECKING:
+    from curate.coverage import CoverageSettings
 
 HISTOGRAM_MEASURES = ("sharpness", "brightness", "contrast", "face_size", "yaw", "pitch")
 
@@ -66,10 +69,11 @@ def _histogram(measure: str, values: np.ndarray, bins: int = 20) -> Histogram:
     return Histogram(measure, [float(e) for e in edges], [int(c) for c in counts], float(np.median(finite)))
 
 
-def build_report(database: Path) -> Report:
+def build_report(database: Path, coverage_settings: "CoverageSettings | None" = None) -> Report:
     """Read a faceset and summarise it: counts, rejects, quality, duplicates, identities, coverage."""
     from curate.coverage import CoverageSettings, advice, coverage
 
+    coverage_settings = coverage_settings or CoverageSettings()
     connection = open_faceset(database)
     try:
         counts = dict(zip(
@@ -97,7 +101,7 @@ def build_report(database: Path) -> Report:
         table = load_faces(connection)
     finally:
         connection.close()
-    grid = coverage(table, CoverageSettings())
+    grid = coverage(table, coverage_settings)
     histograms = [_histogram(name, getattr(table, name)) for name in HISTOGRAM_MEASURES]
     return Report(
         database=str(database), counts=counts, rejects_by_reason=rejects, verdicts=verdicts,

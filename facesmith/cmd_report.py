@@ -63,13 +63,16 @@ def register(curate_app: typer.Typer) -> None:
         db: ExistingDbOption = Path("faceset.duckdb"),
         html: Annotated[Optional[Path], typer.Option(
             "--html", help="Also write one self-contained HTML page with plots and contact sheets.")] = None,
+        yaw_bin: Annotated[int, typer.Option(help="Coverage grid: yaw bin width in degrees.")] = 15,
+        pitch_bin: Annotated[int, typer.Option(help="Coverage grid: pitch bin width in degrees.")] = 15,
         output: FormatOption = OutputFormat.table,
     ) -> None:
         """Counts, rejects, quality, duplicates, identities, pose/lighting coverage and advice."""
+        from curate.coverage import CoverageSettings
         from curate.report import build_report
 
         try:
-            built = build_report(db)
+            built = build_report(db, CoverageSettings(yaw_bin=yaw_bin, pitch_bin=pitch_bin))
             if html is not None:
                 from curate.report_html import write_html_report
 
