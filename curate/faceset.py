@@ -56,14 +56,18 @@ def load_faces(connection: duckdb.DuckDBPyConnection) -> FaceTable:
     def floats(index: int) -> np.ndarray:
         return np.array([np.nan if v is None else v for v in columns[index]], dtype=np.float64)
 
-    embeddings = np.array(columns[5], dtype=np.float32) if rows else np.zeros((0, 0), np.float32)
+    # An empty faceset still has a (0, D) embedding matrix, so shape arithmetic downstream holds.
+    dimension = int(connection.execute("SELECT coalesce(max(value::INTEGER), 0) FROM meta "
+                                       "WHERE key = 'embedding_dim'").fetchone()[0])
+    embeddings = (np.array(columns[5], dtype=np.float32) if rows
+                  else np.zeros((0, dimension), np.float32))
     return FaceTable(
         face_ids=list(columns[0]),
         image_ids=list(columns[1]),
         paths=list(columns[2]),
         content_hashes=list(columns[3]),
         face_index=np.array(columns[4], dtype=np.int32),
-        embeddings=embeddings.reshape(len(rows), -1),
+        embeddings=embeddings.reshape(len(rows), -1) if rows else embeddings,
         phash=np.array([int(h, 16) if h else 0 for h in columns[6]], dtype=np.uint64),
         yaw=floats(7),
         pitch=floats(8),
@@ -90,8 +94,3 @@ def open_faceset(path: Path, read_only: bool = True) -> duckdb.DuckDBPyConnectio
     except duckdb.Error as error:
         raise StoreError(f"cannot open {path}: {error}") from error
 
-
-def hamming_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(len(a), len(b)) Hamming distances between two arrays of uint64 hashes."""
-    xor = np.bitwise_xor(a[:, None], b[None, :])
-    return np.unpackbits(xor.view(np.uint8).reshape(*xor.shape, 8), axis=-1).sum(axis=-1)

@@ -50,6 +50,8 @@ REJECT_REASONS: dict[str, str] = {
     "too-large": "the header declares more pixels than the limit (possible decompression bomb)",
     "unsupported-mode": "the image decoded but its colour mode cannot be converted to 8-bit colour",
     "decode-error": "the file looks like an image but the decoder failed on it",
+    # Set by the scan, not by ingest: the image decoded but face analysis failed on it.
+    "analysis-error": "the image decoded but finding or measuring its faces failed",
 }
 
 # Formats handed to Image.open. Restricting them keeps hostile files away from plugins that shell
@@ -117,18 +119,20 @@ class IngestResult:
 
 
 def storable_name(name: str) -> str:
-    """Return name unchanged if it is valid Unicode, else with each undecodable byte as '\\xNN'.
+    """`name` as text DuckDB and JSON can store, one-to-one with the real name.
 
-    os.fsdecode turns bytes that are not UTF-8 into lone surrogates, which DuckDB (and JSON) cannot
-    store. Spelling those bytes as backslash escapes keeps the name readable and tells the raw bytes
-    apart; it is not strictly reversible (a name that literally contains '\\xff' maps to the
-    same text).
+    os.fsdecode turns bytes that are not UTF-8 into lone surrogates, which cannot be stored.
+    Those bytes are spelled '\\xNN'; to keep two different files from ever sharing a stored
+    name, a backslash already in such a name (or in any name) is doubled first. Names that are
+    valid Unicode without a backslash, nearly all of them, are unchanged.
     """
     try:
         name.encode("utf-8")
+        if "\\" not in name:
+            return name
     except UnicodeEncodeError:
-        return os.fsencode(name).decode("utf-8", errors="backslashreplace")
-    return name
+        pass
+    return os.fsencode(name).replace(b"\\", b"\\\\").decode("utf-8", errors="backslashreplace")
 
 
 def has_image_extension(name: str) -> bool:

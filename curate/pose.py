@@ -43,6 +43,8 @@ def estimate_pose(landmarks68: np.ndarray) -> Pose:
     the unknown lens.
     """
     points = np.asarray(landmarks68, dtype=np.float64)[_INDICES]
+    if not np.isfinite(points).all() or np.ptp(points, axis=0).min() < 1.0:
+        return Pose(float("nan"), float("nan"), float("nan"))  # collapsed landmarks: no pose to solve
     centre = points.mean(axis=0)
     width = float(np.ptp(points[:, 0])) or 1.0
     focal = 6.0 * width

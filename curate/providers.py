@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Literal
 
+from curate.errors import FacesmithError
+
 logger = logging.getLogger(__name__)
 
 Device = Literal["auto", "cpu", "cuda"]
@@ -27,7 +29,7 @@ def resolve_providers(device: Device = "auto", available: list[str] | None = Non
     recorded per run so the fallback is visible afterwards.
     """
     if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"unknown device {device!r}: use auto, cpu or cuda")
+        raise FacesmithError(f"unknown device {device!r}: use auto, cpu or cuda")
     available = available_providers() if available is None else available
     if device == "cpu":
         return [CPU]

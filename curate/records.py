@@ -85,9 +85,9 @@ class FaceRecord:
     bbox: tuple[float, float, float, float]  # x1, y1, x2, y2 in source pixels
     landmarks5: list[float]  # 10 floats, (x, y) pairs in source pixels
     landmarks68: list[float]  # 136 floats, (x, y) pairs in source pixels
-    yaw: float  # degrees, positive when the face turns towards image right
-    pitch: float  # degrees, positive when the face looks up
-    roll: float  # degrees, positive for clockwise in-plane rotation as seen
+    yaw: float | None  # degrees, positive when the face turns towards image right; None: no pose
+    pitch: float | None  # degrees, positive when the face looks up
+    roll: float | None  # degrees, positive for clockwise in-plane rotation as seen
     face_size: float  # source pixels: side of the aligned square mapped back to the source
     quality: QualityScores
     embedding: list[float]  # D floats, L2-normalised
@@ -95,7 +95,6 @@ class FaceRecord:
     resolution: int
     image_to_face: list[float]  # 6 floats: the 2×3 affine from source pixels to aligned pixels
     aligned_path: str  # relative to the database's folder
-    quality_verdicts: dict[str, str] = field(default_factory=dict)  # check name -> ok/warn/bad
 
     def to_row(self) -> tuple:
         q = self.quality

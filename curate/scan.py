@@ -23,7 +23,8 @@ from curate.align import (
 )
 from curate.backends.base import FaceAnalyzer
 from curate.errors import FacesmithError
-from curate.ingest import DEFAULT_MAX_PIXELS, FileEntry, IngestResult, read_image, walk_files
+from curate.fileio import write_atomically
+from curate.ingest import DEFAULT_MAX_PIXELS, FileEntry, IngestResult, Rejection, read_image, storable_name, walk_files
 from curate.pose import estimate_pose
 from curate.quality import check_rows, measure_all
 from curate.records import FaceRecord, ImageRecord, LocatedFace
@@ -52,6 +53,10 @@ class ScanSettings:
     jpeg_quality: int = 95
 
     def __post_init__(self) -> None:
+        if self.backend not in ("embedded", "insightface"):
+            raise FacesmithError(f"unknown backend {self.backend!r}: use embedded or insightface")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise FacesmithError(f"unknown device {self.device!r}: use auto, cpu or cuda")
         if self.face_type not in FACE_TYPES:
             raise FacesmithError(f"unknown face type {self.face_type!r}: use one of {', '.join(FACE_TYPES)}")
         if not 32 <= self.resolution <= 2048 or self.resolution % 2:
@@ -70,6 +75,7 @@ class ScanSummary:
     images_processed: int
     images_ok: int
     images_rejected: int
+    images_removed: int  # rows of files no longer under the root, deleted by this scan
     faces: int
     rejected_by_reason: dict[str, int]
     seconds: float
@@ -109,12 +115,6 @@ def _needs_scan(entry: FileEntry, known: FileState | None) -> bool:
     return known is None or known.bytes != entry.size or known.mtime_ns != entry.mtime_ns
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
-
-
 @dataclass(frozen=True)
 class _PreparedImage:
     """Everything a worker thread works out for one file; only the embeddings are left to do."""
@@ -150,11 +150,16 @@ class _ImagePreparer:
         image = result.decoded.image_bgr
         image_id = image_id_for(entry.rel_path)
         faces, checks, crops = [], [], []
-        for face_index, located in enumerate(self.analyzer.locate(image)):
-            record, face_checks = self._build(image_id, image, face_index, located)
-            faces.append(record)
-            checks.extend(face_checks)
-            crops.append(arcface_crop(image, located.landmarks5))
+        try:
+            for face_index, located in enumerate(self.analyzer.locate(image)):
+                record, face_checks = self._build(image_id, image, face_index, located)
+                faces.append(record)
+                checks.extend(face_checks)
+                crops.append(arcface_crop(image, located.landmarks5))
+        except Exception as error:  # one odd image must not end a days-long scan: record it instead
+            logger.warning("analysis of %s failed: %s", entry.rel_path, error, exc_info=logger.isEnabledFor(logging.DEBUG))
+            rejection = Rejection("analysis-error", f"{type(error).__name__}: {error}")
+            return _PreparedImage(entry, replace(result, decoded=None, rejection=rejection), False, [], [], [])
         return _PreparedImage(entry, _without_pixels(result), False, faces, checks, crops)
 
     def _build(
@@ -162,7 +167,9 @@ class _ImagePreparer:
     ) -> tuple[FaceRecord, list[tuple]]:
         settings = self.settings
         pose = estimate_pose(face.landmarks68)
-        matrix = face_transform(face.landmarks68, settings.face_type, settings.resolution, pose.yaw)
+        # solvePnP can fail on degenerate landmarks: store no pose (NULL) and frame as frontal.
+        yaw, pitch, roll = (value if np.isfinite(value) else None for value in (pose.yaw, pose.pitch, pose.roll))
+        matrix = face_transform(face.landmarks68, settings.face_type, settings.resolution, yaw or 0.0)
         crop = warp_face(image_bgr, matrix, settings.resolution)
         mask = hull_mask(transform_points(matrix, face.landmarks68), settings.resolution)
         scores = measure_all(crop, mask)
@@ -172,7 +179,7 @@ class _ImagePreparer:
         ok, encoded = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, settings.jpeg_quality])
         if not ok:
             raise FacesmithError(f"cannot encode the aligned crop of {face_id}")
-        _write_atomically(crop_path, encoded.tobytes())
+        write_atomically(crop_path, encoded.tobytes())
         record = FaceRecord(
             face_id=face_id,
             image_id=image_id,
@@ -181,9 +188,9 @@ class _ImagePreparer:
             bbox=tuple(float(v) for v in face.bbox),
             landmarks5=[float(v) for v in np.asarray(face.landmarks5).ravel()],
             landmarks68=[float(v) for v in np.asarray(face.landmarks68).ravel()],
-            yaw=pose.yaw,
-            pitch=pose.pitch,
-            roll=pose.roll,
+            yaw=yaw,
+            pitch=pitch,
+            roll=roll,
             face_size=face_size,
             quality=scores,
             embedding=[],
@@ -249,7 +256,14 @@ def scan_folder(
     entries = list(walk_files(root, exclude=exclude))
 
     with FacesetStore(database) as store:
+        # One faceset mirrors one folder: rows are keyed by paths relative to it.
+        store.require_meta("source_root", storable_name(str(root.resolve())), "source folder")
         known = store.file_states()
+        present = {entry.rel_path for entry in entries}
+        vanished = {path: state.image_id for path, state in known.items() if path not in present}
+        store.delete_images(list(vanished.values()))
+        for image_id in vanished.values():
+            _remove_crops(aligned_dir, image_id, keep=set())
         todo = [entry for entry in entries if _needs_scan(entry, known.get(entry.rel_path))]
         if todo and analyzer is None:
             analyzer = make_analyzer(settings)
@@ -261,7 +275,7 @@ def scan_folder(
             store.require_meta("face_type", settings.face_type, "face type")
             store.require_meta("resolution", str(settings.resolution), "resolution")
         store.start_run(
-            run_id, str(root.resolve()), backend, providers, settings.device,
+            run_id, storable_name(str(root.resolve())), backend, providers, settings.device,
             [asdict(model) for model in analyzer.models] if analyzer else [],
             asdict(settings), __version__,
         )
@@ -278,6 +292,10 @@ def scan_folder(
                 if not batch:
                     break
                 _store_batch(batch, known, store, analyzer, run_id, counts, reasons)
+                for prepared in batch:  # a re-analysed image may have fewer faces than before
+                    if prepared.entry.rel_path in known and not prepared.unchanged:
+                        _remove_crops(aligned_dir, image_id_for(prepared.entry.rel_path),
+                                      keep={face.face_id for face in prepared.faces})
                 done += len(batch)
                 if on_progress:
                     on_progress(done, len(todo))
@@ -291,6 +309,7 @@ def scan_folder(
             images_processed=len(todo) - counts["touched"],
             images_ok=counts["ok"],
             images_rejected=counts["rejected"],
+            images_removed=len(vanished),
             faces=counts["faces"],
             rejected_by_reason=dict(sorted(reasons.items())),
             seconds=round(seconds, 3),
@@ -301,6 +320,13 @@ def scan_folder(
         )
         store.finish_run(run_id, summary.to_dict())
     return summary
+
+
+def _remove_crops(aligned_dir: Path, image_id: str, keep: set[str]) -> None:
+    """Delete an image's aligned crops except those of the faces in `keep`."""
+    for crop in aligned_dir.glob(f"{image_id}_*.jpg"):
+        if crop.stem not in keep:
+            crop.unlink(missing_ok=True)
 
 
 def _store_batch(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -340,6 +341,27 @@ class FacesetStore:
         """Remember a new mtime for a file whose bytes did not change."""
         self.connection.execute("UPDATE images SET mtime_ns = ? WHERE image_id = ?", [mtime_ns, image_id])
 
+    def delete_images(self, image_ids: Sequence[str]) -> None:
+        """Forget files that are gone from the scanned folder, with their faces and checks."""
+        if not image_ids:
+            return
+        connection = self.connection
+        connection.execute("BEGIN TRANSACTION")
+        try:
+            for table in ("face_checks", "duplicates", "identities", "selection"):
+                connection.execute(
+                    f"DELETE FROM {table} WHERE face_id IN "
+                    "(SELECT face_id FROM faces WHERE list_contains(?, image_id))", [list(image_ids)])
+            connection.execute("DELETE FROM faces WHERE list_contains(?, image_id)", [list(image_ids)])
+            connection.execute("DELETE FROM dfl_faces WHERE list_contains(?, image_id)", [list(image_ids)])
+            connection.execute("DELETE FROM images WHERE list_contains(?, image_id)", [list(image_ids)])
+            connection.execute("COMMIT")
+        except BaseException as error:
+            connection.execute("ROLLBACK")
+            if isinstance(error, duckdb.Error):
+                raise StoreError(f"cannot remove vanished files from {self.path}: {error}") from error
+            raise
+
     def write_batch(
         self,
         images: Sequence[ImageRecord],
@@ -445,7 +467,9 @@ def query_read_only(path: Path, sql: str) -> QueryResult:
         raise StoreError(f"no faceset at {path}")
     try:
         connection = duckdb.connect(
-            str(path), read_only=True, config={"enable_external_access": False}
+            str(path), read_only=True,
+            # locked, so no statement can switch file access (or logging to files) back on
+            config={"enable_external_access": False, "lock_configuration": True},
         )
     except duckdb.Error as error:
         raise StoreError(f"cannot open {path} read-only: {error}") from error
@@ -461,7 +485,9 @@ def query_read_only(path: Path, sql: str) -> QueryResult:
                 kind = statement.type.name
             except ValueError:  # a statement type newer than the duckdb Python enum knows
                 kind = "UNKNOWN"
-            if kind not in _READ_ONLY_TYPES:
+            # EXPLAIN ANALYZE runs the statement it explains, whatever that is.
+            analyzes = kind == "EXPLAIN" and re.match(r"\s*EXPLAIN\s+ANALY[SZ]E\b", statement.query, re.I)
+            if kind not in _READ_ONLY_TYPES or analyzes:
                 raise ReadOnlyQueryError(
                     f"refused: '{statement.query.strip()[:60]}' is a {kind} statement; "
                     "facesmith sql only reads (SELECT, EXPLAIN, PRAGMA, DESCRIBE, SHOW)"

@@ -113,6 +113,8 @@ def _print_summary(summary, console: Console) -> None:
     table.add_row("  rejected", str(summary.images_rejected))
     for reason, count in summary.rejected_by_reason.items():
         table.add_row(f"    {reason}", str(count))
+    if summary.images_removed:
+        table.add_row("removed (gone from the folder)", str(summary.images_removed))
     table.add_row("faces found", str(summary.faces))
     table.add_row("time", f"{summary.seconds:.1f} s ({summary.images_per_second:.1f} images/s)")
     table.add_row("backend", summary.backend)

@@ -34,7 +34,7 @@ import numpy as np
 from curate.align import invert_affine, transform_points
 from curate.backends.base import FaceAnalyzer, ModelInfo
 from curate.boxes import nms
-from curate.errors import ModelContractError, ModelPackError
+from curate.errors import FacesmithError, ModelContractError, ModelPackError
 from curate.onnx_model import InputNormalisation, OnnxModel
 from curate.providers import resolve_providers
 from curate.records import LocatedFace
@@ -102,11 +102,11 @@ class ScrfdDetector(OnnxModel):
         nms_iou: float = 0.4,
     ) -> None:
         if det_size <= 0 or det_size % max(self.strides):
-            raise ValueError(
+            raise FacesmithError(
                 f"det_size must be a positive multiple of {max(self.strides)}, got {det_size}"
             )
         if not 0.0 <= threshold <= 1.0:
-            raise ValueError(f"detection threshold must be within 0..1, got {threshold}")
+            raise FacesmithError(f"detection threshold must be within 0..1, got {threshold}")
         self.det_size = det_size
         self.threshold = threshold
         self.nms_iou = nms_iou

@@ -36,3 +36,19 @@ def test_analyze_without_a_faceset_is_one_clear_error(tmp_path):
     assert result.exit_code == 1
     assert result.stderr.startswith("error:") and "curate scan" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_a_faceset_without_faces_analyses_reports_and_selects(tmp_path, analyzer):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "readme.txt").write_text("no photos yet")
+    database = tmp_path / "faceset.duckdb"
+    scan_folder(folder, database, ScanSettings(resolution=64), analyzer=analyzer)
+    runner = CliRunner()
+    for args in (["analyze"], ["report"], ["select", "--out", str(tmp_path / "selected")]):
+        result = runner.invoke(app, ["curate", *args, "--db", str(database), "--format", "json"])
+        assert result.exit_code == 0, (args, result.output)
+        json.loads(result.stdout)
+    report = json.loads(runner.invoke(app, ["curate", "report", "--db", str(database), "--format", "json"]).stdout)
+    assert report["counts"]["faces"] == 0 and report["counts"]["images_rejected"] == 1
+    assert any("no faces" in line for line in report["advice"])

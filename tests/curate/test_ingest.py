@@ -379,3 +379,16 @@ def test_decode_bytes_never_raises_on_garbage() -> None:
             assert outcome.reason in REJECT_REASONS
         else:
             assert outcome.image_bgr.dtype == np.uint8 and outcome.image_bgr.shape[2] == 3
+
+
+def test_stored_names_are_one_to_one(tmp_path):
+    """A raw 0xFF byte and the literal text '\\xff' must not share a stored name (nor an image id)."""
+    from curate.ingest import storable_name
+
+    raw, literal = os.fsdecode(b"a\xff.jpg"), "a\\xff.jpg"
+    assert storable_name(raw) != storable_name(literal)
+    assert storable_name("plain.jpg") == "plain.jpg"
+    (tmp_path / os.fsdecode(b"a\xff.jpg")).write_bytes(b"x")
+    (tmp_path / literal).write_bytes(b"y")
+    names = [entry.rel_path for entry in walk_files(tmp_path)]
+    assert len(names) == len(set(names)) == 2

@@ -187,3 +187,84 @@ def test_scan_killed_with_sigkill_resumes_to_identical_rows(tmp_path, obama_path
     crops = {p.name: p.read_bytes() for p in aligned.glob("*.jpg")}
     assert crops == {p.name: p.read_bytes() for p in default_aligned_dir(reference).glob("*.jpg")}
 
+
+
+def test_vanished_files_and_dropped_faces_leave_no_rows_or_crops(people, tmp_path, analyzer):
+    database = tmp_path / "faceset.duckdb"
+    scan_folder(people, database, FAST, analyzer=analyzer)
+    aligned = default_aligned_dir(database)
+    t1_id = rows(database, "SELECT image_id FROM images WHERE path = 'more/t1.jpg'")[0][0]
+    assert len(list(aligned.glob(f"{t1_id}_*.jpg"))) == 6
+
+    (people / "obama2.jpg").unlink()
+    # t1 now shows one person: five of its six crops must go
+    image = load_bgr(people / "more" / "t1.jpg")
+    cv2.imwrite(str(people / "more" / "t1.jpg"), image[250:480, 700:900])
+    summary = scan_folder(people, database, FAST, analyzer=analyzer)
+    assert summary.images_removed == 1
+    assert rows(database, "SELECT count(*) FROM images WHERE path = 'obama2.jpg'")[0][0] == 0
+    faces_left = rows(database, "SELECT face_id FROM faces")
+    crops_left = {p.stem for p in aligned.glob("*.jpg")}
+    assert crops_left == {face_id for (face_id,) in faces_left}
+    assert rows(database, "SELECT face_count FROM images WHERE path = 'more/t1.jpg'")[0][0] == 1
+
+
+def test_a_second_folder_is_refused_for_the_same_faceset(people, tmp_path, analyzer, biden_path):
+    database = tmp_path / "faceset.duckdb"
+    scan_folder(people, database, FAST, analyzer=analyzer)
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(biden_path, other / "obama.jpg")  # same relative name, other person
+    with pytest.raises(StoreError, match="source folder"):
+        scan_folder(other, database, FAST, analyzer=analyzer)
+    assert rows(database, "SELECT count(*) FROM images")[0][0] == 5
+
+
+class _Failing:
+    """A backend whose face finder breaks on one file and returns landmarks PnP cannot solve on
+    another: the scan must record both and go on."""
+
+    def __init__(self, real):
+        self.real = real
+        self.name, self.embedding_dim = real.name, real.embedding_dim
+        self.providers, self.models = real.providers, real.models
+
+    def locate(self, image):
+        if image.shape[0] == 321:
+            raise RuntimeError("model exploded")
+        faces = self.real.locate(image)
+        if image.shape[0] == 322:
+            from curate.records import LocatedFace
+
+            return [LocatedFace(f.bbox, f.det_score, f.landmarks5, np.zeros((68, 2), np.float32)) for f in faces]
+        return faces
+
+    def embed(self, crops):
+        return self.real.embed(crops)
+
+
+def test_a_failing_image_is_rejected_and_a_poseless_face_is_stored_without_pose(tmp_path, analyzer, obama_paths):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    image = load_bgr(obama_paths[0])
+    cv2.imwrite(str(folder / "explodes.png"), cv2.resize(image, (300, 321)))
+    cv2.imwrite(str(folder / "degenerate.png"), cv2.resize(image, (300, 322)))
+    shutil.copy(obama_paths[1], folder / "fine.jpg")
+    database = tmp_path / "faceset.duckdb"
+    summary = scan_folder(folder, database, FAST, analyzer=_Failing(analyzer))
+    assert summary.rejected_by_reason == {"analysis-error": 1}
+    stored = dict(rows(database, "SELECT path, status FROM images"))
+    assert stored == {"explodes.png": "rejected", "fine.jpg": "ok", "degenerate.png": "ok"}
+    poses = rows(database, "SELECT i.path, f.yaw FROM faces f JOIN images i USING (image_id) ORDER BY 1")
+    assert [path for path, _ in poses] == ["degenerate.png", "fine.jpg"]
+    assert poses[0][1] is None and poses[1][1] is not None
+    assert rows(database, "SELECT count(*) FROM pose_coverage")[0][0] >= 1  # views cope with NULL pose
+
+
+def test_unknown_device_and_backend_are_clear_errors():
+    from curate.errors import FacesmithError
+
+    with pytest.raises(FacesmithError, match="device"):
+        ScanSettings(device="gpu")
+    with pytest.raises(FacesmithError, match="backend"):
+        ScanSettings(backend="bogus")

@@ -323,6 +323,8 @@ def test_read_statements_are_allowed(faceset, sql):
         ("CHECKPOINT", "CALL"),
         ("SELECT 1; DELETE FROM images", "DELETE"),
         ("UPDATE EXTENSIONS", "UNKNOWN"),  # a type the duckdb Python enum does not name
+        ("EXPLAIN ANALYZE CREATE TEMP TABLE t AS SELECT 1", "EXPLAIN"),  # runs what it explains
+        ("explain analyse select 1", "EXPLAIN"),
     ],
 )
 def test_write_statements_are_refused(faceset, tmp_path, sql, kind):
@@ -353,6 +355,13 @@ def test_a_write_hidden_in_a_select_fails_on_the_read_only_file(faceset):
 def test_file_access_from_sql_is_disabled(faceset, sql):
     with pytest.raises(ReadOnlyQueryError, match="disabled"):
         query_read_only(faceset, sql)
+
+
+def test_configuration_is_locked_so_logging_cannot_write_files(faceset, tmp_path):
+    target = tmp_path / "log.txt"
+    with pytest.raises(ReadOnlyQueryError, match="configuration"):
+        query_read_only(faceset, f"SELECT * FROM enable_logging(storage='file', storage_path='{target}'); SELECT 1")
+    assert not target.exists()
 
 
 def test_missing_database_is_a_store_error(tmp_path):
