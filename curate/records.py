@@ -57,6 +57,11 @@ class ImageRecord:
             self.run_id,
         )
 
+    @classmethod
+    def from_row(cls, row: tuple) -> "ImageRecord":
+        """The inverse of to_row, for rows selected in the same column order."""
+        return cls(*row)
+
 
 @dataclass(frozen=True)
 class QualityScores:
@@ -104,4 +109,15 @@ class FaceRecord:
             q.sharpness, q.motion_blur, q.brightness, q.shadows_clipped, q.highlights_clipped,
             q.contrast, q.lighting_lr, q.lighting_tb, q.color_cast, q.phash, self.embedding,
             self.face_type, self.resolution, self.image_to_face, self.aligned_path,
+        )
+
+    @classmethod
+    def from_row(cls, row: tuple) -> "FaceRecord":
+        """The inverse of to_row, for rows selected in the same column order."""
+        (face_id, image_id, face_index, det_score, bbox, landmarks5, landmarks68, yaw, pitch, roll,
+         face_size, *quality, embedding, face_type, resolution, image_to_face, aligned_path) = row
+        return cls(
+            face_id, image_id, face_index, det_score, tuple(bbox), list(landmarks5), list(landmarks68),
+            yaw, pitch, roll, face_size, QualityScores(*quality), list(embedding), face_type, resolution,
+            list(image_to_face), aligned_path,
         )

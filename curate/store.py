@@ -19,11 +19,11 @@ logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 4
 
-_IMAGE_COLUMNS = (
+IMAGE_COLUMNS = (
     "image_id, path, content_hash, bytes, mtime_ns, width, height, format, mode, status, "
     "reject_reason, face_count, run_id"
 )
-_FACE_COLUMNS = (
+FACE_COLUMNS = (
     "face_id, image_id, face_index, det_score, bbox, landmarks5, landmarks68, yaw, pitch, roll, "
     "face_size, sharpness, motion_blur, brightness, shadows_clipped, highlights_clipped, contrast, "
     "lighting_lr, lighting_tb, color_cast, phash, embedding, face_type, resolution, image_to_face, "
@@ -380,8 +380,8 @@ class FacesetStore:
                 )
                 connection.execute("DELETE FROM faces WHERE list_contains(?, image_id)", [ids])
                 connection.execute("DELETE FROM images WHERE list_contains(?, image_id)", [ids])
-                _insert_rows(connection, f"images ({_IMAGE_COLUMNS})", [i.to_row() for i in images])
-            _insert_rows(connection, f"faces ({_FACE_COLUMNS})", [face.to_row() for face in faces])
+                _insert_rows(connection, f"images ({IMAGE_COLUMNS})", [i.to_row() for i in images])
+            _insert_rows(connection, f"faces ({FACE_COLUMNS})", [face.to_row() for face in faces])
             _insert_rows(connection, "face_checks", list(checks))
             connection.execute("COMMIT")
         except BaseException as error:

@@ -268,3 +268,17 @@ def test_unknown_device_and_backend_are_clear_errors():
         ScanSettings(device="gpu")
     with pytest.raises(FacesmithError, match="backend"):
         ScanSettings(backend="bogus")
+
+
+def test_records_round_trip_through_their_rows(people, tmp_path, analyzer):
+    from curate.records import FaceRecord, ImageRecord
+    from curate.store import FACE_COLUMNS, IMAGE_COLUMNS
+
+    database = tmp_path / "faceset.duckdb"
+    scan_folder(people, database, FAST, analyzer=analyzer)
+    for row in rows(database, f"SELECT {IMAGE_COLUMNS} FROM images"):
+        assert ImageRecord.from_row(row).to_row() == row
+    faces = rows(database, f"SELECT {FACE_COLUMNS} FROM faces")
+    assert len(faces) == 10
+    for row in faces:
+        assert FaceRecord.from_row(row).to_row() == tuple(list(v) if isinstance(v, tuple) else v for v in row)
