@@ -35,7 +35,7 @@ class CoverageSettings:
     """How the pose grid is cut and what counts as a gap.
 
     The grid spans yaw_range × pitch_range in bins of yaw_bin × pitch_bin degrees, with edges at
-    multiples of the bin width (as the `pose_coverage` view). Gaps are only judged inside the
+    multiples of the bin width (as the `coverage` view). Gaps are only judged inside the
     expected region, the poses a real faceset of one person is expected to cover (frontal to
     three-quarter views: yaw ±45°, pitch ±30°); profiles beyond it get their own advice line.
     """

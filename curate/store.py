@@ -17,7 +17,7 @@ from curate.records import FaceRecord, ImageRecord
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 IMAGE_COLUMNS = (
     "image_id, path, content_hash, bytes, mtime_ns, width, height, format, mode, status, "
@@ -215,6 +215,8 @@ _MIGRATIONS: dict[int, list[str]] = {
                    (SELECT count(*) FROM selection WHERE selected) AS selected_faces,
                    (SELECT count(*) FROM runs) AS runs""",
     ],
+    # `coverage` (version 4) answers what `pose_coverage` did, with the report's bins.
+    5: ["DROP VIEW pose_coverage"],
 }
 
 

@@ -258,7 +258,7 @@ def test_a_failing_image_is_rejected_and_a_poseless_face_is_stored_without_pose(
     poses = rows(database, "SELECT i.path, f.yaw FROM faces f JOIN images i USING (image_id) ORDER BY 1")
     assert [path for path, _ in poses] == ["degenerate.png", "fine.jpg"]
     assert poses[0][1] is None and poses[1][1] is not None
-    assert rows(database, "SELECT count(*) FROM pose_coverage")[0][0] >= 1  # views cope with NULL pose
+    assert rows(database, "SELECT count(*) FROM coverage")[0][0] >= 1  # views cope with NULL pose
 
 
 def test_unknown_device_and_backend_are_clear_errors():

@@ -29,7 +29,7 @@ TABLES = {
     "runs", "images", "faces", "face_checks", "meta", "analyses", "duplicates", "identities", "selection",
     "dfl_faces",
 }
-VIEWS = {"rejected", "rejects_by_reason", "pose_coverage", "summary", "coverage", "lighting",
+VIEWS = {"rejected", "rejects_by_reason", "summary", "coverage", "lighting",
          "duplicate_groups", "identity_summary", "other_people", "selected_faces"}
 
 
@@ -87,8 +87,8 @@ def counts(database: Path) -> dict[str, int]:
 def test_new_file_gets_the_whole_schema(tmp_path):
     database = tmp_path / "faceset.duckdb"
     with FacesetStore(database) as store:
-        assert store.schema_version() == SCHEMA_VERSION == 4
-        assert store.meta("schema_version") == "4"
+        assert store.schema_version() == SCHEMA_VERSION == 5
+        assert store.meta("schema_version") == "5"
 
     kinds = dict(query(database, "SELECT table_name, table_type FROM information_schema.tables"))
     for name in TABLES:
@@ -297,7 +297,7 @@ def test_select_returns_columns_and_rows(faceset):
 @pytest.mark.parametrize(
     "sql",
     ["DESCRIBE faces", "SHOW TABLES", "PRAGMA table_info('images')", "EXPLAIN SELECT * FROM faces",
-     "SELECT * FROM pose_coverage", "FROM rejects_by_reason"],
+     "SELECT * FROM coverage", "FROM rejects_by_reason"],
 )
 def test_read_statements_are_allowed(faceset, sql):
     result = query_read_only(faceset, sql)
