@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import logging
 import math
-import os
 import pickle
 import pickletools
 import re
@@ -30,6 +29,7 @@ from curate.align import transform_points
 from curate.backends.base import FaceAnalyzer
 from curate.errors import FacesmithError
 from curate.faceset import open_faceset
+from curate.fileio import write_atomically
 from curate.ingest import FileEntry, walk_files
 from curate.scan import (
     ProgressCallback,
@@ -221,7 +221,9 @@ def write_app15(jpeg_bytes: bytes, payload: bytes) -> bytes:
 # (numpy's own __setstate__ trusts its input, e.g. the dtype flags).
 
 _NUMPY_CORE = ("numpy.core", "numpy._core")
-_MAX_DEPTH = 64  # containers nested deeper than any DFL dict: refused (also stops cycles)
+_MAX_DEPTH = 64  # containers nested deeper than any DFL dict: refused
+_MAX_VALUES = 1_000_000  # values in one payload (a DFL dict holds a few hundred)
+_MAX_ARRAY_BYTES = 64 * 2**20  # numpy array bytes built from one payload (a DFL dict: ~3 KiB)
 _DTYPE_SPEC = re.compile(r"[biufc]\d{1,2}")  # bool, ints, floats, complex: all a face needs
 
 
@@ -449,34 +451,71 @@ def safe_loads(payload: bytes) -> Any:
     """
     try:
         loaded = _RestrictedUnpickler(io.BytesIO(bytes(payload))).load()
-        return _finish(loaded, 0)
+        return _Finisher().finish(loaded, 0)
     except DflError:
         raise
     except Exception as error:  # the unpickler raises many kinds on malformed input
         raise BadMetadataError(f"not a valid pickle ({type(error).__name__}: {error})") from error
 
 
-def _finish(value: Any, depth: int) -> Any:
-    """The loaded tree with the pending numpy values built and the stand-ins refused."""
-    if depth > _MAX_DEPTH:
-        raise BadMetadataError(f"values nested deeper than {_MAX_DEPTH} levels")
-    if value is None or isinstance(value, (bool, int, float, complex, str, bytes, bytearray)):
-        return value
-    if isinstance(value, _PendingDtype):
-        return value.build()
-    if isinstance(value, (_PendingArray, _PendingFromBuffer, _PendingScalar)):
-        return value.build()
-    if isinstance(value, dict):
-        return {_finish(key, depth + 1): _finish(item, depth + 1) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_finish(item, depth + 1) for item in value]
-    if isinstance(value, tuple):
-        return tuple(_finish(item, depth + 1) for item in value)
-    if isinstance(value, (set, frozenset)):
-        return type(value)(_finish(item, depth + 1) for item in value)
-    if isinstance(value, _Stand):
-        raise BadMetadataError(f"a bare {type(value).__name__.strip('_')} in the metadata")
-    raise BadMetadataError(f"unsupported value of type {type(value).__name__}")
+class _Finisher:
+    """Walks the loaded tree once, building the pending numpy values and refusing the stand-ins.
+
+    Pickle's memo lets a few bytes name one object many times (L1 = [L0, L0], L2 = [L1, L1], …:
+    a 600-byte payload can describe 2**60 leaves), so each object is finished once and shared
+    references stay shared, as plain pickle would give them. Caps on the values and array bytes
+    built bound the work whatever the payload; a value that contains itself is refused.
+    """
+
+    def __init__(self) -> None:
+        self.done: dict[int, Any] = {}  # id(loaded object) -> its finished value
+        self.active: set[int] = set()  # ids of the containers being finished (cycle check)
+        self.values = 0
+        self.array_bytes = 0
+
+    def _count(self, values: int) -> None:
+        self.values += values
+        if self.values > _MAX_VALUES:
+            raise BadMetadataError(f"more than {_MAX_VALUES} values")
+
+    def finish(self, value: Any, depth: int) -> Any:
+        if depth > _MAX_DEPTH:
+            raise BadMetadataError(f"values nested deeper than {_MAX_DEPTH} levels")
+        if value is None or isinstance(value, (bool, int, float, complex, str, bytes)):
+            return value
+        key = id(value)
+        if key in self.done:
+            return self.done[key]
+        if key in self.active:
+            raise BadMetadataError("a value that contains itself")
+        self.active.add(key)
+        self._count(1)
+        finished = self._build(value, depth)
+        self.active.discard(key)
+        self.done[key] = finished
+        return finished
+
+    def _build(self, value: Any, depth: int) -> Any:
+        if isinstance(value, bytearray):
+            return value
+        if isinstance(value, _PendingDtype):
+            return value.build()
+        if isinstance(value, (_PendingArray, _PendingFromBuffer, _PendingScalar)):
+            built = value.build()
+            self.array_bytes += built.nbytes
+            if self.array_bytes > _MAX_ARRAY_BYTES:
+                raise BadMetadataError(f"numpy arrays of more than {_MAX_ARRAY_BYTES} bytes in all")
+            return built
+        if isinstance(value, dict):
+            self._count(2 * len(value))
+            return {self.finish(key, depth + 1): self.finish(item, depth + 1) for key, item in value.items()}
+        if isinstance(value, (list, tuple, set, frozenset)):
+            self._count(len(value))
+            items = [self.finish(item, depth + 1) for item in value]
+            return items if isinstance(value, list) else type(value)(items)
+        if isinstance(value, _Stand):
+            raise BadMetadataError(f"a bare {type(value).__name__.strip('_')} in the metadata")
+        raise BadMetadataError(f"unsupported value of type {type(value).__name__}")
 
 
 # -- DFL metadata ---------------------------------------------------------------------------------
@@ -949,15 +988,9 @@ def export_dfl(
         if crop is None:
             raise FacesmithError(f"cannot decode the aligned crop of face {face.face_id}: {face.crop_path}")
         target = out_dir / f"{number:05d}.jpg"
-        _write_atomically(target, encode_dfl_jpeg(crop, face.metadata, quality))
+        write_atomically(target, encode_dfl_jpeg(crop, face.metadata, quality))
         written.append(target)
         if on_progress:
             on_progress(number + 1, len(faces))
     logger.info("exported %d faces to %s", len(written), out_dir)
     return written
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)

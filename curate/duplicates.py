@@ -22,7 +22,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -374,12 +374,17 @@ def _exact_links(
 
 
 class PixelComparer:
-    """`pixel_equal` over files under `root`: each file is decoded once (curate.ingest, EXIF
+    """`pixel_equal` over scanned files: each file is decoded once (curate.ingest, EXIF
     orientation applied) and remembered as a digest of its pixels; a file that is missing or no
-    longer decodes answers None, so its pair is simply not confirmed."""
+    longer decodes answers None, so its pair is simply not confirmed.
 
-    def __init__(self, root: Path | None, max_pixels: int | None = None) -> None:
-        self.root = Path(root) if root is not None else None
+    `root` is the folder every path is relative to, or a mapping from each path to its own
+    folder (see source_roots); a path without a folder is never checked.
+    """
+
+    def __init__(self, root: Path | Mapping[str, Path] | None, max_pixels: int | None = None) -> None:
+        self.root = Path(root) if root is not None and not isinstance(root, Mapping) else None
+        self.folders = {path: Path(folder) for path, folder in root.items()} if isinstance(root, Mapping) else None
         self.max_pixels = max_pixels
         self._digests: dict[str, str | None] = {}
 
@@ -389,9 +394,10 @@ class PixelComparer:
         return self._digests[rel_path]
 
     def _decode_digest(self, rel_path: str) -> str | None:
-        if self.root is None:
+        folder = self.folders.get(rel_path) if self.folders is not None else self.root
+        if folder is None:
             return None
-        path = self.root / rel_path
+        path = folder / rel_path
         try:
             stat = os.stat(path)
         except OSError as error:
@@ -563,11 +569,12 @@ def _group_rows(
 # -- the analysis over a faceset file -----------------------------------------------------------
 
 
-def source_root(connection) -> Path | None:
-    """The folder the latest scan read (images.path is relative to it), or None."""
-    row = connection.execute(
-        "SELECT source_root FROM runs ORDER BY started_at DESC LIMIT 1").fetchone()
-    return Path(row[0]) if row and row[0] else None
+def source_roots(connection) -> dict[str, Path]:
+    """images.path -> the folder it is relative to: the source folder of the scan that read that
+    image (images.run_id -> runs.source_root), not the latest scan's for every image."""
+    rows = connection.execute(
+        "SELECT i.path, r.source_root FROM images i JOIN runs r USING (run_id)").fetchall()
+    return {path: Path(root) for path, root in rows if root}
 
 
 def mirrored_phashes(table: FaceTable, database_dir: Path) -> np.ndarray:
@@ -587,8 +594,8 @@ def mirrored_phashes(table: FaceTable, database_dir: Path) -> np.ndarray:
 
 def analyze_duplicates(database: Path, settings: DuplicateSettings = DuplicateSettings()) -> DuplicateSummary:
     """Find the duplicate groups of the faceset at `database` and replace its `duplicates` table
-    (the settings are recorded in `analyses`). Pixel checks read the files under the latest
-    scan's source folder; a missing folder or file only skips those checks."""
+    (the settings are recorded in `analyses`). Pixel checks read each image from the source
+    folder of the scan that read it; a missing folder or file only skips those checks."""
     started = time.perf_counter()
     database = Path(database)
     if not database.is_file():
@@ -596,12 +603,13 @@ def analyze_duplicates(database: Path, settings: DuplicateSettings = DuplicateSe
     stats = _PixelStats()
     with FacesetStore(database) as store:
         table = load_faces(store.connection)
-        root = source_root(store.connection)
         pixel_equal = None
         if settings.check_pixels:
-            if root is None or not root.is_dir():
-                logger.warning("scanned folder %s not found: exact-pixels checks skipped", root)
-            pixel_equal = PixelComparer(root if root is not None and root.is_dir() else None)
+            roots = source_roots(store.connection)
+            found = {folder: folder.is_dir() for folder in set(roots.values())}
+            for folder in sorted(folder for folder, present in found.items() if not present):
+                logger.warning("scanned folder %s not found: exact-pixels checks of its images skipped", folder)
+            pixel_equal = PixelComparer({path: folder for path, folder in roots.items() if found[folder]})
         mirrored = mirrored_phashes(table, database.parent) if settings.mirrored_are_duplicates else None
         rows = _find_duplicates(table, settings, pixel_equal, mirrored, stats)
         store.replace_analysis("duplicates", "duplicates", [row.to_row() for row in rows],

@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from curate.duplicates import source_root
+from curate.duplicates import source_roots
 from curate.errors import FacesmithError, StoreError
 from curate.faceset import FaceTable, load_faces
 from curate.store import FacesetStore
@@ -250,36 +251,57 @@ def find_identities(
 
 
 def _pinned_face(
-    table: FaceTable, pin_image: str | Path, root: Path | None, scanned: set[str]
+    table: FaceTable, pin_image: str | Path, roots: Mapping[str, Path], scanned: set[str]
 ) -> tuple[int, str]:
     """Index of the face in `pin_image` (the largest one when the image has several).
 
     The path is relative to the scanned folder, or absolute inside it; a relative path that is
     no scanned image but names an existing file from the working directory is taken as that
     file (so both `--identity others/biden.jpg` and `--identity photos/others/biden.jpg` work).
+    `roots` maps each scanned image's path to the folder its scan read (see source_roots).
     """
     path = Path(pin_image)
     scanned_paths = set(table.paths) | scanned
+    folders = sorted(set(roots.values()))
     if not path.is_absolute() and path.as_posix() not in scanned_paths and path.is_file():
         path = path.resolve()
-    if path.is_absolute() and root is not None:
-        try:
-            path = path.resolve().relative_to(root.resolve())
-        except ValueError as error:
-            raise FacesmithError(f"{pin_image} is not under the scanned folder {root}") from error
+    if path.is_absolute():
+        resolved = path.resolve()
+        inside: dict[Path, str] = {}  # folder -> the path relative to it
+        for folder in folders:
+            try:
+                inside[folder] = resolved.relative_to(folder.resolve()).as_posix()
+            except ValueError:
+                continue
+        if not inside:
+            raise FacesmithError(f"{pin_image} is not under the scanned folder {_listed(folders)}")
+        # The image that its own scan read from this folder; a file of the same relative path
+        # under another scan's folder is a different file.
+        own = [relative for folder, relative in inside.items() if roots.get(relative) == folder]
+        if not own:
+            relative = next(iter(inside.values()))
+            if relative in roots:
+                raise FacesmithError(f"{pin_image} is not the scanned {relative}: that one was read "
+                                     f"from {roots[relative]}")
+            own = [relative]
+        path = Path(own[0])
     rel_path = path.as_posix()
     candidates = [i for i, p in enumerate(table.paths) if p == rel_path]
     if not candidates:
         raise FacesmithError(
             f"{rel_path} was scanned but no face was found in it" if rel_path in scanned
             else f"{rel_path} is not in the faceset: give a path relative to the scanned folder "
-                 f"{root} of an image that was scanned")
+                 f"{_listed(folders)} of an image that was scanned")
     chosen = max(candidates, key=lambda i: (float(np.nan_to_num(table.face_size[i], nan=-1.0)),
                                             -i))
     if len(candidates) > 1:
         logger.info("%s has %d faces; pinning the largest (%s)", rel_path, len(candidates),
                     table.face_ids[chosen])
     return chosen, rel_path
+
+
+def _listed(folders: list[Path]) -> str:
+    return ", ".join(str(folder) for folder in folders) or "(none recorded)"
 
 
 def analyze_identities(
@@ -306,7 +328,7 @@ def analyze_identities(
         pin_face, pinned = None, None
         if pin_image is not None:
             scanned = {path for (path,) in store.connection.execute("SELECT path FROM images").fetchall()}
-            pin_face, pinned = _pinned_face(table, pin_image, source_root(store.connection), scanned)
+            pin_face, pinned = _pinned_face(table, pin_image, source_roots(store.connection), scanned)
         elif pin_embedding is not None:
             pinned = "embedding"
         rows, sampled = find_identities(table, settings, backend, pin_face, pin_embedding, pinned)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -69,6 +71,20 @@ def _histogram(measure: str, values: np.ndarray, bins: int = 20) -> Histogram:
     return Histogram(measure, [float(e) for e in edges], [int(c) for c in counts], float(np.median(finite)))
 
 
+def _as_utc(moment: datetime) -> datetime:
+    # TIMESTAMPTZ values come back in the session's time zone; a naive one is taken as UTC.
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+
+
+def stale_kinds(analysed_at: Mapping[str, datetime], newest_scan: datetime | None) -> list[str]:
+    """The analyses that ran before the newest finished scan, compared as instants: ISO strings
+    order wrongly across UTC offsets (a daylight-saving change, another machine's zone)."""
+    if newest_scan is None:
+        return []
+    scanned = _as_utc(newest_scan)
+    return [kind for kind, when in analysed_at.items() if _as_utc(when) < scanned]
+
+
 def build_report(database: Path, coverage_settings: "CoverageSettings | None" = None) -> Report:
     """Read a faceset and summarise it: counts, rejects, quality, duplicates, identities, coverage."""
     from curate.coverage import CoverageSettings, advice, coverage
@@ -88,13 +104,13 @@ def build_report(database: Path, coverage_settings: "CoverageSettings | None" = 
         verdicts: dict[str, dict[str, int]] = {}
         for measure, verdict, number in _rows(connection, "SELECT measure, verdict, count(*) FROM face_checks GROUP BY ALL ORDER BY ALL"):
             verdicts.setdefault(measure, {"ok": 0, "warn": 0, "bad": 0})[verdict] = number
-        analyses = {}
+        analyses, analysed_at = {}, {}
         if _has_table(connection, "analyses"):
             for kind, when, faces, parameters in _rows(connection, "SELECT kind, analysed_at, faces, parameters FROM analyses"):
                 analyses[kind] = {"analysed_at": when.isoformat(), "faces": faces, "parameters": parameters}
+                analysed_at[kind] = when
         newest_scan = _rows(connection, "SELECT max(finished_at) FROM runs WHERE status = 'done'")[0][0]
-        stale = [kind for kind, info in analyses.items()
-                 if newest_scan is not None and info["analysed_at"] < newest_scan.isoformat()]
+        stale = stale_kinds(analysed_at, newest_scan)
         duplicates = _duplicates_summary(connection) if "duplicates" in analyses else {}
         identities = _identities_summary(connection) if "identities" in analyses else {}
         selection = _selection_summary(connection) if "selection" in analyses else {}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import os
 from html import escape
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -12,6 +11,7 @@ import cv2
 import numpy as np
 
 from curate.faceset import load_faces, open_faceset
+from curate.fileio import write_atomically
 from curate.report import Report
 from curate.svg_plots import heatmap, histogram, scatter
 
@@ -150,7 +150,4 @@ def write_html_report(report: Report, out: Path, contact_limit: int = 60) -> Pat
             f"<style>{_STYLE}</style></head><body>{''.join(sections)}</body></html>")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = out.with_name(f".{out.name}.tmp")
-    temporary.write_text(page, encoding="utf-8")
-    os.replace(temporary, out)
-    return out
+    return write_atomically(out, page)

@@ -19,8 +19,7 @@ import heapq
 import json
 import logging
 import math
-import os
-import shutil
+import re
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -34,6 +33,7 @@ from curate import __version__
 from curate.coverage import DEFAULT_LIGHT_THRESHOLD, degrees, light_bins, pose_bin
 from curate.errors import FacesmithError, StoreError
 from curate.faceset import FaceTable, load_faces
+from curate.fileio import write_atomically
 from curate.store import FacesetStore
 
 logger = logging.getLogger(__name__)
@@ -279,33 +279,55 @@ def _rounded(value: float, digits: int = 4) -> float | None:
     return None if value is None or not math.isfinite(value) else round(float(value), digits)
 
 
-def _previous_files(out_dir: Path) -> set[str]:
-    """Files an earlier selection wrote to out_dir; refuse a folder holding anything else."""
-    present = {entry.name for entry in out_dir.iterdir() if not entry.name.startswith(".")}
-    if not present:
-        return set()
-    previous: set[str] = set()
+# What this command names its files: `<pick_order:05d>_<face_id><suffix>`. Nothing else in an
+# output folder is ever removed, whatever a manifest there says: the pattern has no separators,
+# no leading dot and no '..', so a name that matches it is a plain file name inside out_dir.
+_EXPORT_NAME = re.compile(r"\d{5,}_(?P<face_id>[0-9A-Za-z][0-9A-Za-z_-]*)\.[a-z0-9]{1,5}")
+
+
+def _export_name(pick_order: int, face_id: str, suffix: str) -> str:
+    return f"{pick_order:05d}_{face_id}{suffix}"
+
+
+def _exported_face(name: object) -> str | None:
+    """The face_id in a file name this command writes, or None for any other name (paths included)."""
+    if not isinstance(name, str):
+        return None
+    match = _EXPORT_NAME.fullmatch(name)
+    return match["face_id"] if match else None
+
+
+def _previous_files(out_dir: Path, face_ids: set[str]) -> set[str]:
+    """Files an earlier selection wrote directly inside out_dir; refuse a folder holding anything else.
+
+    Ours are the names that match the export pattern and are either listed in the folder's
+    manifest or name a face of this faceset: the second lets a selection interrupted before it
+    wrote its manifest run again into the same folder.
+    """
+    present: set[str] = set()  # plain files (or links): the only entries ever removed
+    strangers: set[str] = set()  # folders and the like: never ours
+    for entry in out_dir.iterdir():
+        if not entry.name.startswith("."):
+            (present if entry.is_file() or entry.is_symlink() else strangers).add(entry.name)
+    listed: set[str] = set()
     try:
         content = json.loads((out_dir / MANIFEST_NAME).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         content = None
     if isinstance(content, dict) and content.get("tool") == "facesmith" and content.get("kind") == "selection":
+        listed.add(MANIFEST_NAME)
         faces = content.get("faces")
-        previous = {MANIFEST_NAME}
         if isinstance(faces, list):
-            previous |= {str(face.get("file")) for face in faces if isinstance(face, dict)}
-    strangers = sorted(present - previous)
+            listed |= {face.get("file") for face in faces if isinstance(face, dict)
+                       and _exported_face(face.get("file")) is not None}
+    ours = {name for name in present if name in listed or _exported_face(name) in face_ids}
+    strangers |= present - ours
     if strangers:
+        ordered = sorted(strangers)
         raise SelectionError(
-            f"{out_dir} holds files no earlier 'curate select' wrote ({', '.join(strangers[:3])}"
-            f"{', …' if len(strangers) > 3 else ''}): choose an empty or new folder")
-    return previous - {MANIFEST_NAME}
-
-
-def _copy_atomically(source: Path, target: Path) -> None:
-    temporary = target.with_name(f".{target.name}.tmp")
-    shutil.copyfile(source, temporary)
-    os.replace(temporary, target)
+            f"{out_dir} holds files no earlier 'curate select' wrote ({', '.join(ordered[:3])}"
+            f"{', …' if len(ordered) > 3 else ''}): choose an empty or new folder")
+    return ours - {MANIFEST_NAME}
 
 
 def select_and_export(database: Path, out_dir: Path, settings: SelectionSettings = SelectionSettings(),
@@ -338,15 +360,15 @@ def select_and_export(database: Path, out_dir: Path, settings: SelectionSettings
         rows = select_faces(table, excluded, settings)
 
         out_dir.mkdir(parents=True, exist_ok=True)
-        previous = _previous_files(out_dir)
+        previous = _previous_files(out_dir, known)
         index_of = {face_id: i for i, face_id in enumerate(table.face_ids)}
         picked = sorted((row for row in rows if row.selected), key=lambda row: row.pick_order or 0)
         entries, names = [], set()
         for done, row in enumerate(picked, start=1):
             i = index_of[row.face_id]
             crop = crops[row.face_id]
-            name = f"{row.pick_order:05d}_{row.face_id}{crop.suffix.lower() or '.jpg'}"
-            _copy_atomically(crop, out_dir / name)
+            name = _export_name(row.pick_order, row.face_id, crop.suffix.lower() or ".jpg")
+            write_atomically(out_dir / name, crop.read_bytes())
             names.add(name)
             entries.append({
                 "pick_order": row.pick_order, "file": name, "face_id": row.face_id,
@@ -380,9 +402,7 @@ def select_and_export(database: Path, out_dir: Path, settings: SelectionSettings
             "faces": entries,
         }
         manifest_path = out_dir / MANIFEST_NAME
-        temporary = manifest_path.with_name(f".{MANIFEST_NAME}.tmp")
-        temporary.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        os.replace(temporary, manifest_path)
+        write_atomically(manifest_path, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
         store.replace_analysis("selection", "selection", [row.to_row() for row in rows], settings.to_dict())
     for warning in warnings:  # also in the summary, for the caller to show
         logger.info("%s", warning)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -14,6 +13,7 @@ import cv2
 import numpy as np
 
 from curate.errors import FacesmithError
+from curate.fileio import write_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -54,13 +54,6 @@ class ExtractSummary:
 def frame_name(video: Path, frame_index: int, jpeg_quality: int | None = None) -> str:
     """File name of one extracted frame: `<stem>_<frame:06d>.png` (or `.jpg`)."""
     return f"{Path(video).stem}_{frame_index:06d}{'.jpg' if jpeg_quality else '.png'}"
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    # Hidden temporary name: a scan running over the folder meanwhile never reads a half file.
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
 
 
 def _encode(frame: np.ndarray, jpeg_quality: int | None) -> bytes:
@@ -182,7 +175,8 @@ def extract_frames(
                 if not ok or frame is None:
                     logger.warning("%s: frame %d could not be decoded; skipped", video, frame_index)
                     continue
-                _write_atomically(path, _encode(frame, jpeg_quality))
+                # Hidden unique temporary name: a scan of the folder meanwhile never reads a half file.
+                write_atomically(path, _encode(frame, jpeg_quality))
                 written += 1
             first_time = timestamp if first_time is None else first_time
             last_time = timestamp

@@ -511,7 +511,7 @@ def test_stand_ins_stay_inert_after_an_attempt_to_change_them():
 def test_cycles_and_deep_nesting_are_refused():
     cyclic: list = []
     cyclic.append(cyclic)
-    with pytest.raises(BadMetadataError, match="nested deeper"):
+    with pytest.raises(BadMetadataError, match="contains itself"):
         safe_loads(pickle.dumps(cyclic))
     deep: list = []
     for _ in range(200):
@@ -520,6 +520,47 @@ def test_cycles_and_deep_nesting_are_refused():
         safe_loads(pickle.dumps(deep))
     with pytest.raises(BadMetadataError, match="bare"):
         safe_loads(b"cnumpy\nndarray\n.")
+
+
+def shared_dag(depth: int) -> list:
+    """L0 = [], Lk = [Lk-1, Lk-1]: a few bytes pickled, 2**depth leaves walked as a tree."""
+    node: list = []
+    for _ in range(depth):
+        node = [node, node]
+    return node
+
+
+def test_shared_references_are_finished_once_and_stay_shared():
+    loaded = safe_loads(pickle.dumps(shared_dag(25), protocol=2))
+    for _ in range(25):
+        assert loaded[0] is loaded[1]
+        loaded = loaded[0]
+    assert loaded == []
+    # 426 bytes naming 2**60 leaves: loads at once, as plain pickle would
+    payload = pickle.dumps(shared_dag(60), protocol=2)
+    assert len(payload) < 600
+    loaded = safe_loads(payload)
+    assert loaded[0] is loaded[1]
+    array = np.arange(4.0)
+    loaded = safe_loads(pickle.dumps({"a": array, "b": array}, protocol=4))
+    assert loaded["a"] is loaded["b"] and loaded["a"].tolist() == [0.0, 1.0, 2.0, 3.0]
+
+
+def test_payloads_that_build_too_much_are_refused():
+    with pytest.raises(BadMetadataError, match="more than 1000000 values"):
+        safe_loads(pickle.dumps([0] * 1_000_001, protocol=4))
+    # Arrays that each BUILD from one shared bytes object: 70 MiB of arrays from 100 KiB of pickle.
+    reconstruct = np.zeros(1).__reduce__()[0]
+    raw, dtype = bytes(2**16), np.dtype("f8")
+
+    class SharedBytesArray:
+        def __reduce__(self):
+            return reconstruct, (np.ndarray, (0,), b"b"), (1, (2**13,), dtype, False, raw)
+
+    payload = pickle.dumps([SharedBytesArray() for _ in range(1100)], protocol=2)
+    assert len(payload) < 2**17
+    with pytest.raises(BadMetadataError, match="more than 67108864 bytes"):
+        safe_loads(payload)
 
 
 # -- DFL metadata -----------------------------------------------------------------------------
@@ -764,6 +805,14 @@ def test_export_follows_the_selection_or_given_ids(tmp_path, faceset):
     assert len(only) == 1 and read_dfl_metadata(only[0]).source_filename == rows[-1][1]
     every = export_dfl(selected, tmp_path / "every", all_faces=True)
     assert len(every) == len(face_ids)
+
+
+def test_export_writes_past_a_leftover_temporary_file(tmp_path, faceset):
+    out = tmp_path / "aligned"
+    out.mkdir()
+    (out / ".00000.jpg.tmp").mkdir()  # what a killed run or a second writer leaves at a fixed name
+    written = export_dfl(faceset, out)
+    assert written[0].name == "00000.jpg" and read_dfl_metadata(written[0]) is not None
 
 
 def test_export_errors(tmp_path, faceset, exported):

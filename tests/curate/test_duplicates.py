@@ -285,3 +285,29 @@ def test_phash_distances_and_settings_validation():
             DuplicateSettings(**bad)
     with pytest.raises(StoreError, match="no faceset"):
         analyze_duplicates(Path("/nonexistent/faceset.duckdb"))
+
+
+def second_scan_of(database: Path, root: Path, first_folders: set[str]) -> None:
+    """Record a later scan from `root` that read every image outside `first_folders`."""
+    with duckdb.connect(str(database)) as connection:
+        connection.execute("""INSERT INTO runs SELECT * REPLACE ('second' AS run_id,
+                              started_at + INTERVAL 1 HOUR AS started_at, ? AS source_root)
+                              FROM runs LIMIT 1""", [str(root)])
+        connection.execute("UPDATE images SET run_id = 'second' WHERE NOT list_contains(?, split_part(path, '/', 1))",
+                           [sorted(first_folders)])
+
+
+def test_pixel_checks_read_each_image_from_its_own_scans_folder(corpus, tmp_path):
+    folders = sorted(path.name for path in corpus.root.iterdir() if path.is_dir())
+    first = set(folders[: len(folders) // 2])
+    for folder in folders:
+        (tmp_path / ("first" if folder in first else "second")).mkdir(exist_ok=True)
+        (tmp_path / ("first" if folder in first else "second") / folder).symlink_to(corpus.root / folder)
+    database = tmp_path / "faceset.duckdb"
+    shutil.copyfile(corpus.database, database)
+    with duckdb.connect(str(database)) as connection:
+        connection.execute("UPDATE runs SET source_root = ?", [str(tmp_path / "first")])
+    second_scan_of(database, tmp_path / "second", first)
+    summary = analyze_duplicates(database)
+    assert summary.pixel_checks > 0 and summary.pixel_checks_skipped == 0
+    assert summary.by_kind["exact-pixels"] == 9

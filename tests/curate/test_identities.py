@@ -151,3 +151,22 @@ def test_sampled_clustering_assigns_the_rest_to_centres():
         assert len({labels[truth == identity][0] for identity in range(3)}) == 3
     assert (part[truth == -1] == -1).all()  # near no sampled centre: no cluster
     assert len(set(full[truth == -1])) == 2 and not set(full[truth == -1]) & set(full[truth >= 0])
+
+
+def test_pins_resolve_against_the_folder_of_each_images_own_scan(people, tmp_path):
+    """others/ was read by a later scan of another folder: absolute pins under either folder work."""
+    database = tmp_path / "faceset.duckdb"
+    shutil.copyfile(people.database, database)
+    second = tmp_path / "second"
+    shutil.copytree(people.root / "others", second / "others")
+    with duckdb.connect(str(database)) as connection:
+        connection.execute("""INSERT INTO runs SELECT * REPLACE ('second' AS run_id,
+                              started_at + INTERVAL 1 HOUR AS started_at, ? AS source_root)
+                              FROM runs LIMIT 1""", [str(second)])
+        connection.execute("UPDATE images SET run_id = 'second' WHERE path LIKE 'others/%'")
+        obama = connection.execute("SELECT min(path) FROM images WHERE path NOT LIKE 'others/%'").fetchone()[0]
+    assert analyze_identities(database, pin_image=people.root / obama).pinned == obama
+    assert analyze_identities(database, pin_image=second / "others" / "biden.jpg").pinned == "others/biden.jpg"
+    # the first folder's others/biden.jpg is not the file the faceset holds
+    with pytest.raises(FacesmithError, match="not the scanned others/biden.jpg"):
+        analyze_identities(database, pin_image=people.root / "others" / "biden.jpg")

@@ -56,6 +56,7 @@ def test_reason_codes_are_the_documented_set() -> None:
     assert set(REJECT_REASONS) == {
         "empty-file", "unreadable", "not-a-file", "symlink-loop", "broken-symlink",
         "not-an-image", "truncated", "too-large", "unsupported-mode", "decode-error",
+        "analysis-error",
     }
 
 

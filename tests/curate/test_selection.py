@@ -311,3 +311,53 @@ def test_missing_crop_is_a_reason_not_a_crash(faceset, tmp_path):
     summary = select_and_export(faceset, tmp_path / "selected", SelectionSettings())
     reason = query(faceset, f"SELECT reason FROM selection WHERE face_id = '{victim}'")[0][0]
     assert reason.startswith("aligned crop missing: ") and summary.excluded["aligned crop missing"] == 1
+
+
+def test_a_crafted_manifest_never_removes_files_outside_the_folder(faceset, tmp_path):
+    out = tmp_path / "selected"
+    out.mkdir()
+    beside, elsewhere = tmp_path / "victim.txt", tmp_path / "elsewhere" / "victim.txt"
+    elsewhere.parent.mkdir()
+    for victim in (beside, elsewhere):
+        victim.write_text("keep me")
+    listed = ["../victim.txt", str(elsewhere), str(out / "00001_x.jpg"), "sub/00002_x.jpg", None, 7]
+    (out / MANIFEST_NAME).write_text(json.dumps({
+        "tool": "facesmith", "kind": "selection", "faces": [{"file": name} for name in listed]}))
+    summary = select_and_export(faceset, out, SelectionSettings(budget=3))
+    assert summary.files_removed == 0 and summary.selected == 3
+    assert beside.read_text() == "keep me" and elsewhere.read_text() == "keep me"
+    assert len(list(out.iterdir())) == 4
+
+
+def test_an_interrupted_selection_runs_again_into_its_folder(faceset, tmp_path):
+    settings = SelectionSettings(budget=6)
+    select_and_export(faceset, tmp_path / "whole", settings)
+    expected = {path.name: path.read_bytes() for path in (tmp_path / "whole").iterdir()}
+    # Killed after copying some crops, before the manifest: the files carry this faceset's
+    # face ids, one of them under a pick order this run will not give it.
+    out = tmp_path / "interrupted"
+    out.mkdir()
+    copied = sorted(name for name in expected if name != MANIFEST_NAME)[:3]
+    for name in copied:
+        (out / name).write_bytes(expected[name])
+    other_face = copied[0].split("_", 1)[1]
+    (out / f"00099_{other_face}").write_bytes(b"from a run with a larger budget")
+    summary = select_and_export(faceset, out, settings)
+    assert summary.files_removed == 1
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == expected
+    # A name of the right shape for a face of no faceset of ours is still a stranger.
+    (out / "00001_0123456789abcdef_00.jpg").write_bytes(b"someone else's")
+    with pytest.raises(SelectionError, match="holds files no earlier"):
+        select_and_export(faceset, out, settings)
+
+
+def test_a_leftover_temporary_file_does_not_block_the_export(faceset, tmp_path):
+    out = tmp_path / "selected"
+    select_and_export(faceset, out, SelectionSettings(budget=2))
+    names = sorted(path.name for path in out.iterdir())
+    # What a killed run (or a second writer) leaves at a fixed temporary name, even a folder.
+    for name in names:
+        (out / f".{name}.tmp").mkdir()
+    summary = select_and_export(faceset, out, SelectionSettings(budget=2))
+    assert summary.files_written == 2
+    assert sorted(path.name for path in out.iterdir() if not path.name.startswith(".")) == names

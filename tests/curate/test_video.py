@@ -127,6 +127,7 @@ def test_resumes_without_rewriting(clip, tmp_path):
     (out / frame_name(clip, 35)).unlink()
     (out / frame_name(clip, 70)).unlink()
     (out / f".{frame_name(clip, 40)}.tmp").write_bytes(b"half a frame from a killed run")
+    (out / f".{frame_name(clip, 35)}.tmp").mkdir()  # even a folder at a fixed temporary name
     again = extract_frames(clip, out, fps=5)
     assert again.frames_written == 2 and again.frames_existing == first.frames_sampled - 2
     assert again.frames_sampled == first.frames_sampled
