@@ -28,14 +28,15 @@ import numpy as np
 from curate.align import transform_points
 from curate.backends.base import FaceAnalyzer
 from curate.errors import FacesmithError
-from curate.faceset import open_faceset
+from curate.faceset import open_faceset, table_exists
 from curate.fileio import write_atomically
 from curate.ingest import FileEntry, walk_files
+from curate.progress import ProgressCallback
 from curate.scan import (
-    ProgressCallback,
     ScanSettings,
     ScanSummary,
     default_aligned_dir,
+    faceset_own_files,
     image_id_for,
     scan_folder,
 )
@@ -868,8 +869,7 @@ def import_dfl_folder(
     aligned_dir = Path(aligned_dir) if aligned_dir else default_aligned_dir(database)
     scan = scan_folder(folder, database, settings, analyzer, aligned_dir, on_progress)
     # The same files the scan saw (it leaves out the faceset's own files in the same way).
-    exclude = [database.resolve(), Path(f"{database}.wal").resolve(), aligned_dir.resolve()]
-    rows = [_dfl_row(entry) for entry in walk_files(folder, exclude=exclude)]
+    rows = [_dfl_row(entry) for entry in walk_files(folder, exclude=faceset_own_files(database, aligned_dir))]
     with FacesetStore(database) as store:
         store.write_dfl_faces([row.to_row() for row in rows])
     statuses = Counter(row.status for row in rows)
@@ -899,9 +899,7 @@ class _ExportFace:
 def _faces_to_export(connection: Any, face_ids: Sequence[str] | None, all_faces: bool) -> list[str]:
     if face_ids is not None:
         return list(dict.fromkeys(face_ids))
-    has_selection = not all_faces and connection.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'selection'"
-    ).fetchone()[0]
+    has_selection = not all_faces and table_exists(connection, "selection")
     if has_selection and connection.execute("SELECT count(*) FROM selection").fetchone()[0]:
         rows = connection.execute(
             "SELECT face_id FROM selection WHERE selected ORDER BY pick_order NULLS LAST, face_id"

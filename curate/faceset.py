@@ -94,3 +94,9 @@ def open_faceset(path: Path, read_only: bool = True) -> duckdb.DuckDBPyConnectio
     except duckdb.Error as error:
         raise StoreError(f"cannot open {path}: {error}") from error
 
+
+
+def table_exists(connection: duckdb.DuckDBPyConnection, name: str) -> bool:
+    """Whether the faceset behind `connection` has a table or view called `name`."""
+    return bool(connection.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]).fetchone()[0])

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import numpy as np
 
-from curate.faceset import load_faces, open_faceset
+from curate.faceset import load_faces, open_faceset, table_exists
 
 if TYPE_CHECKING:
     from curate.coverage import CoverageSettings
@@ -50,10 +50,6 @@ class Report:
 
 def _rows(connection: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> list[tuple]:
     return connection.execute(sql, params or []).fetchall()
-
-
-def _has_table(connection: duckdb.DuckDBPyConnection, name: str) -> bool:
-    return bool(_rows(connection, "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name])[0][0])
 
 
 def _histogram(measure: str, values: np.ndarray, bins: int = 20) -> Histogram:
@@ -105,7 +101,7 @@ def build_report(database: Path, coverage_settings: "CoverageSettings | None" = 
         for measure, verdict, number in _rows(connection, "SELECT measure, verdict, count(*) FROM face_checks GROUP BY ALL ORDER BY ALL"):
             verdicts.setdefault(measure, {"ok": 0, "warn": 0, "bad": 0})[verdict] = number
         analyses, analysed_at = {}, {}
-        if _has_table(connection, "analyses"):
+        if table_exists(connection, "analyses"):
             for kind, when, faces, parameters in _rows(connection, "SELECT kind, analysed_at, faces, parameters FROM analyses"):
                 analyses[kind] = {"analysed_at": when.isoformat(), "faces": faces, "parameters": parameters}
                 analysed_at[kind] = when

@@ -19,20 +19,34 @@ import numpy as np
 
 from curate import __version__
 from curate.align import (
-    FACE_TYPES, aligned_face_size, arcface_crop, face_transform, hull_mask, transform_points, warp_face,
+    FACE_TYPES,
+    aligned_face_size,
+    arcface_crop,
+    face_transform,
+    hull_mask,
+    transform_points,
+    warp_face,
 )
 from curate.backends.base import FaceAnalyzer
 from curate.errors import FacesmithError
 from curate.fileio import write_atomically
-from curate.ingest import DEFAULT_MAX_PIXELS, FileEntry, IngestResult, Rejection, read_image, storable_name, walk_files
+from curate.ingest import (
+    DEFAULT_MAX_PIXELS,
+    FileEntry,
+    IngestResult,
+    Rejection,
+    read_image,
+    storable_name,
+    walk_files,
+)
 from curate.pose import estimate_pose
+from curate.progress import ProgressCallback
 from curate.quality import check_rows, measure_all
 from curate.records import FaceRecord, ImageRecord, LocatedFace
 from curate.store import FacesetStore, FileState
 
 logger = logging.getLogger(__name__)
 
-ProgressCallback = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -104,6 +118,11 @@ def make_analyzer(settings: ScanSettings) -> FaceAnalyzer:
 
 def default_aligned_dir(database: Path) -> Path:
     return database.parent / f"{database.stem}_aligned"
+
+
+def faceset_own_files(database: Path, aligned_dir: Path) -> list[Path]:
+    """The faceset's own files, never scanned even when they sit inside the scanned folder."""
+    return [database.resolve(), Path(f"{database}.wal").resolve(), aligned_dir.resolve()]
 
 
 def image_id_for(rel_path: str) -> str:
@@ -252,8 +271,7 @@ def scan_folder(
     aligned_dir = Path(aligned_dir) if aligned_dir else default_aligned_dir(database)
     aligned_dir.mkdir(parents=True, exist_ok=True)
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
-    exclude = [database.resolve(), Path(f"{database}.wal").resolve(), aligned_dir.resolve()]
-    entries = list(walk_files(root, exclude=exclude))
+    entries = list(walk_files(root, exclude=faceset_own_files(database, aligned_dir)))
 
     with FacesetStore(database) as store:
         # One faceset mirrors one folder: rows are keyed by paths relative to it.

@@ -24,7 +24,6 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import duckdb
 import numpy as np
@@ -34,11 +33,11 @@ from curate.coverage import DEFAULT_LIGHT_THRESHOLD, degrees, light_bins, pose_b
 from curate.errors import FacesmithError, StoreError
 from curate.faceset import FaceTable, load_faces
 from curate.fileio import write_atomically
+from curate.progress import ProgressCallback
 from curate.store import FacesetStore
 
 logger = logging.getLogger(__name__)
 
-ProgressCallback = Callable[[int, int], None]
 MANIFEST_NAME = "manifest.json"
 
 # Quality measures whose 'bad' verdict keeps a face out by default, and how the reason reads.

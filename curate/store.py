@@ -13,6 +13,7 @@ from typing import Any, Iterable, Sequence
 import duckdb
 
 from curate.errors import ReadOnlyQueryError, StoreError
+from curate.faceset import table_exists
 from curate.records import FaceRecord, ImageRecord
 
 logger = logging.getLogger(__name__)
@@ -264,10 +265,7 @@ class FacesetStore:
     # -- schema -----------------------------------------------------------------------------
 
     def schema_version(self) -> int:
-        has_meta = self.connection.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta'"
-        ).fetchone()[0]
-        if not has_meta:
+        if not table_exists(self.connection, "meta"):
             return 0
         row = self.connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         return int(row[0]) if row else 0

@@ -7,17 +7,16 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
 
 from curate.errors import FacesmithError
 from curate.fileio import write_atomically
+from curate.progress import ProgressCallback
 
 logger = logging.getLogger(__name__)
 
-ProgressCallback = Callable[[int, int], None]  # (frames sampled so far, expected total; 0 = unknown)
 
 PNG_COMPRESSION = 3  # zlib level: lossless either way; 3 writes ~3x faster than 9 for ~5 % more bytes
 

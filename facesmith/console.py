@@ -5,19 +5,18 @@ from __future__ import annotations
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Callable, Iterator, Optional
+from typing import Annotated, Iterator, Optional
 
 import typer
 from rich.console import Console
 from rich.text import Text
 
+from curate.progress import ProgressCallback
 from facesmith.render import OutputFormat
 
 FormatOption = Annotated[
     OutputFormat, typer.Option("--format", "-f", help="Output as a table, JSON or CSV.")
 ]
-
-ProgressCallback = Callable[[int, int], None]
 
 
 def fail(error: Exception) -> None:
@@ -48,7 +47,13 @@ def progress(label: str, enabled: bool) -> Iterator[Optional[ProgressCallback]]:
     if not enabled:
         yield None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=Console(stderr=True), transient=True) as bar:

@@ -21,8 +21,8 @@ import numpy as np
 from curate.backends.base import FaceAnalyzer, ModelInfo
 from curate.boxes import nms
 from curate.errors import ModelContractError, ModelPackError
-from curate.onnx_rewrite import load_fast_fp32, load_yunet_fp32
 from curate.onnx_model import InputNormalisation, OnnxModel
+from curate.onnx_rewrite import load_fast_fp32, load_yunet_fp32
 from curate.records import LocatedFace
 
 logger = logging.getLogger(__name__)
