@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 import logging
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import duckdb
 
@@ -279,18 +280,11 @@ class FacesetStore:
             )
         if current == SCHEMA_VERSION:
             return
-        self.connection.execute("BEGIN TRANSACTION")
-        try:
+        with self._transaction(f"migrate to schema {SCHEMA_VERSION}:") as connection:
             for version in range(current + 1, SCHEMA_VERSION + 1):
                 for statement in _MIGRATIONS[version]:
-                    self.connection.execute(statement)
-                self.connection.execute(
-                    "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(version)]
-                )
-            self.connection.execute("COMMIT")
-        except duckdb.Error as error:
-            self.connection.execute("ROLLBACK")
-            raise StoreError(f"cannot migrate {self.path} to schema {SCHEMA_VERSION}: {error}") from error
+                    connection.execute(statement)
+                connection.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(version)])
         logger.info("faceset %s migrated from schema %d to %d", self.path, current, SCHEMA_VERSION)
 
     def meta(self, key: str) -> str | None:
@@ -345,22 +339,14 @@ class FacesetStore:
         """Forget files that are gone from the scanned folder, with their faces and checks."""
         if not image_ids:
             return
-        connection = self.connection
-        connection.execute("BEGIN TRANSACTION")
-        try:
+        ids = list(image_ids)
+        with self._transaction("remove vanished files from") as connection:
             for table in ("face_checks", "duplicates", "identities", "selection"):
                 connection.execute(
                     f"DELETE FROM {table} WHERE face_id IN "
-                    "(SELECT face_id FROM faces WHERE list_contains(?, image_id))", [list(image_ids)])
-            connection.execute("DELETE FROM faces WHERE list_contains(?, image_id)", [list(image_ids)])
-            connection.execute("DELETE FROM dfl_faces WHERE list_contains(?, image_id)", [list(image_ids)])
-            connection.execute("DELETE FROM images WHERE list_contains(?, image_id)", [list(image_ids)])
-            connection.execute("COMMIT")
-        except BaseException as error:
-            connection.execute("ROLLBACK")
-            if isinstance(error, duckdb.Error):
-                raise StoreError(f"cannot remove vanished files from {self.path}: {error}") from error
-            raise
+                    "(SELECT face_id FROM faces WHERE list_contains(?, image_id))", [ids])
+            for table in ("faces", "dfl_faces", "images"):
+                connection.execute(f"DELETE FROM {table} WHERE list_contains(?, image_id)", [ids])
 
     def write_batch(
         self,
@@ -370,9 +356,7 @@ class FacesetStore:
     ) -> None:
         """Replace these images' rows (and their faces) in one transaction."""
         ids = [image.image_id for image in images]
-        connection = self.connection
-        connection.execute("BEGIN TRANSACTION")
-        try:
+        with self._transaction("write a batch to") as connection:
             if ids:
                 connection.execute(
                     "DELETE FROM face_checks WHERE face_id IN "
@@ -383,28 +367,14 @@ class FacesetStore:
                 _insert_rows(connection, f"images ({IMAGE_COLUMNS})", [i.to_row() for i in images])
             _insert_rows(connection, f"faces ({FACE_COLUMNS})", [face.to_row() for face in faces])
             _insert_rows(connection, "face_checks", list(checks))
-            connection.execute("COMMIT")
-        except BaseException as error:
-            connection.execute("ROLLBACK")
-            if isinstance(error, duckdb.Error):
-                raise StoreError(f"cannot write a batch to {self.path}: {error}") from error
-            raise
 
     def write_dfl_faces(self, rows: Sequence[tuple]) -> None:
         """Replace the dfl_faces rows of these images (rows as DflFaceRow.to_row()) in one transaction."""
-        connection = self.connection
-        connection.execute("BEGIN TRANSACTION")
-        try:
+        with self._transaction("write DFL metadata to") as connection:
             ids = [row[0] for row in rows]
             if ids:
                 connection.execute("DELETE FROM dfl_faces WHERE list_contains(?, image_id)", [ids])
             _insert_rows(connection, f"dfl_faces ({DFL_FACE_COLUMNS})", list(rows))
-            connection.execute("COMMIT")
-        except BaseException as error:
-            connection.execute("ROLLBACK")
-            if isinstance(error, duckdb.Error):
-                raise StoreError(f"cannot write DFL metadata to {self.path}: {error}") from error
-            raise
 
     # -- analysis results -----------------------------------------------------------------
 
@@ -412,9 +382,7 @@ class FacesetStore:
         self, kind: str, table: str, rows: Sequence[tuple], parameters: dict[str, Any]
     ) -> None:
         """Swap an analysis table's whole content and record when and how it was computed."""
-        connection = self.connection
-        connection.execute("BEGIN TRANSACTION")
-        try:
+        with self._transaction(f"store the {kind} analysis in") as connection:
             connection.execute(f"DELETE FROM {table}")
             _insert_rows(connection, table, list(rows))
             faces = connection.execute("SELECT count(*) FROM faces").fetchone()[0]
@@ -422,12 +390,22 @@ class FacesetStore:
                 "INSERT OR REPLACE INTO analyses VALUES (?, ?, ?, ?)",
                 [kind, _now(), faces, json.dumps(parameters)],
             )
+
+    @contextmanager
+    def _transaction(self, action: str) -> Iterator[duckdb.DuckDBPyConnection]:
+        """BEGIN … COMMIT around the block; ROLLBACK on any error, a database error becoming a
+        StoreError that says what could not be done ("cannot <action> <path>")."""
+        connection = self.connection
+        connection.execute("BEGIN TRANSACTION")
+        try:
+            yield connection
             connection.execute("COMMIT")
         except BaseException as error:
             connection.execute("ROLLBACK")
             if isinstance(error, duckdb.Error):
-                raise StoreError(f"cannot store the {kind} analysis in {self.path}: {error}") from error
+                raise StoreError(f"cannot {action} {self.path}: {error}") from error
             raise
+
 
 def _insert_rows(connection: duckdb.DuckDBPyConnection, target: str, rows: list[tuple]) -> None:
     """INSERT many rows as multi-row VALUES statements: DuckDB's executemany pays a full
