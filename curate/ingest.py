@@ -289,8 +289,14 @@ def _is_excluded(path: str, excluded_paths: set[str], excluded_files: set[str]) 
     return bool(dot) and os.sep not in suffix and stem in excluded_files
 
 
-def read_image(entry: FileEntry, max_pixels: int = DEFAULT_MAX_PIXELS) -> IngestResult:
-    """Read, hash and decode one listed file; every failure is a Rejection, never an exception."""
+def read_image(
+    entry: FileEntry, max_pixels: int = DEFAULT_MAX_PIXELS, known_hash: str | None = None
+) -> IngestResult:
+    """Read, hash and decode one listed file; every failure is a Rejection, never an exception.
+
+    When the bytes hash to `known_hash` (a file touched but not changed) nothing is decoded: the
+    result has the hash and neither pixels nor a rejection.
+    """
     if entry.problem is not None:
         detail = f"{entry.rel_path}: {REJECT_REASONS.get(entry.problem, entry.problem)}"
         return IngestResult(None, entry.size, None, Rejection(entry.problem, detail))
@@ -305,6 +311,8 @@ def read_image(entry: FileEntry, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ingest
         return IngestResult(None, entry.size, None, Rejection("not-a-file", detail))
 
     content_hash = hashlib.sha256(data).hexdigest()
+    if known_hash is not None and content_hash == known_hash:
+        return IngestResult(content_hash, len(data), None, None)
     outcome = decode_bytes(data, max_pixels)
     if isinstance(outcome, Rejection):
         logger.debug("rejected %s: %s (%s)", entry.rel_path, outcome.reason, outcome.detail)

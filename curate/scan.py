@@ -161,8 +161,8 @@ class _ImagePreparer:
         self.database_dir = database_dir
 
     def __call__(self, entry: FileEntry) -> _PreparedImage:
-        result = read_image(entry, self.settings.max_pixels)
         previous = self.known.get(entry.rel_path)
+        result = read_image(entry, self.settings.max_pixels, previous.content_hash if previous else None)
         unchanged = bool(previous and result.content_hash and previous.content_hash == result.content_hash)
         if unchanged or result.decoded is None:
             return _PreparedImage(entry, _without_pixels(result), unchanged, [], [], [])

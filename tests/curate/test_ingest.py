@@ -6,6 +6,7 @@ import hashlib
 import os
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -393,3 +394,15 @@ def test_stored_names_are_one_to_one(tmp_path):
     (tmp_path / literal).write_bytes(b"y")
     names = [entry.rel_path for entry in walk_files(tmp_path)]
     assert len(names) == len(set(names)) == 2
+
+
+def test_a_file_with_a_known_hash_is_not_decoded(tmp_path):
+    path = tmp_path / "photo.png"
+    cv2.imwrite(str(path), np.full((40, 60, 3), 90, np.uint8))
+    entry = next(walk_files(tmp_path))
+    first = read_image(entry)
+    assert first.decoded is not None
+    again = read_image(entry, known_hash=first.content_hash)
+    assert again.content_hash == first.content_hash and again.decoded is None and again.rejection is None
+    other = read_image(entry, known_hash="0" * 64)
+    assert other.decoded is not None
