@@ -7,8 +7,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.text import Text
 
 from curate import __version__
 from curate.errors import FacesmithError
@@ -27,7 +25,7 @@ from facesmith.console import (
     progress,
     wants_progress,
 )
-from facesmith.render import OutputFormat, render_rows, stdout_console, to_json
+from facesmith.render import OutputFormat, render_rows, render_summary, stdout_console
 
 app = typer.Typer(
     name="facesmith",
@@ -79,7 +77,6 @@ def scan(
     """Analyse every image under SOURCE into the faceset: only new or changed files are read."""
     from curate.scan import ScanSettings, scan_folder
 
-    console = stdout_console()
     try:
         settings = ScanSettings(
             face_type=face_type, resolution=resolution, backend=backend,
@@ -90,37 +87,21 @@ def scan(
             summary = scan_folder(source, db, settings, aligned_dir=aligned, on_progress=on_progress)
     except (FacesmithError, OSError) as error:  # OSError: e.g. --db or --aligned under a file
         fail(error)
-    if output is OutputFormat.json:
-        typer.echo(to_json(summary.to_dict()))
-        return
-    if output is OutputFormat.csv:
-        items = summary.to_dict()
-        render_rows(list(items), [list(items.values())], output, console)
-        return
-    _print_summary(summary, console)
-
-
-def _print_summary(summary, console: Console) -> None:
-    from rich.table import Table
-
-    table = Table(title=f"scan {summary.run_id}", show_header=False)
-    table.add_column(style="bold")
-    table.add_column()
-    table.add_row("images found", str(summary.images_found))
-    table.add_row("unchanged (skipped)", str(summary.images_unchanged))
-    table.add_row("processed", str(summary.images_processed))
-    table.add_row("  ok", str(summary.images_ok))
-    table.add_row("  rejected", str(summary.images_rejected))
-    for reason, count in summary.rejected_by_reason.items():
-        table.add_row(f"    {reason}", str(count))
-    if summary.images_removed:
-        table.add_row("removed (gone from the folder)", str(summary.images_removed))
-    table.add_row("faces found", str(summary.faces))
-    table.add_row("time", f"{summary.seconds:.1f} s ({summary.images_per_second:.1f} images/s)")
-    table.add_row("backend", summary.backend)
-    table.add_row("device / providers", f"{summary.device} / {', '.join(summary.providers) or '-'}")
-    table.add_row("database", Text(summary.database))
-    console.print(table)
+    rows = [
+        ("images found", str(summary.images_found)),
+        ("unchanged (skipped)", str(summary.images_unchanged)),
+        ("processed", str(summary.images_processed)),
+        ("  ok", str(summary.images_ok)),
+        ("  rejected", str(summary.images_rejected)),
+        *((f"    {reason}", str(count)) for reason, count in summary.rejected_by_reason.items()),
+        *([("removed (gone from the folder)", str(summary.images_removed))] if summary.images_removed else []),
+        ("faces found", str(summary.faces)),
+        ("time", f"{summary.seconds:.1f} s ({summary.images_per_second:.1f} images/s)"),
+        ("backend", summary.backend),
+        ("device / providers", f"{summary.device} / {', '.join(summary.providers) or '-'}"),
+        ("database", summary.database),
+    ]
+    render_summary(summary.to_dict(), output, f"scan {summary.run_id}", rows)
 
 
 @app.command("sql")

@@ -21,7 +21,7 @@ from facesmith.console import (
     progress,
     wants_progress,
 )
-from facesmith.render import OutputFormat, render_rows, stdout_console, to_json
+from facesmith.render import OutputFormat, render_rows, render_summary, stdout_console, to_json
 
 
 def register(curate_app: typer.Typer) -> None:
@@ -58,28 +58,16 @@ def register(curate_app: typer.Typer) -> None:
                 summary = import_dfl_folder(folder, db, settings, aligned_dir=aligned, on_progress=on_progress)
         except (FacesmithError, OSError) as error:  # OSError: e.g. --db under a file
             fail(error)
-        console = stdout_console()
-        if output is OutputFormat.json:
-            typer.echo(to_json(summary.to_dict()))
-            return
-        if output is OutputFormat.csv:
-            items = {key: value for key, value in summary.to_dict().items() if key != "scan"}
-            render_rows(list(items), [list(items.values())], output, console)
-            return
-        from rich.table import Table
-
-        table = Table(title="DFL import", show_header=False)
-        table.add_column(style="bold")
-        table.add_column()
-        table.add_row("files", str(summary.files))
-        table.add_row("with DFL metadata", str(summary.with_metadata))
-        table.add_row("without metadata", str(summary.without_metadata))
-        table.add_row("rejected", str(summary.rejected))
-        for reason, count in summary.reasons.items():
-            table.add_row(Text(f"  {reason}"), str(count))
-        table.add_row("faces found", str(summary.faces))
-        table.add_row("database", Text(summary.database))
-        console.print(table)
+        rows = [
+            ("files", str(summary.files)),
+            ("with DFL metadata", str(summary.with_metadata)),
+            ("without metadata", str(summary.without_metadata)),
+            ("rejected", str(summary.rejected)),
+            *((f"  {reason}", str(count)) for reason, count in summary.reasons.items()),
+            ("faces found", str(summary.faces)),
+            ("database", summary.database),
+        ]
+        render_summary(summary.to_dict(), output, "DFL import", rows)
 
     @curate_app.command("export-dfl")
     def export_dfl(

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
-from rich.table import Table
-from rich.text import Text
 
 from curate.errors import FacesmithError
 from facesmith.console import (
@@ -18,36 +16,7 @@ from facesmith.console import (
     wants_progress,
     warn,
 )
-from facesmith.render import OutputFormat, render_rows, stdout_console, to_json
-
-
-def _flat(values: dict[str, Any]) -> dict[str, Any]:
-    """One level of keys for CSV: nested dicts become `key_subkey`, lists join with '; '."""
-    flat: dict[str, Any] = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            flat.update({f"{key}_{sub}": item for sub, item in value.items()})
-        elif isinstance(value, list):
-            flat[key] = "; ".join(str(item) for item in value)
-        else:
-            flat[key] = value
-    return flat
-
-
-def _render(summary: dict[str, Any], output: OutputFormat, title: str, rows: list[tuple[str, str]]) -> None:
-    console = stdout_console()
-    if output is OutputFormat.json:
-        typer.echo(to_json(summary))
-    elif output is OutputFormat.csv:
-        flat = _flat(summary)
-        render_rows(list(flat), [list(flat.values())], output, console)
-    else:
-        table = Table(title=title, show_header=False)
-        table.add_column(style="bold")
-        table.add_column()
-        for name, value in rows:
-            table.add_row(name, Text(value))
-        console.print(table)
+from facesmith.render import OutputFormat, render_summary
 
 
 def register(curate_app: typer.Typer) -> None:
@@ -78,7 +47,7 @@ def register(curate_app: typer.Typer) -> None:
         source = f"{summary.source_fps:g} fps, {summary.source_frames} frames" if summary.source_fps else "rate unknown"
         times = ("-" if summary.first_time is None
                  else f"{summary.first_time:.2f} s to {summary.last_time:.2f} s")
-        _render(summary.to_dict(), output, f"extract {video.name}", [
+        render_summary(summary.to_dict(), output, f"extract {video.name}", [
             ("video", summary.video),
             ("source", source),
             ("frames decoded", str(summary.frames_decoded)),
@@ -126,4 +95,4 @@ def register(curate_app: typer.Typer) -> None:
         rows += [("files written", str(summary.files_written)),
                  ("earlier files removed", str(summary.files_removed)),
                  ("manifest", summary.manifest), ("time", f"{summary.seconds:.1f} s")]
-        _render(summary.to_dict(), output, f"selection from {db.name}", rows)
+        render_summary(summary.to_dict(), output, f"selection from {db.name}", rows)

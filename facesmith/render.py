@@ -83,3 +83,34 @@ def render_rows(
         for row in rows:
             table.add_row(*(Text(_cell(value)) for value in row))
         console.print(table)
+
+
+def flatten(values: dict[str, Any]) -> dict[str, Any]:
+    """One level of keys for CSV: nested dicts become `key_subkey`, lists join with '; '."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}_{sub}": item for sub, item in value.items()})
+        elif isinstance(value, list):
+            flat[key] = "; ".join(str(item) for item in value)
+        else:
+            flat[key] = value
+    return flat
+
+
+def render_summary(summary: dict[str, Any], output: OutputFormat, title: str, rows: list[tuple[str, str]]) -> None:
+    """A command's result: the whole summary as JSON or one CSV row, or the chosen `rows` as a
+    two-column table for people."""
+    console = stdout_console()
+    if output is OutputFormat.json:
+        console.file.write(to_json(summary) + "\n")
+    elif output is OutputFormat.csv:
+        flat = flatten(summary)
+        render_rows(list(flat), [list(flat.values())], output, console)
+    else:
+        table = Table(title=title, show_header=False)
+        table.add_column(style="bold")
+        table.add_column()
+        for name, value in rows:
+            table.add_row(Text(name), Text(value))
+        console.print(table)
