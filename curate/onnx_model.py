@@ -56,6 +56,10 @@ class OnnxModel:
         # Scans run models beside decoding threads; spinning idle workers would steal their cores.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         wanted = list(providers) if providers else resolve_providers(device)
+        if "CUDAExecutionProvider" in wanted and hasattr(onnxruntime, "preload_dlls"):
+            # Load CUDA and cuDNN from the nvidia-* wheels (onnxruntime-gpu[cuda,cudnn]) before
+            # the first session, so a machine with only the driver still gets the GPU.
+            onnxruntime.preload_dlls()
         try:
             self.session = onnxruntime.InferenceSession(
                 model if isinstance(model, bytes) else str(model), options, providers=wanted
