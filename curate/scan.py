@@ -108,12 +108,11 @@ def make_analyzer(settings: ScanSettings) -> FaceAnalyzer:
         from curate.backends.embedded import EmbeddedFaceAnalyzer
 
         return EmbeddedFaceAnalyzer(settings.device, settings.det_max_side, settings.det_threshold)
-    if settings.backend == "insightface":
-        from curate.backends.insightface_pack import InsightFacePack
+    from curate.backends.insightface_pack import DEFAULT_MODELS_DIR, InsightFacePack
 
-        models_dir = Path(settings.models_dir or Path.home() / ".insightface" / "models").expanduser()
-        return InsightFacePack(models_dir, settings.pack, settings.device, det_threshold=settings.det_threshold)
-    raise FacesmithError(f"unknown backend {settings.backend!r}: use embedded or insightface")
+    # ScanSettings admits only these two backends.
+    return InsightFacePack(settings.models_dir or DEFAULT_MODELS_DIR, settings.pack, settings.device,
+                           det_threshold=settings.det_threshold)
 
 
 def default_aligned_dir(database: Path) -> Path:
