@@ -272,14 +272,15 @@ def scan_folder(
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
     entries = list(walk_files(root, exclude=faceset_own_files(database, aligned_dir)))
 
+    source_root = storable_name(str(root.resolve()))
     with FacesetStore(database) as store:
         # One faceset mirrors one folder: rows are keyed by paths relative to it.
-        store.require_meta("source_root", storable_name(str(root.resolve())), "source folder")
+        store.require_meta("source_root", source_root, "source folder")
         known = store.file_states()
         present = {entry.rel_path for entry in entries}
-        vanished = {path: state.image_id for path, state in known.items() if path not in present}
-        store.delete_images(list(vanished.values()))
-        for image_id in vanished.values():
+        vanished = [state.image_id for path, state in known.items() if path not in present]
+        store.delete_images(vanished)
+        for image_id in vanished:
             _remove_crops(aligned_dir, image_id, keep=set())
         todo = [entry for entry in entries if _needs_scan(entry, known.get(entry.rel_path))]
         if todo and analyzer is None:
@@ -292,7 +293,7 @@ def scan_folder(
             store.require_meta("face_type", settings.face_type, "face type")
             store.require_meta("resolution", str(settings.resolution), "resolution")
         store.start_run(
-            run_id, storable_name(str(root.resolve())), backend, providers, settings.device,
+            run_id, source_root, backend, providers, settings.device,
             [asdict(model) for model in analyzer.models] if analyzer else [],
             asdict(settings), __version__,
         )
