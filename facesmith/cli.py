@@ -1,4 +1,4 @@
-"""The facesmith command line: a thin Typer layer over the curate library (train and merge follow)."""
+"""The facesmith command line: a thin Typer layer over the curate and train libraries."""
 
 from __future__ import annotations
 
@@ -121,10 +121,11 @@ def sql(
 
 
 def _register_commands() -> None:
-    from facesmith import cmd_dfl, cmd_report, cmd_select
+    from facesmith import cmd_dfl, cmd_report, cmd_select, cmd_train
 
     for module in (cmd_report, cmd_select, cmd_dfl):
         module.register(curate_app)
+    cmd_train.register(app)
 
 
 _register_commands()

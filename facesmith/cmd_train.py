@@ -1,0 +1,212 @@
+"""`facesmith train run|status|options`: thin commands over train.loop, train.status and train.config.
+
+The option flags of `train run` are generated from the declarations in train.config, so each option's
+type, default, range and help live in exactly one place.
+"""
+
+from __future__ import annotations
+
+import inspect
+import signal
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional
+
+import typer
+from rich.console import Console
+
+from curate.errors import FacesmithError
+from facesmith.console import FormatOption, fail, warn
+from facesmith.render import OutputFormat, render_rows, render_summary, stdout_console
+from train.config import OptionSpec, load_toml, option_specs
+
+train_app = typer.Typer(
+    help="Train SAEHD (TensorFlow) on curated facesets: RW -> LRD -> GAN, with history, previews, "
+         "safe checkpoints, plateau advice and collapse rollback.",
+    no_args_is_help=True,
+)
+
+_PYTHON_TYPES = {"bool": bool, "int": int, "float": float, "str": str}
+
+
+def _flag(spec: OptionSpec) -> str:
+    return "--" + spec.name.replace("_", "-")
+
+
+def _help(spec: OptionSpec) -> str:
+    parts = [spec.help]
+    if spec.choices:
+        parts.append(f"[{'|'.join(spec.choices)}]")
+    elif spec.minimum is not None or spec.maximum is not None:
+        low = "" if spec.minimum is None else f"{spec.minimum:g}"
+        high = "" if spec.maximum is None else f"{spec.maximum:g}"
+        parts.append(f"[{low}..{high}]")
+    if spec.default is not None and not spec.phase_default:
+        parts.append(f"(default: {spec.default})")
+    return " ".join(parts)
+
+
+def _option_parameter(spec: OptionSpec) -> inspect.Parameter:
+    python_type = _PYTHON_TYPES[spec.type]
+    panel = "Model structure (fixed when the model is created)" if spec.structural else "Training options"
+    declarations = [f"{_flag(spec)}/--no-{spec.name.replace('_', '-')}"] if spec.type == "bool" else [_flag(spec)]
+    option = typer.Option(*declarations, help=_help(spec), rich_help_panel=panel, show_default=False)
+    return inspect.Parameter(spec.name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                             annotation=Annotated[Optional[python_type], option])
+
+
+def _with_option_flags(function: Callable[..., None]) -> Callable[..., None]:
+    """Give `function` one keyword parameter per declared option (Typer reads the signature)."""
+    signature = inspect.signature(function)
+    # The module's annotations are strings (postponed evaluation): resolve them for Typer.
+    hints = typing.get_type_hints(function, include_extras=True)
+    fixed = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in signature.parameters.values()
+             if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    function.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=fixed + [_option_parameter(spec) for spec in option_specs()])
+    return function
+
+
+class _StopFlag:
+    """Ctrl-C asks the loop to save and stop after the current iteration; a second one aborts."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def __enter__(self) -> _StopFlag:
+        self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc: object) -> None:
+        signal.signal(signal.SIGINT, self._previous)
+
+
+def _options_from(config_file: Optional[Path], flags: dict[str, Any]) -> dict[str, Any]:
+    values = load_toml(config_file) if config_file is not None else {}
+    values.update({name: value for name, value in flags.items() if value is not None})
+    return values
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `train` command group to the root app."""
+    app.add_typer(train_app, name="train")
+
+    @train_app.command("run")
+    @_with_option_flags
+    def run(
+        model_dir: Annotated[Path, typer.Option("--model-dir", help="Model folder: created on the first run, "
+                                                "resumed from its newest checkpoint afterwards.")],
+        src: Annotated[Optional[Path], typer.Option("--src", help="Source faceset (.duckdb from 'curate "
+                                                    "scan'): the face to learn. Needed to create a model.")] = None,
+        dst: Annotated[Optional[Path], typer.Option("--dst", help="Destination faceset: the faces that get "
+                                                    "replaced. Needed to create a model.")] = None,
+        config: Annotated[Optional[Path], typer.Option("--config", help="TOML file of options (top-level keys or "
+                                                       "a 'train' table); flags override it.")] = None,
+        iterations: Annotated[Optional[int], typer.Option("--iterations", min=1, help="Train this many "
+                                                          "iterations in this session, then save and stop.")] = None,
+        output: FormatOption = OutputFormat.table,
+        **options: Any,
+    ) -> None:
+        """Train (or resume) a SAEHD model; Ctrl-C saves and stops cleanly."""
+        from train.loop import close_session, open_session, run_training
+
+        try:
+            session = open_session(model_dir, _options_from(config, options), src, dst)
+        except (FacesmithError, OSError) as error:
+            fail(error)
+        warn(session.notes, output)
+        if output is OutputFormat.table:
+            Console(stderr=True).print(f"training on {session.device.description}: {session.config.archi} "
+                      f"{session.config.resolution} px, phase {session.config.phase}, "
+                      f"{len(session.src_faces)} src / {len(session.dst_faces)} dst faces, "
+                      f"from iteration {session.iteration}", highlight=False)
+        try:
+            with _StopFlag() as stop, _iteration_display(output) as show:
+                outcome = run_training(session, max_iterations=iterations,
+                                       should_stop=lambda: stop.requested, on_iteration=show)
+        except FacesmithError as error:
+            fail(error)
+        finally:
+            close_session(session)
+        summary = {"model_dir": str(model_dir), "iteration": outcome.iteration, "phase": outcome.phase,
+                   "reason": outcome.reason, "iterations_run": outcome.iterations_run,
+                   "seconds": round(outcome.seconds, 2), "rollbacks": outcome.rollbacks,
+                   "src_loss": outcome.last_src_loss, "dst_loss": outcome.last_dst_loss,
+                   "device": session.device.description,
+                   "advice": outcome.plateau.advice if outcome.plateau else None,
+                   "notes": session.notes}
+        render_summary(summary, output, f"train {model_dir.name}", [
+            ("iteration", f"{outcome.iteration} ({outcome.iterations_run} this session, {outcome.reason})"),
+            ("phase", outcome.phase),
+            ("loss src / dst", f"{outcome.last_src_loss:.4f} / {outcome.last_dst_loss:.4f}"),
+            ("time", f"{outcome.seconds:.1f} s"),
+            ("rollbacks", str(outcome.rollbacks)),
+            ("advice", summary["advice"] or "-"),
+            ("device", session.device.description),
+        ])
+
+    @train_app.command("status")
+    def status(
+        model_dir: Annotated[Path, typer.Option("--model-dir", help="Model folder.")],
+        output: FormatOption = OutputFormat.table,
+    ) -> None:
+        """Phase, iterations, ms/iteration, loss trend and what to do next (never imports TensorFlow)."""
+        from train.status import training_status
+
+        try:
+            state = training_status(model_dir)
+        except FacesmithError as error:
+            fail(error)
+
+        def number(value: float | None, digits: int = 4) -> str:
+            return "-" if value is None else f"{value:.{digits}f}"
+
+        trend = "-" if state.trend_per_decade is None else f"{state.trend_per_decade * 100:+.1f}% per 10x iterations"
+        render_summary(state.to_dict(), output, f"model {model_dir}", [
+            ("phase", state.phase),
+            ("iteration", str(state.iteration)),
+            ("ms / iteration", number(state.ms_per_iteration, 1)),
+            ("loss src / dst", f"{number(state.src_loss)} / {number(state.dst_loss)}"),
+            ("loss trend", trend),
+            ("advice", state.advice),
+            ("checkpoints", ", ".join(str(step) for step in state.checkpoints) or "-"),
+            ("rollbacks", "; ".join(state.rollbacks) or "none"),
+            ("model", f"{state.architecture}, {state.resolution} px, {state.sessions} session(s)"),
+        ])
+
+    @train_app.command("options")
+    def options(output: FormatOption = OutputFormat.table) -> None:
+        """Every training option: type, default, allowed values, whether it is fixed at creation, help."""
+        rows = [spec.as_row() for spec in option_specs()]
+        columns = list(rows[0])
+        render_rows(columns, [[row[c] for c in columns] for row in rows], output, stdout_console(),
+                    title="SAEHD options (set in a TOML file or as --flags)")
+
+
+def _iteration_display(output: OutputFormat):
+    """A context giving an on_iteration callback that shows a live status line on a terminal."""
+    from contextlib import contextmanager
+
+    from facesmith.console import wants_progress
+
+    @contextmanager
+    def display():
+        if not wants_progress(output):
+            yield None
+            return
+        from rich.console import Console
+        from rich.live import Live
+
+        console = Console(stderr=True)
+        with Live(console=console, transient=True, refresh_per_second=4) as live:
+            def show(session, row) -> None:
+                live.update(f"[{session.config.phase}] iteration {row.iteration}  {row.ms:.0f} ms  "
+                            f"src {row.src_loss:.4f}  dst {row.dst_loss:.4f}")
+            yield show
+    return display()

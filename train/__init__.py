@@ -1,0 +1,1 @@
+"""SAEHD training: config, model, losses, optimizers, data sampler, loop, checkpoints and history."""

@@ -1,0 +1,48 @@
+"""Choose where TensorFlow trains (GPU when it sees one, else CPU) and describe the choice."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from train.config import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainDevice:
+    """Where the train step runs; `description` is what the CLI reports at start."""
+
+    kind: str  # "gpu" | "cpu"
+    name: str  # TensorFlow device string, e.g. "/GPU:0"
+    description: str
+    compute_dtype: str  # "float32" | "float16"
+    gpu_count: int
+
+
+def select_device(requested: str = "auto", mixed_precision: bool = False) -> TrainDevice:
+    """The device for `requested` ("auto", "cpu", "gpu"); a clear error when a GPU is asked and absent."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if requested == "gpu" and not gpus:
+        raise ConfigError("--device gpu: TensorFlow sees no GPU (check the driver and that the GPU build "
+                          "of TensorFlow is installed: make install picks it where nvidia-smi exists)")
+    use_gpu = bool(gpus) and requested in ("auto", "gpu")
+    if mixed_precision and not use_gpu:
+        raise ConfigError("mixed_precision needs a GPU; TensorFlow sees none")
+    if use_gpu:
+        for gpu in gpus:  # grow on demand so a merge check or a second process can share the card
+            try:
+                tf.config.experimental.set_memory_growth(gpu, True)
+            except RuntimeError:
+                pass
+        details = tf.config.experimental.get_device_details(gpus[0])
+        card = details.get("device_name", gpus[0].name)
+        description = f"GPU: {card}" + (f" (+{len(gpus) - 1} more)" if len(gpus) > 1 else "")
+        description += ", mixed float16" if mixed_precision else ", float32"
+        return TrainDevice("gpu", "/GPU:0", description, "float16" if mixed_precision else "float32",
+                           len(gpus))
+    threads = tf.config.threading.get_intra_op_parallelism_threads() or "all"
+    return TrainDevice("cpu", "/CPU:0", f"CPU ({threads} threads), float32", "float32", 0)

@@ -1,0 +1,208 @@
+"""The model folder's DuckDB file: per-iteration loss history, sessions, the validation split and events."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+import duckdb
+import numpy as np
+
+from curate.errors import StoreError
+
+HISTORY_FILE = "model.duckdb"
+SCHEMA_VERSION = 1
+
+# Each migration takes the file from version N-1 to N; released ones are never edited.
+_MIGRATIONS: dict[int, list[str]] = {
+    1: [
+        "CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)",
+        """CREATE TABLE sessions (
+            session_id INTEGER PRIMARY KEY,
+            started_at TIMESTAMPTZ NOT NULL,
+            start_iteration BIGINT NOT NULL,
+            device VARCHAR NOT NULL,
+            config JSON NOT NULL
+        )""",
+        """CREATE TABLE history (
+            iteration BIGINT PRIMARY KEY,         -- 1 = the first trained step
+            wall_time TIMESTAMPTZ NOT NULL,
+            ms DOUBLE NOT NULL,                   -- this step's duration, sampler wait included
+            src_loss DOUBLE,                      -- NULL when the step's loss was not finite
+            dst_loss DOUBLE,
+            phase VARCHAR NOT NULL,
+            learning_rate DOUBLE NOT NULL,
+            session_id INTEGER NOT NULL
+        )""",
+        """CREATE TABLE faces (
+            face_id VARCHAR NOT NULL,
+            side VARCHAR NOT NULL CHECK (side IN ('src', 'dst')),
+            split VARCHAR NOT NULL CHECK (split IN ('train', 'validation')),
+            PRIMARY KEY (side, face_id)
+        )""",
+        """CREATE TABLE events (
+            iteration BIGINT NOT NULL,
+            logged_at TIMESTAMPTZ NOT NULL,
+            kind VARCHAR NOT NULL,                -- checkpoint, rollback, plateau, phase, note
+            detail VARCHAR NOT NULL
+        )""",
+        """CREATE VIEW loss_by_phase AS
+            SELECT phase, min(iteration) AS first_iteration, max(iteration) AS last_iteration,
+                   round(median(ms), 1) AS median_ms, round(avg(src_loss), 4) AS mean_src_loss,
+                   round(avg(dst_loss), 4) AS mean_dst_loss
+            FROM history GROUP BY phase ORDER BY first_iteration""",
+    ],
+}
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    iteration: int
+    wall_time: datetime
+    ms: float
+    src_loss: float | None
+    dst_loss: float | None
+    phase: str
+    learning_rate: float
+    session_id: int
+
+    def to_row(self) -> tuple:
+        return (self.iteration, self.wall_time, self.ms, self.src_loss, self.dst_loss, self.phase,
+                self.learning_rate, self.session_id)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class ModelHistory:
+    """Read/write access to a model folder's history file; every write is one transaction."""
+
+    def __init__(self, model_dir: Path, read_only: bool = False):
+        self.path = Path(model_dir) / HISTORY_FILE
+        if read_only and not self.path.is_file():
+            raise StoreError(f"no training history at {self.path}: is {model_dir} a model folder?")
+        try:
+            self.connection = duckdb.connect(str(self.path), read_only=read_only)
+        except duckdb.Error as error:
+            raise StoreError(f"cannot open {self.path}: {error}") from error
+        if not read_only:
+            self._migrate()
+
+    def close(self) -> None:
+        self.connection.close()
+
+    def __enter__(self) -> ModelHistory:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _migrate(self) -> None:
+        exists = self.connection.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta'").fetchone()[0]
+        version = 0
+        if exists:
+            row = self.connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            version = int(row[0]) if row else 0
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{self.path} has history schema {version}, newer than this facesmith "
+                             f"({SCHEMA_VERSION}): upgrade facesmith")
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            self.connection.execute("BEGIN")
+            for statement in _MIGRATIONS[target]:
+                self.connection.execute(statement)
+            self.connection.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(target)])
+            self.connection.execute("COMMIT")
+
+    # -- writes -------------------------------------------------------------------------------
+    def start_session(self, start_iteration: int, device: str, config: dict[str, Any]) -> int:
+        row = self.connection.execute("SELECT coalesce(max(session_id), 0) + 1 FROM sessions").fetchone()
+        session_id = int(row[0])
+        self.connection.execute("INSERT INTO sessions VALUES (?, ?, ?, ?, ?)",
+                                [session_id, _now(), start_iteration, device, json.dumps(config)])
+        return session_id
+
+    def append(self, rows: Sequence[HistoryRow]) -> None:
+        if not rows:
+            return
+        columns = list(zip(*(row.to_row() for row in rows)))
+        self.connection.execute("BEGIN")
+        self.connection.execute(
+            "INSERT OR REPLACE INTO history SELECT * FROM (SELECT unnest(?) AS iteration, unnest(?), "
+            "unnest(?), unnest(?), unnest(?), unnest(?), unnest(?), unnest(?))",
+            [list(column) for column in columns])
+        self.connection.execute("COMMIT")
+
+    def truncate_after(self, iteration: int) -> int:
+        """Drop history past `iteration` (after a rollback or a resume from an older checkpoint)."""
+        count = self.connection.execute("SELECT count(*) FROM history WHERE iteration > ?",
+                                        [iteration]).fetchone()[0]
+        self.connection.execute("DELETE FROM history WHERE iteration > ?", [iteration])
+        return int(count)
+
+    def log_event(self, iteration: int, kind: str, detail: str) -> None:
+        self.connection.execute("INSERT INTO events VALUES (?, ?, ?, ?)", [iteration, _now(), kind, detail])
+
+    def record_faces(self, side: str, train_ids: Sequence[str], validation_ids: Sequence[str]) -> None:
+        """Record a side's split once; it is fixed at model creation and read back on resume."""
+        self.connection.execute("BEGIN")
+        self.connection.execute("DELETE FROM faces WHERE side = ?", [side])
+        rows = [(face_id, side, "train") for face_id in train_ids]
+        rows += [(face_id, side, "validation") for face_id in validation_ids]
+        if rows:
+            self.connection.executemany("INSERT INTO faces VALUES (?, ?, ?)", rows)
+        self.connection.execute("COMMIT")
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.connection.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
+
+    # -- reads ----------------------------------------------------------------------------------
+    def meta(self, key: str) -> str | None:
+        row = self.connection.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+        return None if row is None else str(row[0])
+
+    def split(self, side: str) -> tuple[list[str], list[str]] | None:
+        """(train ids, validation ids) recorded for `side`, or None before the first run."""
+        rows = self.connection.execute("SELECT face_id, split FROM faces WHERE side = ? ORDER BY face_id",
+                                       [side]).fetchall()
+        if not rows:
+            return None
+        return ([f for f, s in rows if s == "train"], [f for f, s in rows if s == "validation"])
+
+    def losses(self, phase: str | None = None, since: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(iterations (N,), losses (N, 2) src/dst with NaN for missing, ms (N,)), ordered."""
+        query = "SELECT iteration, src_loss, dst_loss, ms FROM history WHERE iteration > ?"
+        params: list[Any] = [since]
+        if phase is not None:
+            query += " AND phase = ?"
+            params.append(phase)
+        rows = self.connection.execute(query + " ORDER BY iteration", params).fetchall()
+        if not rows:
+            return np.zeros(0, np.int64), np.zeros((0, 2)), np.zeros(0)
+        data = np.array([[np.nan if v is None else v for v in row] for row in rows], dtype=np.float64)
+        return data[:, 0].astype(np.int64), data[:, 1:3], data[:, 3]
+
+    def last_iteration(self) -> int:
+        return int(self.connection.execute("SELECT coalesce(max(iteration), 0) FROM history").fetchone()[0])
+
+    def events(self, kind: str | None = None) -> list[tuple[int, str, str]]:
+        query = "SELECT iteration, kind, detail FROM events"
+        params = []
+        if kind:
+            query += " WHERE kind = ?"
+            params.append(kind)
+        return [(int(i), str(k), str(d)) for i, k, d in
+                self.connection.execute(query + " ORDER BY logged_at", params).fetchall()]
+
+    def phase_start(self, phase: str) -> int:
+        """The first iteration of the latest stretch of `phase` (0 if it never ran)."""
+        row = self.connection.execute(
+            "SELECT coalesce(max(iteration), 0) FROM history WHERE phase <> ?", [phase]).fetchone()
+        after = int(row[0])
+        first = self.connection.execute(
+            "SELECT min(iteration) FROM history WHERE phase = ? AND iteration > ?", [phase, after]).fetchone()
+        return int(first[0]) if first and first[0] is not None else 0

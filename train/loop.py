@@ -1,0 +1,477 @@
+"""The training loop: create or resume a model folder, step, log, preview, save, advise, roll back.
+
+Reads top to bottom: `open_session` builds everything a run needs (config, faces, networks, the
+restored checkpoint); `run_training` loops one compiled step at a time, with each periodic job
+(history flush, preview, checkpoint, plateau check, evaluators) on its own named interval.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+from curate.errors import FacesmithError
+from curate.fileio import write_atomically
+from train.checkpoint import (
+    CheckpointError,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
+from train.collapse import CollapseVerdict, check_collapse
+from train.config import (
+    PHASES,
+    TrainConfig,
+    config_to_toml,
+    phase_defaults,
+    resolve_config,
+    structure_of,
+)
+from train.device import TrainDevice, select_device
+from train.faceset_data import (
+    CuratedFace,
+    FaceArrays,
+    holdout_ids,
+    load_face_arrays,
+    read_curated_faces,
+)
+from train.history import HistoryRow, ModelHistory
+from train.plateau import PlateauVerdict, detect_plateau, next_phase
+from train.preview import render_preview, write_png_atomically
+from train.sampler import BatchStream, SamplerSettings, SideSampler
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.json"  # where the faceset paths and requested options of a model live
+PREVIEW_DIR = "previews"
+TENSORBOARD_DIR = "tensorboard"
+HISTORY_FLUSH_EVERY = 100
+RECENT_WINDOW = 200  # iterations of loss the collapse check compares against
+MAX_ROLLBACKS_IN_A_ROW = 3
+
+
+class TrainingError(FacesmithError):
+    """Training cannot start or cannot go on (no faces, repeated collapse, a mismatched model)."""
+
+
+class Evaluator(Protocol):
+    """A periodic job the loop runs (e.g. merge checks); the trainer knows nothing of what it does."""
+
+    name: str
+    every: int
+
+    def __call__(self, session: TrainSession, iteration: int) -> str | None:
+        """Run at `iteration`; return a one-line summary for the log, or None."""
+
+
+@dataclass
+class TrainSession:
+    """Everything one run of the trainer holds; built by `open_session`."""
+
+    model_dir: Path
+    config: TrainConfig
+    requested: dict[str, Any]  # options the user set explicitly (TOML and flags), across sessions
+    device: TrainDevice
+    trainer: Any  # train.step.SAEHDTrainer (imported lazily: it imports TensorFlow)
+    history: ModelHistory
+    src_faces: FaceArrays
+    dst_faces: FaceArrays
+    src_validation: list[str]
+    dst_validation: list[str]
+    iteration: int
+    salt: int
+    notes: list[str] = field(default_factory=list)
+    src_database: Path | None = None
+    dst_database: Path | None = None
+    best_iteration: int | None = None
+
+    def sampler_settings(self) -> SamplerSettings:
+        config = self.config
+        return SamplerSettings(batch_size=config.batch_size, random_warp=bool(config.random_warp),
+                               src_flip=config.random_src_flip, dst_flip=config.random_dst_flip,
+                               hsv_power=config.random_hsv_power, ct_mode=config.ct_mode,
+                               uniform_yaw=config.uniform_yaw, blur_out_mask=config.blur_out_mask,
+                               seed=config.seed, salt=self.salt)
+
+    def samplers(self) -> tuple[SideSampler, SideSampler]:
+        return (SideSampler("src", self.src_faces, self.config.random_src_flip, self.config.uniform_yaw),
+                SideSampler("dst", self.dst_faces, self.config.random_dst_flip, self.config.uniform_yaw))
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    """How a run ended."""
+
+    iteration: int
+    phase: str
+    reason: str  # target-reached, stopped, iterations-done
+    iterations_run: int
+    seconds: float
+    rollbacks: int
+    last_src_loss: float
+    last_dst_loss: float
+    plateau: PlateauVerdict | None
+
+
+# -- opening a model folder ------------------------------------------------------------------------
+
+def _read_model_file(model_dir: Path) -> dict[str, Any] | None:
+    path = model_dir / MODEL_FILE
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _write_model_file(session: TrainSession) -> None:
+    document = {"src": str(session.src_database), "dst": str(session.dst_database),
+                "requested": session.requested, "structure": structure_of(session.config)}
+    write_atomically(session.model_dir / MODEL_FILE, json.dumps(document, indent=1, sort_keys=True),
+                     durable=True)
+    write_atomically(session.model_dir / "config.toml", config_to_toml(session.config))
+
+
+def _split_faces(history: ModelHistory, side: str, faces: list[CuratedFace], share: float,
+                 seed: int) -> tuple[list[CuratedFace], list[str]]:
+    """(training faces, validation ids) — recorded at creation, read back afterwards."""
+    recorded = history.split(side)
+    if recorded is None:
+        held = holdout_ids([face.face_id for face in faces], share, seed)
+        train_ids = [face.face_id for face in faces if face.face_id not in held]
+        history.record_faces(side, train_ids, sorted(held))
+        recorded = (train_ids, sorted(held))
+    train_ids = set(recorded[0])
+    training = [face for face in faces if face.face_id in train_ids]
+    if not training:
+        raise TrainingError(f"no {side} faces left to train on: the faceset's faces do not match the "
+                            f"model's recorded split (was the faceset re-scanned into new face ids?)")
+    return training, recorded[1]
+
+
+def merge_requested(stored: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """Options asked for across sessions: new ones win; a phase change drops the old phase's implied ones."""
+    merged = dict(stored)
+    if "phase" in new and new["phase"] != stored.get("phase"):
+        for name in phase_defaults(new["phase"]):
+            merged.pop(name, None)
+    merged.update(new)
+    return merged
+
+
+def open_session(model_dir: Path, options: dict[str, Any], src_database: Path | None = None,
+                 dst_database: Path | None = None) -> TrainSession:
+    """Create a model folder, or resume the one at `model_dir` from its newest loadable checkpoint."""
+    from train.step import SAEHDTrainer
+
+    model_dir = Path(model_dir)
+    stored = _read_model_file(model_dir)
+    if stored is None and (src_database is None or dst_database is None):
+        raise TrainingError(f"{model_dir} is not a model folder yet: give --src and --dst facesets to "
+                            "create it")
+    requested = merge_requested(stored["requested"] if stored else {}, options)
+    config, notes = resolve_config(requested, stored["structure"] if stored else None)
+    src_database = Path(src_database or stored["src"])
+    dst_database = Path(dst_database or stored["dst"])
+    device = select_device(config.device, config.mixed_precision)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    history = ModelHistory(model_dir)
+    try:
+        src_all = read_curated_faces(src_database, config.use_selection)
+        dst_all = read_curated_faces(dst_database, config.use_selection)
+        src_train, src_validation = _split_faces(history, "src", src_all, config.validation_share, config.seed)
+        dst_train, dst_validation = _split_faces(history, "dst", dst_all, config.validation_share,
+                                                 config.seed + 1)
+        workers = config.sampler_workers or 2
+        src_faces = load_face_arrays(src_train, config.face_type, config.resolution, workers)
+        dst_faces = load_face_arrays(dst_train, config.face_type, config.resolution, workers)
+        trainer = SAEHDTrainer(config, device.compute_dtype)
+        iteration, salt = 0, 0
+        if list_checkpoints(model_dir):
+            checkpoint = load_checkpoint(model_dir)
+            trainer.load_arrays(checkpoint.arrays)
+            iteration, salt = checkpoint.step, int(checkpoint.state.get("salt", 0))
+            if checkpoint.state.get("config", {}).get("pretrain") and not config.pretrain:
+                trainer.model.reinitialise_inters()
+                notes.append(f"pretraining ended at {iteration}: iterations reset to 0 and the inter "
+                             "blocks re-initialised")
+                history.log_event(iteration, "phase", "pretrain off: iteration count reset")
+                iteration = 0
+            dropped = history.truncate_after(iteration)
+            if dropped:
+                notes.append(f"resumed from the checkpoint at {iteration}; {dropped} history rows after "
+                             "it were dropped")
+        elif stored is None:
+            notes.append("new model: a pretrained model (--pretrain on a generic faceset) converges faster")
+    except BaseException:
+        history.close()
+        raise
+    session = TrainSession(model_dir=model_dir, config=config, requested=requested, device=device,
+                           trainer=trainer, history=history, src_faces=src_faces, dst_faces=dst_faces,
+                           src_validation=src_validation, dst_validation=dst_validation, iteration=iteration,
+                           salt=salt, notes=notes, src_database=src_database, dst_database=dst_database)
+    _write_model_file(session)
+    return session
+
+
+# -- periodic jobs ------------------------------------------------------------------------------
+
+def save(session: TrainSession, losses: tuple[float, float] | None = None) -> Path:
+    """Checkpoint the session at its current iteration (history flushed by the caller first)."""
+    state = {"config": session.config.option_values(), "salt": session.salt,
+             "phase": session.config.phase, "saved_at": datetime.now(timezone.utc).isoformat(),
+             "device": session.device.description,
+             "losses": None if losses is None else {"src": losses[0], "dst": losses[1]}}
+    pinned = frozenset({session.best_iteration}) if session.best_iteration else frozenset()
+    path = save_checkpoint(session.model_dir, session.iteration, session.trainer.state_arrays(), state,
+                           keep=session.config.backups_kept, pinned=pinned)
+    session.history.log_event(session.iteration, "checkpoint", path.name)
+    _write_model_file(session)
+    return path
+
+
+def preview_faces(session: TrainSession, rows: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """A fixed set of un-augmented src and dst faces (the same every session, chosen by the seed)."""
+    count = min(rows, session.config.batch_size, 800 // session.config.resolution,
+                len(session.src_faces), len(session.dst_faces))
+    rng = np.random.default_rng([session.config.seed, 7])
+    src_rows = np.sort(rng.choice(len(session.src_faces), count, replace=False))
+    dst_rows = np.sort(rng.choice(len(session.dst_faces), count, replace=False))
+    src, dst = session.samplers()
+    return src.plain(src_rows)[0], dst.plain(dst_rows)[0]
+
+
+def write_preview(session: TrainSession) -> Path:
+    """previews/preview_NNNNNNN.png and previews/last.png: faces, reconstructions, swaps, loss graph."""
+    src, dst = preview_faces(session)
+    forward = session.trainer.predict(src, dst)
+    iterations, losses, _ = session.history.losses()
+    image = render_preview({"src": src, "src_src": forward.src_src, "dst": dst, "dst_dst": forward.dst_dst,
+                            "src_dst": forward.src_dst}, iterations, losses, session.iteration)
+    folder = session.model_dir / PREVIEW_DIR
+    folder.mkdir(exist_ok=True)
+    path = folder / f"preview_{session.iteration:07d}.png"
+    write_png_atomically(path, image)
+    write_png_atomically(folder / "last.png", image)
+    return path
+
+
+def plateau_verdict(session: TrainSession) -> PlateauVerdict:
+    phase = session.config.phase
+    iterations, losses, _ = session.history.losses(phase=phase)
+    return detect_plateau(iterations, losses, phase, session.config.plateau_min_iterations,
+                          threshold=session.config.plateau_threshold,
+                          phase_start=session.history.phase_start(phase))
+
+
+def change_phase(session: TrainSession, phase: str, reason: str) -> None:
+    """Move to `phase` now: the phase's defaults apply unless the user set those options."""
+    requested = merge_requested(session.requested, {"phase": phase})
+    config, notes = resolve_config(requested, structure_of(session.config))
+    session.requested, session.config = requested, config
+    session.notes.extend(notes)
+    session.trainer.reconfigure(config)
+    session.history.log_event(session.iteration, "phase", f"{phase}: {reason}")
+
+
+def rollback(session: TrainSession, verdict: CollapseVerdict) -> None:
+    """Restore the newest checkpoint, note why, and continue on fresh batches (and clipgrad if set)."""
+    checkpoint = load_checkpoint(session.model_dir)
+    session.trainer.load_arrays(checkpoint.arrays)
+    session.iteration = checkpoint.step
+    session.history.truncate_after(checkpoint.step)
+    session.salt += 1
+    detail = f"{verdict.reason}: {verdict.detail}; rolled back to {checkpoint.step}"
+    if session.config.clipgrad_on_collapse and not session.config.clipgrad:
+        session.requested = dict(session.requested, clipgrad=True)
+        session.config = dataclasses.replace(session.config, clipgrad=True)
+        session.trainer.reconfigure(session.config)
+        detail += ", clipgrad on"
+    session.history.log_event(checkpoint.step, "rollback", detail)
+    log.warning("collapse at %d (%s); %s", verdict.iteration, verdict.reason, detail)
+
+
+# -- the loop ---------------------------------------------------------------------------------------
+
+@dataclass
+class _Tensorboard:
+    """TensorBoard scalars and preview images (created lazily; TensorFlow is already imported)."""
+
+    folder: Path
+    writer: Any = None
+
+    def scalars(self, iteration: int, values: dict[str, float]) -> None:
+        import tensorflow as tf
+
+        if self.writer is None:
+            self.writer = tf.summary.create_file_writer(str(self.folder))
+        with self.writer.as_default(step=iteration):
+            for name, value in values.items():
+                if math.isfinite(value):
+                    tf.summary.scalar(name, value)
+
+    def image(self, iteration: int, name: str, image_bgr: np.ndarray) -> None:
+        import tensorflow as tf
+
+        if self.writer is None:
+            self.writer = tf.summary.create_file_writer(str(self.folder))
+        with self.writer.as_default(step=iteration):
+            tf.summary.image(name, image_bgr[None, :, :, ::-1].astype(np.float32) / 255.0)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()
+            self.writer.close()
+
+
+StepHook = Callable[[TrainSession, int], None]
+
+
+def run_training(session: TrainSession, max_iterations: int | None = None,
+                 evaluators: tuple[Evaluator, ...] = (), should_stop: Callable[[], bool] = lambda: False,
+                 on_iteration: Callable[[TrainSession, HistoryRow], None] | None = None,
+                 before_step: StepHook | None = None) -> TrainOutcome:
+    """Train until target_iter, `max_iterations` more steps, or `should_stop()`; save on the way out.
+
+    `before_step(session, iteration)` runs before each step (tests use it to inject faults).
+    """
+    config = session.config
+    session_id = session.history.start_session(session.iteration, session.device.description,
+                                               config.option_values())
+    tensorboard = _Tensorboard(session.model_dir / TENSORBOARD_DIR)
+    started = time.perf_counter()
+    first_iteration = session.iteration
+    pending: list[HistoryRow] = []
+    recent: deque[tuple[float, float]] = deque(maxlen=RECENT_WINDOW)
+    rollbacks = rollbacks_in_a_row = 0
+    last = (math.nan, math.nan)
+    plateau: PlateauVerdict | None = None
+    reason = "stopped"
+
+    def flush() -> None:
+        session.history.append(pending)
+        pending.clear()
+
+    def checkpoint() -> None:
+        flush()
+        save(session, last)
+
+    if not list_checkpoints(session.model_dir):
+        checkpoint()  # iteration 0: there is always something to roll back to
+    src_sampler, dst_sampler = session.samplers()
+    stream = BatchStream(src_sampler, dst_sampler, session.sampler_settings(), session.iteration + 1,
+                         workers=config.sampler_workers)
+    try:
+        while True:
+            config = session.config
+            if config.target_iter and session.iteration >= config.target_iter:
+                reason = "target-reached"
+                break
+            if max_iterations is not None and session.iteration - first_iteration >= max_iterations:
+                reason = "iterations-done"
+                break
+            if should_stop():
+                break
+            step_started = time.perf_counter()
+            batch = next(stream)
+            iteration = session.iteration + 1
+            if before_step is not None:
+                before_step(session, iteration)
+            result = session.trainer.train_step(batch.tensors(), iteration, config.seed * 1000 + session.salt)
+            milliseconds = (time.perf_counter() - step_started) * 1000.0
+            verdict = check_collapse(iteration, result.src_loss, result.dst_loss,
+                                     np.array(recent).reshape(-1, 2),
+                                     result.output_std if len(recent) >= RECENT_WINDOW else None,
+                                     spike_factor=config.spike_factor)
+            if verdict is not None:
+                rollbacks += 1
+                rollbacks_in_a_row += 1
+                if rollbacks_in_a_row > MAX_ROLLBACKS_IN_A_ROW:
+                    raise TrainingError(f"training collapsed {rollbacks_in_a_row} times in a row "
+                                        f"({verdict.detail}); lower the learning rate or the style/GAN "
+                                        "powers, or check the faceset")
+                pending.clear()
+                rollback(session, verdict)
+                recent.clear()
+                stream.close()
+                src_sampler, dst_sampler = session.samplers()
+                stream = BatchStream(src_sampler, dst_sampler, session.sampler_settings(),
+                                     session.iteration + 1, workers=session.config.sampler_workers)
+                continue
+            session.iteration = iteration
+            last = (result.src_loss, result.dst_loss)
+            recent.append(last)
+            if iteration % config.log_every == 0:
+                row = HistoryRow(iteration=iteration, wall_time=datetime.now(timezone.utc), ms=milliseconds,
+                                 src_loss=result.src_loss, dst_loss=result.dst_loss, phase=config.phase,
+                                 learning_rate=result.learning_rate, session_id=session_id)
+                pending.append(row)
+                if on_iteration is not None:
+                    on_iteration(session, row)
+                tensorboard.scalars(iteration, {"loss/src": result.src_loss, "loss/dst": result.dst_loss,
+                                                "ms_per_iteration": milliseconds,
+                                                "learning_rate": result.learning_rate})
+            if len(pending) >= HISTORY_FLUSH_EVERY:
+                flush()
+            if iteration % config.preview_every == 0:
+                flush()
+                tensorboard.image(iteration, "preview", _read_png(write_preview(session)))
+            if iteration % config.save_every == 0:
+                checkpoint()
+                rollbacks_in_a_row = 0
+                plateau = plateau_verdict(session)
+                if plateau.plateaued:
+                    session.history.log_event(iteration, "plateau", plateau.advice)
+                    if config.auto_phases and plateau.next_phase:
+                        change_phase(session, plateau.next_phase, plateau.advice)
+                        stream.close()
+                        src_sampler, dst_sampler = session.samplers()
+                        stream = BatchStream(src_sampler, dst_sampler, session.sampler_settings(),
+                                             session.iteration + 1, workers=session.config.sampler_workers)
+            for evaluator in evaluators:
+                if iteration % evaluator.every == 0:
+                    flush()
+                    summary = evaluator(session, iteration)
+                    if summary:
+                        log.info("%s at %d: %s", evaluator.name, iteration, summary)
+    finally:
+        stream.close()
+        try:
+            if session.iteration != _latest_saved(session):
+                checkpoint()
+            else:
+                flush()
+        finally:
+            tensorboard.close()
+    return TrainOutcome(iteration=session.iteration, phase=session.config.phase, reason=reason,
+                        iterations_run=session.iteration - first_iteration,
+                        seconds=time.perf_counter() - started, rollbacks=rollbacks,
+                        last_src_loss=last[0], last_dst_loss=last[1],
+                        plateau=plateau if plateau is not None else plateau_verdict(session))
+
+
+def _latest_saved(session: TrainSession) -> int:
+    steps = list_checkpoints(session.model_dir)
+    return steps[0] if steps else -1
+
+
+def _read_png(path: Path) -> np.ndarray:
+    import cv2
+
+    return cv2.imread(str(path), cv2.IMREAD_COLOR)
+
+
+def close_session(session: TrainSession) -> None:
+    session.history.close()
+
+
+__all__ = ["PHASES", "CheckpointError", "Evaluator", "TrainOutcome", "TrainSession", "TrainingError",
+           "change_phase", "close_session", "next_phase", "open_session", "rollback", "run_training", "save"]

@@ -1,0 +1,81 @@
+"""What a model folder says about its training: phase, iterations, speed, loss trend, advice, rollbacks."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from train.checkpoint import list_checkpoints
+from train.config import resolve_config
+from train.history import HISTORY_FILE, ModelHistory
+from train.plateau import detect_plateau
+
+RECENT_ITERATIONS = 100
+
+
+@dataclass(frozen=True)
+class TrainStatus:
+    """A model folder's state, for `facesmith train status` (read-only; TensorFlow never imported)."""
+
+    model_dir: str
+    phase: str
+    iteration: int
+    checkpoints: list[int]  # newest first
+    ms_per_iteration: float | None  # median over the last 100 iterations
+    src_loss: float | None  # mean over the last 100 iterations
+    dst_loss: float | None
+    trend_per_decade: float | None  # fractional loss change per ×10 iterations in this phase
+    plateaued: bool
+    advice: str
+    rollbacks: list[str]  # "at N: reason" for every rollback
+    sessions: int
+    architecture: str
+    resolution: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _mean(values: np.ndarray) -> float | None:
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else None
+
+
+def training_status(model_dir: Path) -> TrainStatus:
+    """The status of the model at `model_dir` (a clear error when it is not a model folder)."""
+    model_dir = Path(model_dir)
+    model_file = model_dir / "model.json"
+    stored = json.loads(model_file.read_text(encoding="utf-8")) if model_file.is_file() else None
+    history = ModelHistory(model_dir, read_only=True) if (model_dir / HISTORY_FILE).is_file() else None
+    if stored is None or history is None:
+        from train.loop import TrainingError
+
+        raise TrainingError(f"{model_dir} is not a model folder: train one with 'facesmith train run'")
+    try:
+        config, _ = resolve_config(stored["requested"], stored["structure"])
+        iterations, losses, ms = history.losses()
+        row = history.connection.execute(
+            "SELECT phase FROM history ORDER BY iteration DESC LIMIT 1").fetchone()
+        phase = row[0] if row else config.phase
+        phase_iterations, phase_losses, _ = history.losses(phase=phase)
+        verdict = detect_plateau(phase_iterations, phase_losses, phase, config.plateau_min_iterations,
+                                 threshold=config.plateau_threshold, phase_start=history.phase_start(phase))
+        recent = slice(-RECENT_ITERATIONS, None)
+        sessions = int(history.connection.execute("SELECT count(*) FROM sessions").fetchone()[0])
+        rollbacks = [f"at {iteration}: {detail}" for iteration, _, detail in history.events("rollback")]
+        return TrainStatus(
+            model_dir=str(model_dir), phase=phase,
+            iteration=int(iterations[-1]) if iterations.size else 0,
+            checkpoints=list_checkpoints(model_dir),
+            ms_per_iteration=float(np.median(ms[recent])) if ms.size else None,
+            src_loss=_mean(losses[recent, 0]) if losses.size else None,
+            dst_loss=_mean(losses[recent, 1]) if losses.size else None,
+            trend_per_decade=None if verdict.trend is None else verdict.trend.relative_slope,
+            plateaued=verdict.plateaued, advice=verdict.advice, rollbacks=rollbacks, sessions=sessions,
+            architecture=config.archi, resolution=config.resolution)
+    finally:
+        history.close()
