@@ -36,21 +36,24 @@ def _flag(spec: OptionSpec) -> str:
 def _help(spec: OptionSpec) -> str:
     parts = [spec.help]
     if spec.choices:
-        parts.append(f"[{'|'.join(spec.choices)}]")
+        parts.append(f"(one of: {', '.join(spec.choices)})")
     elif spec.minimum is not None or spec.maximum is not None:
         low = "" if spec.minimum is None else f"{spec.minimum:g}"
         high = "" if spec.maximum is None else f"{spec.maximum:g}"
-        parts.append(f"[{low}..{high}]")
+        parts.append(f"(range {low}..{high})")
     if spec.default is not None and not spec.phase_default:
         parts.append(f"(default: {spec.default})")
     return " ".join(parts)
 
 
 def _option_parameter(spec: OptionSpec) -> inspect.Parameter:
-    python_type = _PYTHON_TYPES[spec.type]
+    # Booleans take a value (--pretrain true) rather than a --x/--no-x pair: the same spelling as in
+    # the TOML file, a way to switch off an option an earlier session switched on, and a help page
+    # that stays readable in an 80-column terminal.
+    python_type = str if spec.type == "bool" else _PYTHON_TYPES[spec.type]
     panel = "Model structure (fixed when the model is created)" if spec.structural else "Training options"
-    declarations = [f"{_flag(spec)}/--no-{spec.name.replace('_', '-')}"] if spec.type == "bool" else [_flag(spec)]
-    option = typer.Option(*declarations, help=_help(spec), rich_help_panel=panel, show_default=False)
+    option = typer.Option(_flag(spec), help=_help(spec), rich_help_panel=panel, show_default=False,
+                          metavar="true|false" if spec.type == "bool" else None)
     return inspect.Parameter(spec.name, inspect.Parameter.KEYWORD_ONLY, default=None,
                              annotation=Annotated[Optional[python_type], option])
 
