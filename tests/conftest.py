@@ -170,3 +170,11 @@ def mirrored_faceset(tmp_path_factory, samples_dir, analyzer) -> Path:
     database = folder / "set" / "faceset.duckdb"
     scan_folder(photos, database, ScanSettings(resolution=128, batch_size=8), analyzer=analyzer)
     return database
+
+
+@pytest.fixture(scope="session")
+def training_facesets(tmp_path_factory, samples_dir, analyzer) -> tuple[Path, Path]:
+    """(src faceset, dst faceset) databases for training tests; read-only for tests."""
+    from tests.train.conftest import build_training_facesets
+
+    return build_training_facesets(tmp_path_factory.mktemp("training"), samples_dir, analyzer)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 # Tiny but real: every test model is built from these (64 px, small dims).
 TINY_OPTIONS = {"resolution": 64, "archi": "liae-ud", "ae_dims": 32, "e_dims": 16, "d_dims": 16,
                 "d_mask_dims": 16, "batch_size": 4, "save_every": 1000, "preview_every": 1000,
@@ -37,9 +35,3 @@ def build_training_facesets(root: Path, samples_dir: Path, analyzer) -> tuple[Pa
     scan_folder(src_photos, src_db, settings, analyzer=analyzer)
     scan_folder(dst_photos, dst_db, settings, analyzer=analyzer)
     return src_db, dst_db
-
-
-@pytest.fixture(scope="session")
-def training_facesets(tmp_path_factory, samples_dir, analyzer) -> tuple[Path, Path]:
-    """(src faceset, dst faceset) databases; read-only for tests."""
-    return build_training_facesets(tmp_path_factory.mktemp("training"), samples_dir, analyzer)

@@ -1,0 +1,91 @@
+"""`facesmith train run|status|options` on real tiny facesets, and `facesmith sql` on the history."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.cli.helpers import assert_one_line_error, invoke
+
+TINY_FLAGS = ["--resolution", "64", "--ae-dims", "32", "--e-dims", "16", "--d-dims", "16",
+              "--d-mask-dims", "16", "--batch-size", "2", "--save-every", "1000", "--preview-every", "3"]
+
+
+@pytest.fixture(scope="module")
+def cli_model(tmp_path_factory, training_facesets):
+    src, dst = training_facesets
+    model_dir = tmp_path_factory.mktemp("cli") / "model"
+    config = model_dir.parent / "options.toml"
+    config.write_text('[train]\nct_mode = "rct"\nmasked_training = true\n')
+    result = invoke("train", "run", "--model-dir", model_dir, "--src", src, "--dst", dst, "--config", config,
+                    "--iterations", "3", "--format", "json", *TINY_FLAGS)
+    assert result.exit_code == 0, result.output
+    return model_dir, json.loads(result.stdout)
+
+
+def test_run_json_summary(cli_model):
+    model_dir, summary = cli_model
+    assert summary["iteration"] == 3 and summary["iterations_run"] == 3 and summary["phase"] == "rw"
+    assert summary["reason"] == "iterations-done" and summary["device"].startswith("CPU")
+    assert 0 < summary["src_loss"] < 20
+    assert (model_dir / "previews" / "last.png").is_file()
+
+
+def test_resume_keeps_structure_and_reports_the_ignored_flag(cli_model):
+    model_dir, _ = cli_model
+    result = invoke("train", "run", "--model-dir", model_dir, "--iterations", "2", "--resolution", "128",
+                    "--phase", "lrd", "--format", "json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["iteration"] == 5 and summary["phase"] == "lrd"
+    assert any("resolution is fixed at model creation" in note for note in summary["notes"])
+
+
+def test_status_json_and_table(cli_model):
+    model_dir, _ = cli_model
+    status = json.loads(invoke("train", "status", "--model-dir", model_dir, "--format", "json").stdout)
+    assert status["iteration"] >= 3 and status["architecture"] == "liae-ud" and status["resolution"] == 64
+    table = invoke("train", "status", "--model-dir", model_dir)
+    assert table.exit_code == 0 and "advice" in table.stdout and "ms / iteration" in table.stdout
+
+
+def test_sql_reads_the_history(cli_model):
+    model_dir, _ = cli_model
+    result = invoke("sql", "--db", model_dir / "model.duckdb",
+                    "SELECT count(*) AS n, min(iteration) AS first FROM history", "--format", "json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert rows[0]["first"] == 1 and rows[0]["n"] >= 3
+
+
+def test_options_lists_every_declared_option():
+    from train.config import option_specs
+
+    rows = json.loads(invoke("train", "options", "--format", "json").stdout)
+    assert [row["option"] for row in rows] == [spec.name for spec in option_specs()]
+    assert next(r for r in rows if r["option"] == "resolution")["structural"] is True
+
+
+def test_creating_a_model_needs_facesets(tmp_path):
+    assert "give --src and --dst" in assert_one_line_error(invoke("train", "run", "--model-dir", tmp_path / "m"))
+
+
+def test_bad_option_value_is_one_line(tmp_path, training_facesets):
+    src, dst = training_facesets
+    result = invoke("train", "run", "--model-dir", tmp_path / "m", "--src", src, "--dst", dst,
+                    "--ct-mode", "purple")
+    assert "ct_mode must be one of" in assert_one_line_error(result)
+    result = invoke("train", "run", "--model-dir", tmp_path / "m", "--src", src, "--dst", dst,
+                    "--pretrain", "maybe")
+    assert "pretrain must be a bool" in assert_one_line_error(result)
+
+
+def test_status_of_a_folder_that_is_not_a_model(tmp_path):
+    assert "not a model folder" in assert_one_line_error(invoke("train", "status", "--model-dir", tmp_path))
+
+
+def test_missing_faceset_is_one_line(tmp_path):
+    result = invoke("train", "run", "--model-dir", tmp_path / "m", "--src", tmp_path / "none.duckdb",
+                    "--dst", tmp_path / "none.duckdb")
+    assert "no faceset at" in assert_one_line_error(result)
