@@ -39,6 +39,7 @@ def slow_write(path, data):
     with open(path, "wb") as handle:
         handle.write(data[: len(data) // 2])
         handle.flush()
+        (model_dir / "paused-in-save").write_text(str(path))
         time.sleep(60)
         handle.write(data[len(data) // 2:])
 
@@ -62,11 +63,11 @@ def test_sigkill_during_a_save_leaves_the_previous_checkpoint_loadable(tmp_path,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 240
-        while not _partials(model_dir):
+        while not (model_dir / "paused-in-save").exists():
             assert child.poll() is None, child.stderr.read().decode()[-2000:]
             assert time.monotonic() < deadline, "the child never reached its third save"
             time.sleep(0.05)
-        time.sleep(0.2)  # inside the pause: half of arrays.npz is on disk
+        # the child is now inside its pause: half of arrays.npz is on disk
         child.send_signal(signal.SIGKILL)
         child.wait(timeout=30)
     finally:
