@@ -108,16 +108,21 @@ def _prune(root: Path, keep: int, pinned: frozenset[int]) -> None:
 
 
 def list_checkpoints(model_dir: Path) -> list[int]:
-    """Steps of the complete checkpoints in a model folder, newest first."""
+    """Steps of the complete checkpoints in a model folder, most recently written first.
+
+    Write order, not step order: after a rollback or the end of pretraining the newest
+    checkpoint can carry a lower step than older ones, and it is the one to keep and resume.
+    """
     root = Path(model_dir) / CHECKPOINT_DIR
-    steps = []
+    found = []
     for entry in root.glob("step-*") if root.is_dir() else []:
-        if (entry / _STATE).is_file() and (entry / _ARRAYS).is_file():
+        state, arrays = entry / _STATE, entry / _ARRAYS
+        if state.is_file() and arrays.is_file():
             try:
-                steps.append(int(entry.name.split("-", 1)[1]))
-            except ValueError:
+                found.append((state.stat().st_mtime_ns, int(entry.name.split("-", 1)[1])))
+            except (ValueError, OSError):
                 continue
-    return sorted(steps, reverse=True)
+    return [step for _, step in sorted(found, reverse=True)]
 
 
 def _read(path: Path, step: int) -> Checkpoint:

@@ -144,6 +144,15 @@ class ModelHistory:
         self.connection.execute("DELETE FROM history WHERE iteration > ?", [iteration])
         return int(count)
 
+    def archive_history(self, table: str) -> None:
+        """Move every history row into a new table `table` (pretraining's losses stay queryable)."""
+        if not table.replace("_", "").isalnum():
+            raise ValueError(f"bad archive table name {table!r}")
+        self.connection.execute("BEGIN")
+        self.connection.execute(f"CREATE TABLE {table} AS SELECT * FROM history")
+        self.connection.execute("DELETE FROM history")
+        self.connection.execute("COMMIT")
+
     def log_event(self, iteration: int, kind: str, detail: str) -> None:
         self.connection.execute("INSERT INTO events VALUES (?, ?, ?, ?)", [iteration, _now(), kind, detail])
 

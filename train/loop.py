@@ -23,6 +23,7 @@ import numpy as np
 from curate.errors import FacesmithError
 from curate.fileio import write_atomically
 from train.checkpoint import (
+    CHECKPOINT_DIR,
     CheckpointError,
     list_checkpoints,
     load_checkpoint,
@@ -201,9 +202,11 @@ def open_session(model_dir: Path, options: dict[str, Any], src_database: Path | 
             iteration, salt = checkpoint.step, int(checkpoint.state.get("salt", 0))
             if checkpoint.state.get("config", {}).get("pretrain") and not config.pretrain:
                 trainer.model.reinitialise_inters()
-                notes.append(f"pretraining ended at {iteration}: iterations reset to 0 and the inter "
-                             "blocks re-initialised")
+                archive = _archive_pretraining(model_dir, iteration)
+                notes.append(f"pretraining ended at {iteration}: iterations reset to 0, the inter "
+                             f"blocks re-initialised, pretraining checkpoints kept in {archive.name}")
                 history.log_event(iteration, "phase", "pretrain off: iteration count reset")
+                history.archive_history(f"pretrain_{iteration}")
                 iteration = 0
             dropped = history.truncate_after(iteration)
             if dropped:
@@ -220,6 +223,14 @@ def open_session(model_dir: Path, options: dict[str, Any], src_database: Path | 
                            salt=salt, notes=notes, src_database=src_database, dst_database=dst_database)
     _write_model_file(session)
     return session
+
+
+def _archive_pretraining(model_dir: Path, iteration: int) -> Path:
+    """Move the pretraining checkpoints aside (kept, never deleted) so the new count starts clean."""
+    archive = model_dir / f"pretrain_{iteration}"
+    archive.mkdir()
+    (model_dir / CHECKPOINT_DIR).rename(archive / CHECKPOINT_DIR)
+    return archive
 
 
 # -- periodic jobs ------------------------------------------------------------------------------
@@ -282,9 +293,14 @@ def change_phase(session: TrainSession, phase: str, reason: str) -> None:
     session.history.log_event(session.iteration, "phase", f"{phase}: {reason}")
 
 
-def rollback(session: TrainSession, verdict: CollapseVerdict) -> None:
-    """Restore the newest checkpoint, note why, and continue on fresh batches (and clipgrad if set)."""
-    checkpoint = load_checkpoint(session.model_dir)
+def rollback(session: TrainSession, verdict: CollapseVerdict, depth: int = 0) -> None:
+    """Restore a recent checkpoint, note why, and continue on fresh batches (and clipgrad if set).
+
+    `depth` 0 is the newest checkpoint; a collapse right after a rollback reaches one further back,
+    in case the newest checkpoint already carried the seed of the collapse.
+    """
+    steps = list_checkpoints(session.model_dir)
+    checkpoint = load_checkpoint(session.model_dir, steps[min(depth, len(steps) - 1)] if steps else None)
     session.trainer.load_arrays(checkpoint.arrays)
     session.iteration = checkpoint.step
     session.history.truncate_after(checkpoint.step)
@@ -399,7 +415,7 @@ def run_training(session: TrainSession, max_iterations: int | None = None,
                                         f"({verdict.detail}); lower the learning rate or the style/GAN "
                                         "powers, or check the faceset")
                 pending.clear()
-                rollback(session, verdict)
+                rollback(session, verdict, depth=rollbacks_in_a_row - 1)
                 recent.clear()
                 stream.close()
                 src_sampler, dst_sampler = session.samplers()

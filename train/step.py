@@ -236,7 +236,8 @@ class SAEHDTrainer:
     def train_step(self, batch_tensors: tuple[np.ndarray, ...], step: int, seed: int) -> StepResult:
         """One optimisation step on a batch (`Batch.tensors()` order); `step` is 1-based."""
         if self._step_function is None:
-            self._step_function = tf.function(self._train_step, jit_compile=False, reduce_retracing=True)
+            # XLA (jit_compile) measured no faster on 2 CPU cores (5.47 s vs 5.20 s per liae-ud 128 step).
+            self._step_function = tf.function(self._train_step, reduce_retracing=True)
         outputs = self._step_function(*batch_tensors, tf.constant(step, tf.int64),
                                       tf.constant(seed, tf.int64))
         src, dst, std, rate = (float(x) for x in outputs)
