@@ -26,7 +26,14 @@ demo: samples
 	$(VENV)/bin/facesmith curate analyze --db $(DEMO)/faceset.duckdb --identity face_recognition/obama.jpg
 	$(VENV)/bin/facesmith curate select --db $(DEMO)/faceset.duckdb --budget 12 --out $(DEMO)/selected
 	$(VENV)/bin/facesmith curate report --db $(DEMO)/faceset.duckdb --html $(DEMO)/report.html
-	@echo "Open $(DEMO)/report.html, or query: $(VENV)/bin/facesmith sql --db $(DEMO)/faceset.duckdb \"SELECT * FROM summary\""
+	$(VENV)/bin/facesmith curate scan samples/insightface --db $(DEMO)/dst.duckdb
+	$(VENV)/bin/facesmith train run --model-dir $(DEMO)/model --src $(DEMO)/faceset.duckdb --dst $(DEMO)/dst.duckdb \
+	  --resolution 64 --ae-dims 64 --e-dims 32 --d-dims 32 --d-mask-dims 16 --batch-size 4 \
+	  --preview-every 100 --save-every 100 --iterations 200
+	$(VENV)/bin/facesmith train status --model-dir $(DEMO)/model
+	@echo "Open $(DEMO)/report.html and $(DEMO)/model/previews/last.png, or query:"
+	@echo "  $(VENV)/bin/facesmith sql --db $(DEMO)/faceset.duckdb \"SELECT * FROM summary\""
+	@echo "  $(VENV)/bin/facesmith sql --db $(DEMO)/model/model.duckdb \"SELECT * FROM loss_by_phase\""
 
 # The HTML report test renders the page in Debian's headless Chromium; install it when missing
 # (as root with apt-get, as on CI). Without it that one test is skipped, with the reason.
@@ -42,6 +49,7 @@ test: samples browser
 bench: samples
 	$(PY) tools/bench_scan.py
 	$(PY) tools/bench_dedup.py
+	$(PY) tools/bench_train.py
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

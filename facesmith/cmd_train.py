@@ -7,6 +7,7 @@ type, default, range and help live in exactly one place.
 from __future__ import annotations
 
 import inspect
+import os
 import signal
 import typing
 from pathlib import Path
@@ -117,6 +118,8 @@ def register(app: typer.Typer) -> None:
         **options: Any,
     ) -> None:
         """Train (or resume) a SAEHD model; Ctrl-C saves and stops cleanly."""
+        # TensorFlow's C++ start-up chatter (CPU features, oneDNN) is not for users; errors still show.
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         from train.loop import close_session, open_session, run_training
 
         try:
@@ -125,7 +128,7 @@ def register(app: typer.Typer) -> None:
             fail(error)
         warn(session.notes, output)
         if output is OutputFormat.table:
-            Console(stderr=True).print(f"training on {session.device.description}: {session.config.archi} "
+            Console(stderr=True, soft_wrap=True).print(f"training on {session.device.description}: {session.config.archi} "
                       f"{session.config.resolution} px, phase {session.config.phase}, "
                       f"{len(session.src_faces)} src / {len(session.dst_faces)} dst faces, "
                       f"from iteration {session.iteration}", highlight=False)

@@ -26,6 +26,10 @@ def select_device(requested: str = "auto", mixed_precision: bool = False) -> Tra
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
+    # Grappler's remapper aborts on the SAEHD gradient graph (TF 2.21: "Mutation::Apply error ...
+    # LeakyReluGrad") and logs an error each time a step is traced; the pass then does nothing,
+    # so switching it off only silences the message.
+    tf.config.optimizer.set_experimental_options({"remapping": False})
     if requested == "gpu" and not gpus:
         raise ConfigError("--device gpu: TensorFlow sees no GPU (check the driver and that the GPU build "
                           "of TensorFlow is installed: make install picks it where nvidia-smi exists)")

@@ -89,3 +89,18 @@ def test_missing_faceset_is_one_line(tmp_path):
     result = invoke("train", "run", "--model-dir", tmp_path / "m", "--src", tmp_path / "none.duckdb",
                     "--dst", tmp_path / "none.duckdb")
     assert "no faceset at" in assert_one_line_error(result)
+
+
+def test_status_and_options_never_import_tensorflow(cli_model):
+    import subprocess
+    import sys
+
+    model_dir, _ = cli_model
+    code = ("import sys\nfrom facesmith.cli import app\nfrom typer.testing import CliRunner\n"
+            f"r = CliRunner().invoke(app, ['train', 'status', '--model-dir', {str(model_dir)!r}])\n"
+            "assert r.exit_code == 0, r.output\n"
+            "r = CliRunner().invoke(app, ['train', 'options'])\nassert r.exit_code == 0, r.output\n"
+            "print('TF', 'tensorflow' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "TF False" in result.stdout

@@ -68,3 +68,26 @@ def test_pretrain_then_real_training_resets_the_count_and_the_inters(tmp_path, t
     encoder = [k for k in after if k.startswith("model/encoder/")]
     assert inter and all(np.array_equal(after[k], fresh[k]) for k in inter)
     assert all(np.array_equal(after[k], pretrained[k]) for k in encoder)
+
+
+def test_float16_compute_trains_with_float32_weights(training_facesets):
+    """The mixed-precision path (float16 compute, loss scaling) on the CPU, which TensorFlow allows."""
+    from train.config import resolve_config
+    from train.faceset_data import load_face_arrays, read_curated_faces
+    from train.sampler import SamplerSettings, SideSampler, make_batch
+    from train.step import SAEHDTrainer
+
+    config, _ = resolve_config(dict(TINY_OPTIONS, sampler_workers=0))
+    src = SideSampler("src", load_face_arrays(read_curated_faces(training_facesets[0]), "whole_face", 64),
+                      False, False)
+    dst = SideSampler("dst", load_face_arrays(read_curated_faces(training_facesets[1]), "whole_face", 64),
+                      True, False)
+    settings = SamplerSettings(batch_size=4, random_warp=True, src_flip=False, dst_flip=True, hsv_power=0.0,
+                               ct_mode="none", uniform_yaw=False, blur_out_mask=False, seed=0)
+    trainer = SAEHDTrainer(config, compute_dtype="float16")
+    before = {k: v.copy() for k, v in trainer.state_arrays().items() if k.startswith("model/")}
+    results = [trainer.train_step(make_batch(step, src, dst, settings).tensors(), step, 0) for step in (1, 2, 3)]
+    assert all(np.isfinite(r.src_loss) and np.isfinite(r.dst_loss) for r in results)
+    after = trainer.state_arrays()
+    assert all(after[k].dtype == np.float32 for k in before)
+    assert sum(not np.array_equal(before[k], after[k]) for k in before) > len(before) // 2
