@@ -183,6 +183,8 @@ def register(app: typer.Typer) -> None:
             ("advice", state.advice),
             ("checkpoints", ", ".join(str(step) for step in state.checkpoints) or "-"),
             ("rollbacks", "; ".join(state.rollbacks) or "none"),
+            ("best iteration", "-" if state.best_iteration is None else str(state.best_iteration)),
+            ("warning", state.flag or "none"),
             ("model", f"{state.architecture}, {state.resolution} px, {state.sessions} session(s)"),
         ])
 

@@ -65,14 +65,23 @@ class TrainingError(FacesmithError):
     """Training cannot start or cannot go on (no faces, repeated collapse, a mismatched model)."""
 
 
+@dataclass(frozen=True)
+class EvaluationOutcome:
+    """What a periodic evaluator tells the loop."""
+
+    summary: str  # one line for the log
+    best_iteration: int | None = None  # the best iteration so far: its checkpoint is kept
+    flag: str | None = None  # a warning to record (e.g. overtraining), shown by `train status`
+
+
 class Evaluator(Protocol):
     """A periodic job the loop runs (e.g. merge checks); the trainer knows nothing of what it does."""
 
     name: str
     every: int
 
-    def __call__(self, session: TrainSession, iteration: int) -> str | None:
-        """Run at `iteration`; return a one-line summary for the log, or None."""
+    def __call__(self, session: TrainSession, iteration: int) -> EvaluationOutcome | None:
+        """Run at `iteration` (the model as it is now) and report."""
 
 
 @dataclass
@@ -220,9 +229,15 @@ def open_session(model_dir: Path, options: dict[str, Any], src_database: Path | 
     session = TrainSession(model_dir=model_dir, config=config, requested=requested, device=device,
                            trainer=trainer, history=history, src_faces=src_faces, dst_faces=dst_faces,
                            src_validation=src_validation, dst_validation=dst_validation, iteration=iteration,
-                           salt=salt, notes=notes, src_database=src_database, dst_database=dst_database)
+                           salt=salt, notes=notes, src_database=src_database, dst_database=dst_database,
+                           best_iteration=_stored_best(history))
     _write_model_file(session)
     return session
+
+
+def _stored_best(history: ModelHistory) -> int | None:
+    value = history.meta("best_iteration")
+    return int(value) if value else None
 
 
 def _archive_pretraining(model_dir: Path, iteration: int) -> Path:
@@ -455,9 +470,9 @@ def run_training(session: TrainSession, max_iterations: int | None = None,
             for evaluator in evaluators:
                 if iteration % evaluator.every == 0:
                     flush()
-                    summary = evaluator(session, iteration)
-                    if summary:
-                        log.info("%s at %d: %s", evaluator.name, iteration, summary)
+                    evaluation = evaluator(session, iteration)
+                    if evaluation is not None:
+                        _record_evaluation(session, evaluator.name, iteration, evaluation, checkpoint)
     finally:
         stream.close()
         try:
@@ -472,6 +487,25 @@ def run_training(session: TrainSession, max_iterations: int | None = None,
                         seconds=time.perf_counter() - started, rollbacks=rollbacks,
                         last_src_loss=last[0], last_dst_loss=last[1],
                         plateau=plateau if plateau is not None else plateau_verdict(session))
+
+
+def _record_evaluation(session: TrainSession, name: str, iteration: int, evaluation: EvaluationOutcome,
+                       checkpoint: Callable[[], None]) -> None:
+    """Log an evaluator's report; keep the best iteration's checkpoint; record a new flag once."""
+    log.info("%s at %d: %s", name, iteration, evaluation.summary)
+    session.history.log_event(iteration, "evaluation", f"{name}: {evaluation.summary}")
+    best = evaluation.best_iteration
+    if best is not None:
+        if best == iteration and best not in list_checkpoints(session.model_dir):
+            session.best_iteration = best
+            checkpoint()
+        session.best_iteration = best
+        session.history.set_meta("best_iteration", str(best))
+    if evaluation.flag and session.history.meta("flag") != evaluation.flag:
+        session.history.set_meta("flag", evaluation.flag)
+        session.history.log_event(iteration, "flag", evaluation.flag)
+    elif not evaluation.flag and session.history.meta("flag"):
+        session.history.set_meta("flag", "")
 
 
 def _latest_saved(session: TrainSession) -> int:
@@ -489,5 +523,5 @@ def close_session(session: TrainSession) -> None:
     session.history.close()
 
 
-__all__ = ["PHASES", "CheckpointError", "Evaluator", "TrainOutcome", "TrainSession", "TrainingError",
+__all__ = ["PHASES", "CheckpointError", "EvaluationOutcome", "Evaluator", "TrainOutcome", "TrainSession", "TrainingError",
            "change_phase", "close_session", "next_phase", "open_session", "rollback", "run_training", "save"]

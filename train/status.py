@@ -35,6 +35,8 @@ class TrainStatus:
     sessions: int
     architecture: str
     resolution: int
+    best_iteration: int | None  # the best held-out result so far (from periodic evaluations)
+    flag: str | None  # e.g. the overtraining warning of the latest evaluation, None when clear
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -76,6 +78,8 @@ def training_status(model_dir: Path) -> TrainStatus:
             dst_loss=_mean(losses[recent, 1]) if losses.size else None,
             trend_per_decade=None if verdict.trend is None else verdict.trend.relative_slope,
             plateaued=verdict.plateaued, advice=verdict.advice, rollbacks=rollbacks, sessions=sessions,
-            architecture=config.archi, resolution=config.resolution)
+            architecture=config.archi, resolution=config.resolution,
+            best_iteration=int(history.meta("best_iteration")) if history.meta("best_iteration") else None,
+            flag=history.meta("flag") or None)
     finally:
         history.close()

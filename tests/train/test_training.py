@@ -144,3 +144,31 @@ def test_auto_phases_moves_from_rw_to_lrd_on_a_plateau(tmp_path, training_facese
     assert moves and moves[0][2].startswith("lrd:")
     status = training_status(tmp_path / "model")
     assert status.phase == "lrd"
+
+
+class _ScriptedEvaluator:
+    """A periodic evaluator whose verdicts are fixed in advance (the loop is what is under test)."""
+
+    name = "scripted"
+    every = 4
+
+    def __call__(self, session, iteration):
+        from train.loop import EvaluationOutcome
+
+        flag = "held-out quality worsening" if iteration >= 8 else None
+        return EvaluationOutcome(summary=f"checked {iteration}", best_iteration=4, flag=flag)
+
+
+def test_evaluators_keep_the_best_checkpoint_and_record_their_flag(tmp_path, training_facesets):
+    src, dst = training_facesets
+    session = open_session(tmp_path / "model", dict(TINY_OPTIONS, save_every=2, backups_kept=1), src, dst)
+    try:
+        run_training(session, max_iterations=10, evaluators=(_ScriptedEvaluator(),))
+    finally:
+        close_session(session)
+    assert set(list_checkpoints(tmp_path / "model")) == {10, 4}  # the best one survives rotation
+    status = training_status(tmp_path / "model")
+    assert status.best_iteration == 4 and status.flag == "held-out quality worsening"
+    with ModelHistory(tmp_path / "model", read_only=True) as history:
+        assert [e[0] for e in history.events("flag")] == [8]
+        assert len(history.events("evaluation")) == 2
