@@ -1,4 +1,4 @@
-"""The facesmith command line: a thin Typer layer over the curate and train libraries."""
+"""The facesmith command line: a thin Typer layer over the curate, train and merge libraries."""
 
 from __future__ import annotations
 
@@ -121,11 +121,12 @@ def sql(
 
 
 def _register_commands() -> None:
-    from facesmith import cmd_dfl, cmd_report, cmd_select, cmd_train
+    from facesmith import cmd_dfl, cmd_merge, cmd_report, cmd_select, cmd_train
 
     for module in (cmd_report, cmd_select, cmd_dfl):
         module.register(curate_app)
     cmd_train.register(app)
+    cmd_merge.register(app)
 
 
 _register_commands()

@@ -21,7 +21,13 @@ from facesmith.console import (
     progress,
     wants_progress,
 )
-from facesmith.render import OutputFormat, render_rows, render_summary, stdout_console, to_json
+from facesmith.render import (
+    OutputFormat,
+    render_rows,
+    render_summary,
+    stdout_console,
+    to_json,
+)
 
 
 def register(curate_app: typer.Typer) -> None:

@@ -6,70 +6,25 @@ type, default, range and help live in exactly one place.
 
 from __future__ import annotations
 
-import inspect
 import os
 import signal
-import typing
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
 
 from curate.errors import FacesmithError
 from facesmith.console import FormatOption, fail, warn
+from facesmith.option_flags import with_option_flags
 from facesmith.render import OutputFormat, render_rows, render_summary, stdout_console
-from train.config import OptionSpec, load_toml, option_specs
+from train.config import load_toml, option_specs
 
 train_app = typer.Typer(
     help="Train SAEHD (TensorFlow) on curated facesets: RW -> LRD -> GAN, with history, previews, "
          "safe checkpoints, plateau advice and collapse rollback.",
     no_args_is_help=True,
 )
-
-_PYTHON_TYPES = {"bool": bool, "int": int, "float": float, "str": str}
-
-
-def _flag(spec: OptionSpec) -> str:
-    return "--" + spec.name.replace("_", "-")
-
-
-def _help(spec: OptionSpec) -> str:
-    parts = [spec.help]
-    if spec.choices:
-        parts.append(f"(one of: {', '.join(spec.choices)})")
-    elif spec.minimum is not None or spec.maximum is not None:
-        low = "" if spec.minimum is None else f"{spec.minimum:g}"
-        high = "" if spec.maximum is None else f"{spec.maximum:g}"
-        parts.append(f"(range {low}..{high})")
-    if spec.default is not None and not spec.phase_default:
-        parts.append(f"(default: {spec.default})")
-    return " ".join(parts)
-
-
-def _option_parameter(spec: OptionSpec) -> inspect.Parameter:
-    # Booleans take a value (--pretrain true) rather than a --x/--no-x pair: the same spelling as in
-    # the TOML file, a way to switch off an option an earlier session switched on, and a help page
-    # that stays readable in an 80-column terminal.
-    python_type = str if spec.type == "bool" else _PYTHON_TYPES[spec.type]
-    panel = "Model structure (fixed when the model is created)" if spec.structural else "Training options"
-    option = typer.Option(_flag(spec), help=_help(spec), rich_help_panel=panel, show_default=False,
-                          metavar="true|false" if spec.type == "bool" else None)
-    return inspect.Parameter(spec.name, inspect.Parameter.KEYWORD_ONLY, default=None,
-                             annotation=Annotated[Optional[python_type], option])
-
-
-def _with_option_flags(function: Callable[..., None]) -> Callable[..., None]:
-    """Give `function` one keyword parameter per declared option (Typer reads the signature)."""
-    signature = inspect.signature(function)
-    # The module's annotations are strings (postponed evaluation): resolve them for Typer.
-    hints = typing.get_type_hints(function, include_extras=True)
-    fixed = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in signature.parameters.values()
-             if p.kind is not inspect.Parameter.VAR_KEYWORD]
-    function.__signature__ = signature.replace(  # type: ignore[attr-defined]
-        parameters=fixed + [_option_parameter(spec) for spec in option_specs()])
-    return function
-
 
 class _StopFlag:
     """Ctrl-C asks the loop to save and stop after the current iteration; a second one aborts."""
@@ -102,7 +57,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(train_app, name="train")
 
     @train_app.command("run")
-    @_with_option_flags
+    @with_option_flags(option_specs(), "Training options", "Model structure (fixed when the model is created)")
     def run(
         model_dir: Annotated[Path, typer.Option("--model-dir", help="Model folder: created on the first run, "
                                                 "resumed from its newest checkpoint afterwards.")],
@@ -114,6 +69,9 @@ def register(app: typer.Typer) -> None:
                                                        "a 'train' table); flags override it.")] = None,
         iterations: Annotated[Optional[int], typer.Option("--iterations", min=1, help="Train this many "
                                                           "iterations in this session, then save and stop.")] = None,
+        check_every: Annotated[int, typer.Option("--check-every", min=0, help="Run a merge check every N "
+                                                 "iterations: merge held-out dst frames, score them, flag "
+                                                 "overtraining and keep the best checkpoint (0: off).")] = 0,
         output: FormatOption = OutputFormat.table,
         **options: Any,
     ) -> None:
@@ -133,8 +91,13 @@ def register(app: typer.Typer) -> None:
                       f"{len(session.src_faces)} src / {len(session.dst_faces)} dst faces, "
                       f"from iteration {session.iteration}", highlight=False)
         try:
+            evaluators = ()
+            if check_every:
+                from merge.checks import MergeChecker
+
+                evaluators = (MergeChecker(session, every=check_every),)
             with _StopFlag() as stop, _iteration_display(output) as show:
-                outcome = run_training(session, max_iterations=iterations,
+                outcome = run_training(session, max_iterations=iterations, evaluators=evaluators,
                                        should_stop=lambda: stop.requested, on_iteration=show)
         except FacesmithError as error:
             fail(error)

@@ -178,3 +178,24 @@ def training_facesets(tmp_path_factory, samples_dir, analyzer) -> tuple[Path, Pa
     from tests.train.conftest import build_training_facesets
 
     return build_training_facesets(tmp_path_factory.mktemp("training"), samples_dir, analyzer)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory, training_facesets) -> Path:
+    """A 64 px model trained for 30 iterations with held-out faces on both sides (read-only for tests)."""
+    from tests.train.conftest import TINY_OPTIONS
+    from train.loop import close_session, open_session, run_training
+
+    model_dir = tmp_path_factory.mktemp("tiny_model") / "model"
+    session = open_session(model_dir, dict(TINY_OPTIONS, validation_share=0.3), *training_facesets)
+    try:
+        run_training(session, max_iterations=30)
+    finally:
+        close_session(session)
+    return model_dir
+
+
+@pytest.fixture(scope="session")
+def dst_frames(training_facesets) -> Path:
+    """The folder of dst photos the dst faceset was scanned from (t1.jpg holds six faces)."""
+    return training_facesets[1].parent.parent / "dst_photos"

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
+from curate import options
 from curate.errors import FacesmithError
+from curate.options import OptionSpec, declare
 
 FACE_TYPES = ("half", "mid_full", "full", "whole_face", "head")
 PHASES = ("rw", "lrd", "gan")
@@ -23,14 +22,6 @@ class ConfigError(FacesmithError):
     """A training option has the wrong type, is out of range, or contradicts the model or phase."""
 
 
-def _option(default: Any, help: str, *, minimum: float | None = None, maximum: float | None = None,
-            choices: tuple[str, ...] | None = None, structural: bool = False, phase_default: bool = False,
-            ) -> Any:
-    metadata = {"help": help, "minimum": minimum, "maximum": maximum, "choices": choices,
-                "structural": structural, "phase_default": phase_default}
-    return field(default=default, metadata=metadata)
-
-
 @dataclass(frozen=True)
 class TrainConfig:
     """The whole training configuration. Structural options are fixed when the model is created.
@@ -40,96 +31,96 @@ class TrainConfig:
     """
 
     # -- structure: fixed at creation, stored in the model, they win on resume -----------------
-    resolution: int = _option(128, "Face size in pixels the network sees and produces. Floored to a "
+    resolution: int = declare(128, "Face size in pixels the network sees and produces. Floored to a "
                               "multiple of 16 (32 with the -d variant).", minimum=64, maximum=640,
                               structural=True)
-    face_type: str = _option("whole_face", "Crop of the face: half, mid_full, full, whole_face or head. "
+    face_type: str = declare("whole_face", "Crop of the face: half, mid_full, full, whole_face or head. "
                              "Training faces are re-cut from the curated crops to this type.",
                              choices=FACE_TYPES, structural=True)
-    archi: str = _option("liae-ud", "Architecture: 'df' (one shared inter, two decoders; more src-like) "
+    archi: str = declare("liae-ud", "Architecture: 'df' (one shared inter, two decoders; more src-like) "
                          "or 'liae' (two inters, one decoder; better with lighting differences), "
                          "optionally '-' and any of u (pixel norm), d (double resolution at the same "
                          "cost), t (deeper encoder), c (x*cos(x) activation).", structural=True)
-    ae_dims: int = _option(256, "Width of the bottleneck: more holds more facial detail, costs memory.",
+    ae_dims: int = declare(256, "Width of the bottleneck: more holds more facial detail, costs memory.",
                            minimum=32, maximum=1024, structural=True)
-    e_dims: int = _option(64, "Encoder base channels (rounded up to even).", minimum=16, maximum=256,
+    e_dims: int = declare(64, "Encoder base channels (rounded up to even).", minimum=16, maximum=256,
                           structural=True)
-    d_dims: int = _option(64, "Decoder base channels (rounded up to even).", minimum=16, maximum=256,
+    d_dims: int = declare(64, "Decoder base channels (rounded up to even).", minimum=16, maximum=256,
                           structural=True)
-    d_mask_dims: int = _option(0, "Mask-decoder base channels; 0 means d_dims // 3 made even.",
+    d_mask_dims: int = declare(0, "Mask-decoder base channels; 0 means d_dims // 3 made even.",
                                minimum=0, maximum=256, structural=True)
     # -- phase ------------------------------------------------------------------------------------
-    phase: str = _option("rw", "Training phase: rw (random warp: learn the faces), lrd (warp off, "
+    phase: str = declare("rw", "Training phase: rw (random warp: learn the faces), lrd (warp off, "
                          "learning-rate dropout: refine detail), gan (adds the GAN: sharpen).",
                          choices=PHASES)
-    random_warp: bool | None = _option(None, "Grid-warp the network inputs so the model learns shapes, "
+    random_warp: bool | None = declare(None, "Grid-warp the network inputs so the model learns shapes, "
                                        "not pixels. Default: on in rw, off otherwise.", phase_default=True)
-    lr_dropout: bool | None = _option(None, "Learning-rate dropout: each step only ~30% of the weights move "
+    lr_dropout: bool | None = declare(None, "Learning-rate dropout: each step only ~30% of the weights move "
                                       "and the rate follows a 500-iteration cosine cycle. Default: on "
                                       "in lrd and gan.", phase_default=True)
-    gan_power: float | None = _option(None, "Weight of the patch-GAN loss on the src reconstruction. "
+    gan_power: float | None = declare(None, "Weight of the patch-GAN loss on the src reconstruction. "
                                       "Default: 0.1 in gan, 0 otherwise.", minimum=0.0, maximum=5.0,
                                       phase_default=True)
-    pretrain: bool = _option(False, "Pretrain on a generic faceset for both sides: forces warp off, flips "
+    pretrain: bool = declare(False, "Pretrain on a generic faceset for both sides: forces warp off, flips "
                              "on, GAN and styles off, uniform yaw on. Turning it off resets the "
                              "iteration count and re-initialises the inter blocks.")
-    target_iter: int = _option(0, "Stop (and save) at this iteration; 0 trains until interrupted.",
+    target_iter: int = declare(0, "Stop (and save) at this iteration; 0 trains until interrupted.",
                                minimum=0)
-    auto_phases: bool = _option(False, "When the loss plateaus, move to the next phase (rw -> lrd -> gan) "
+    auto_phases: bool = declare(False, "When the loss plateaus, move to the next phase (rw -> lrd -> gan) "
                                 "instead of only advising it.")
     # -- losses -----------------------------------------------------------------------------------
-    batch_size: int = _option(8, "Faces per side per iteration.", minimum=1, maximum=256)
-    masked_training: bool = _option(True, "Restrict the loss to the (blurred) face mask so the background "
+    batch_size: int = declare(8, "Faces per side per iteration.", minimum=1, maximum=256)
+    masked_training: bool = declare(True, "Restrict the loss to the (blurred) face mask so the background "
                                     "costs no capacity.")
-    eyes_mouth_prio: bool = _option(False, "Extra L1 term (weight 300) on the eyes and mouth. Can lower the "
+    eyes_mouth_prio: bool = declare(False, "Extra L1 term (weight 300) on the eyes and mouth. Can lower the "
                                     "dst loss while hurting the merge: watch the merge checks.")
-    blur_out_mask: bool = _option(False, "Blur the target background outside the mask.")
-    uniform_yaw: bool = _option(False, "Sample faces evenly across yaw bins, so rare profiles are seen as "
+    blur_out_mask: bool = declare(False, "Blur the target background outside the mask.")
+    uniform_yaw: bool = declare(False, "Sample faces evenly across yaw bins, so rare profiles are seen as "
                                 "often as frontal faces.")
-    true_face_power: float = _option(0.0, "DF only: push the src code towards the dst code with a code "
+    true_face_power: float = declare(0.0, "DF only: push the src code towards the dst code with a code "
                                      "discriminator (typical 0.01).", minimum=0.0, maximum=1.0)
-    face_style_power: float = _option(0.0, "Style loss of the swapped face inside the mask; start at 0.001 "
+    face_style_power: float = declare(0.0, "Style loss of the swapped face inside the mask; start at 0.001 "
                                       "after ~10k iterations.", minimum=0.0, maximum=100.0)
-    bg_style_power: float = _option(0.0, "Style loss of the swapped face's background (typical 2.0).",
+    bg_style_power: float = declare(0.0, "Style loss of the swapped face's background (typical 2.0).",
                                     minimum=0.0, maximum=100.0)
-    gan_patch_size: int = _option(0, "Receptive field of the GAN discriminator; 0 means resolution // 8.",
+    gan_patch_size: int = declare(0, "Receptive field of the GAN discriminator; 0 means resolution // 8.",
                                   minimum=0, maximum=640)
-    gan_dims: int = _option(16, "GAN discriminator base channels.", minimum=4, maximum=512)
+    gan_dims: int = declare(16, "GAN discriminator base channels.", minimum=4, maximum=512)
     # -- optimiser ---------------------------------------------------------------------------------
-    optimizer: str = _option("adabelief", "adabelief (default, SAEHD's) or rmsprop.", choices=OPTIMIZERS)
-    learning_rate: float = _option(5e-5, "Learning rate of every optimiser.", minimum=1e-7, maximum=1e-2)
-    clipgrad: bool = _option(False, "Clip the global gradient norm at 1.0 (steadier, slightly slower).")
-    clipgrad_on_collapse: bool = _option(True, "After a collapse rollback, continue with clipgrad on.")
+    optimizer: str = declare("adabelief", "adabelief (default, SAEHD's) or rmsprop.", choices=OPTIMIZERS)
+    learning_rate: float = declare(5e-5, "Learning rate of every optimiser.", minimum=1e-7, maximum=1e-2)
+    clipgrad: bool = declare(False, "Clip the global gradient norm at 1.0 (steadier, slightly slower).")
+    clipgrad_on_collapse: bool = declare(True, "After a collapse rollback, continue with clipgrad on.")
     # -- augmentation ------------------------------------------------------------------------------
-    random_src_flip: bool = _option(False, "Flip src faces horizontally (40% chance).")
-    random_dst_flip: bool = _option(True, "Flip dst faces horizontally (40% chance).")
-    random_hsv_power: float = _option(0.0, "Hue/saturation/value jitter of the src input (typical 0.05).",
+    random_src_flip: bool = declare(False, "Flip src faces horizontally (40% chance).")
+    random_dst_flip: bool = declare(True, "Flip dst faces horizontally (40% chance).")
+    random_hsv_power: float = declare(0.0, "Hue/saturation/value jitter of the src input (typical 0.05).",
                                       minimum=0.0, maximum=0.3)
-    ct_mode: str = _option("none", "Recolour src samples towards a random dst face: none, rct, lct, mkl, "
+    ct_mode: str = declare("none", "Recolour src samples towards a random dst face: none, rct, lct, mkl, "
                            "idt, sot.", choices=COLOR_TRANSFER_CHOICES)
     # -- data ----------------------------------------------------------------------------------------
-    validation_share: float = _option(0.05, "Share of src faces held out for validation, never trained "
+    validation_share: float = declare(0.05, "Share of src faces held out for validation, never trained "
                                       "on (fixed at creation).", minimum=0.0, maximum=0.5)
-    use_selection: bool = _option(True, "Train on the faces 'curate select' picked, when the faceset has "
+    use_selection: bool = declare(True, "Train on the faces 'curate select' picked, when the faceset has "
                                   "a selection; otherwise on every face.")
-    sampler_workers: int = _option(0, "Threads preparing batches; 0 means one per CPU core.", minimum=0,
+    sampler_workers: int = declare(0, "Threads preparing batches; 0 means one per CPU core.", minimum=0,
                                    maximum=64)
     # -- loop, saving, monitoring --------------------------------------------------------------------
-    seed: int = _option(0, "Seed of weights, sampling, augmentation and dropout (runs repeat exactly).",
+    seed: int = declare(0, "Seed of weights, sampling, augmentation and dropout (runs repeat exactly).",
                         minimum=0)
-    save_every: int = _option(500, "Iterations between checkpoints.", minimum=1)
-    backups_kept: int = _option(5, "Checkpoints kept (newest first); older ones are deleted.", minimum=1,
+    save_every: int = declare(500, "Iterations between checkpoints.", minimum=1)
+    backups_kept: int = declare(5, "Checkpoints kept (newest first); older ones are deleted.", minimum=1,
                                 maximum=100)
-    preview_every: int = _option(500, "Iterations between preview images.", minimum=1)
-    log_every: int = _option(1, "Iterations between history rows (1 = every iteration).", minimum=1)
-    plateau_threshold: float = _option(0.05, "A phase has plateaued when the loss falls by less than this "
+    preview_every: int = declare(500, "Iterations between preview images.", minimum=1)
+    log_every: int = declare(1, "Iterations between history rows (1 = every iteration).", minimum=1)
+    plateau_threshold: float = declare(0.05, "A phase has plateaued when the loss falls by less than this "
                                        "share per tenfold of iterations.", minimum=0.0, maximum=1.0)
-    plateau_min_iterations: int = _option(2000, "Iterations a phase runs before a plateau can be "
+    plateau_min_iterations: int = declare(2000, "Iterations a phase runs before a plateau can be "
                                           "declared.", minimum=0)
-    spike_factor: float = _option(4.0, "A loss above this multiple of its recent level is a collapse.",
+    spike_factor: float = declare(4.0, "A loss above this multiple of its recent level is a collapse.",
                                   minimum=1.5)
-    device: str = _option("auto", "auto (GPU when TensorFlow sees one), cpu or gpu.", choices=DEVICE_CHOICES)
-    mixed_precision: bool = _option(False, "float16 compute with float32 weights (GPU only).")
+    device: str = declare("auto", "auto (GPU when TensorFlow sees one), cpu or gpu.", choices=DEVICE_CHOICES)
+    mixed_precision: bool = declare(False, "float16 compute with float32 weights (GPU only).")
 
     def option_values(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -147,52 +138,9 @@ class TrainConfig:
         return self.archi.split("-")[0]
 
 
-@dataclass(frozen=True)
-class OptionSpec:
-    """One declared option, for help text, validation and `facesmith train options`."""
-
-    name: str
-    type: str
-    default: Any
-    help: str
-    minimum: float | None
-    maximum: float | None
-    choices: tuple[str, ...] | None
-    structural: bool
-    phase_default: bool
-
-    def as_row(self) -> dict[str, Any]:
-        allowed = (", ".join(self.choices) if self.choices
-                   else _range_text(self.minimum, self.maximum))
-        return {"option": self.name, "type": self.type, "default": self.default, "allowed": allowed,
-                "structural": self.structural, "help": self.help}
-
-
-def _range_text(minimum: float | None, maximum: float | None) -> str:
-    if minimum is None and maximum is None:
-        return ""
-    if maximum is None:
-        return f">= {minimum}"
-    return f"{minimum}..{maximum}"
-
-
-def _type_name(annotation: Any) -> str:
-    text = str(annotation)
-    for name in ("bool", "int", "float", "str"):
-        if text.startswith(name):
-            return name
-    raise TypeError(f"unsupported option type {annotation!r}")
-
-
 def option_specs() -> tuple[OptionSpec, ...]:
-    """The declarations of every option, in declaration order."""
-    return tuple(
-        OptionSpec(name=f.name, type=_type_name(f.type), default=f.default, help=f.metadata["help"],
-                   minimum=f.metadata["minimum"], maximum=f.metadata["maximum"],
-                   choices=f.metadata["choices"], structural=f.metadata["structural"],
-                   phase_default=f.metadata["phase_default"])
-        for f in fields(TrainConfig)
-    )
+    """The declarations of every training option, in declaration order."""
+    return options.option_specs(TrainConfig)
 
 
 STRUCTURAL_OPTIONS = tuple(spec.name for spec in option_specs() if spec.structural)
@@ -219,58 +167,9 @@ def _even(value: int) -> int:
     return value + (value % 2)
 
 
-def _coerce(spec: OptionSpec, value: Any) -> Any:
-    """The value converted to the option's type, or a ConfigError naming the option."""
-    if value is None:
-        if spec.phase_default:
-            return None
-        raise ConfigError(f"option {spec.name} needs a value")
-    kind = spec.type
-    try:
-        if kind == "bool":
-            if isinstance(value, bool):
-                return value
-            if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
-                return value.lower() in ("true", "yes", "on", "1")
-            raise ValueError
-        if kind == "int":
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError
-            return int(value)
-        if kind == "float":
-            if isinstance(value, bool):
-                raise ValueError
-            number = float(value)
-            if not math.isfinite(number):
-                raise ValueError
-            return number
-        return str(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"option {spec.name} must be a {kind}, got {value!r}") from None
-
-
-def _check_range(spec: OptionSpec, value: Any) -> None:
-    if value is None:
-        return
-    if spec.choices is not None and value not in spec.choices:
-        raise ConfigError(f"option {spec.name} must be one of {', '.join(spec.choices)}, got {value!r}")
-    if spec.minimum is not None and value < spec.minimum:
-        raise ConfigError(f"option {spec.name} must be >= {spec.minimum}, got {value}")
-    if spec.maximum is not None and value > spec.maximum:
-        raise ConfigError(f"option {spec.name} must be <= {spec.maximum}, got {value}")
-
-
 def load_toml(path: Path) -> dict[str, Any]:
-    """Option values from a TOML file: top-level keys, or the same keys under a [train] table."""
-    try:
-        document = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"cannot read config file {path}: {error}") from error
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"config file {path} is not valid TOML: {error}") from error
-    values = dict(document.get("train", {})) if isinstance(document.get("train"), dict) else {}
-    values.update({k: v for k, v in document.items() if k != "train"})
-    return values
+    """Option values from a TOML file: top-level keys, or the same keys under a [train] table (top level wins)."""
+    return options.load_toml(path, "train", ConfigError, "config file")
 
 
 def _parse_architecture(text: str) -> str:
@@ -298,7 +197,7 @@ def resolve_config(values: dict[str, Any], stored_structure: dict[str, Any] | No
     notes: list[str] = []
     merged: dict[str, Any] = {}
     for name, value in values.items():
-        merged[name] = _coerce(specs[name], value)
+        merged[name] = options.coerce(specs[name], value, ConfigError)
     if stored_structure:
         for name in STRUCTURAL_OPTIONS:
             stored = stored_structure[name]
@@ -318,7 +217,7 @@ def resolve_config(values: dict[str, Any], stored_structure: dict[str, Any] | No
         merged["resolution"] = floored
     config = TrainConfig(**merged)
     for name, spec in specs.items():
-        _check_range(spec, getattr(config, name))
+        options.check_range(spec, getattr(config, name), ConfigError)
     phase = phase_defaults(config.phase)
     filled = {name: phase[name] if getattr(config, name) is None else getattr(config, name)
               for name in phase}
@@ -346,15 +245,5 @@ def structure_of(config: TrainConfig) -> dict[str, Any]:
 
 def config_to_toml(config: TrainConfig) -> str:
     """The config as a TOML document (every option, phase defaults already filled in)."""
-    lines = ["# facesmith SAEHD training options (see 'facesmith train options')", "[train]"]
-    for name, value in config.option_values().items():
-        if value is None:
-            continue
-        if isinstance(value, bool):
-            text = "true" if value else "false"
-        elif isinstance(value, str):
-            text = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        else:
-            text = repr(value)
-        lines.append(f"{name} = {text}")
-    return "\n".join(lines) + "\n"
+    return options.to_toml(config.option_values(), "train",
+                           "facesmith SAEHD training options (see 'facesmith train options')")

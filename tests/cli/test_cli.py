@@ -19,6 +19,7 @@ from curate import __version__
 from facesmith.cli import app
 from tests.cli.helpers import assert_one_line_error, flat, invoke
 
+
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 

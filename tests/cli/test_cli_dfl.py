@@ -15,6 +15,7 @@ from curate.scan import ScanSettings, scan_folder
 from curate.store import FacesetStore
 from tests.cli.helpers import assert_one_line_error, flat, invoke
 
+
 @pytest.mark.parametrize("args", [
     ["curate", "import-dfl"],
     ["curate", "export-dfl"],

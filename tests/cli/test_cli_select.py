@@ -12,8 +12,8 @@ import duckdb
 import pytest
 
 from curate.scan import ScanSettings, scan_folder
-from tests.curate.test_video import write_video
 from tests.cli.helpers import assert_one_line_error, invoke
+from tests.curate.test_video import write_video
 
 # -- extract ---------------------------------------------------------------------------------------
 

@@ -95,3 +95,10 @@ def test_toml_errors_are_config_errors(tmp_path):
         load_toml(bad)
     with pytest.raises(ConfigError, match="cannot read"):
         load_toml(tmp_path / "missing.toml")
+
+
+def test_colour_transfer_choices_match_the_implemented_modes():
+    from train.color_transfer import COLOR_TRANSFER_MODES
+    from train.config import COLOR_TRANSFER_CHOICES
+
+    assert tuple(COLOR_TRANSFER_CHOICES) == tuple(COLOR_TRANSFER_MODES)

@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from train.faceset_data import FaceArrays, crop_to_training, holdout_ids, load_face_arrays, read_curated_faces
+from train.faceset_data import (
+    FaceArrays,
+    crop_to_training,
+    holdout_ids,
+    load_face_arrays,
+    read_curated_faces,
+)
 from train.sampler import (
     BatchStream,
     SamplerSettings,

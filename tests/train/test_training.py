@@ -172,3 +172,11 @@ def test_evaluators_keep_the_best_checkpoint_and_record_their_flag(tmp_path, tra
     with ModelHistory(tmp_path / "model", read_only=True) as history:
         assert [e[0] for e in history.events("flag")] == [8]
         assert len(history.events("evaluation")) == 2
+
+
+def test_target_iter_stops_and_saves_there(tmp_path, training_facesets):
+    _, outcome = _train(tmp_path / "model", training_facesets, 50, target_iter=3)
+    assert outcome.reason == "target-reached" and outcome.iteration == 3
+    assert list_checkpoints(tmp_path / "model")[0] == 3
+    _, again = _train(tmp_path / "model", training_facesets, 50)  # target_iter is remembered
+    assert again.iteration == 3 and again.iterations_run == 0

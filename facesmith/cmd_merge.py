@@ -1,0 +1,123 @@
+"""`facesmith merge run|check|options` and `facesmith verify`: thin commands over the merge library."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from curate.errors import FacesmithError
+from facesmith.console import FormatOption, fail, progress, wants_progress, warn
+from facesmith.option_flags import given, with_option_flags
+from facesmith.render import OutputFormat, render_rows, render_summary, stdout_console
+from merge.settings import load_toml, option_specs
+
+merge_app = typer.Typer(
+    help="Put a trained model's face into frames or a video (labelled as synthetic), and run merge "
+         "checks that score held-out frames and flag overtraining.",
+    no_args_is_help=True,
+)
+
+ModelDirOption = Annotated[Path, typer.Option("--model-dir", help="Model folder written by 'facesmith train run'.")]
+
+
+def _number(value: Any, digits: int = 4) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `merge` command group and `verify` to the root app."""
+    app.add_typer(merge_app, name="merge")
+
+    @merge_app.command("run")
+    @with_option_flags(option_specs(), "Merge options")
+    def run(
+        model_dir: ModelDirOption,
+        frames: Annotated[Path, typer.Option("--frames", help="A folder of frames (sorted by name) or a video file.")],
+        out: Annotated[Path, typer.Option("--out", help="Folder for the merged frames (created; re-runs resume).")],
+        video: Annotated[Optional[Path], typer.Option("--video", help="Also encode the merged frames into this "
+                                                      "video (H.264, labelled in its metadata).")] = None,
+        config: Annotated[Optional[Path], typer.Option("--config", help="TOML file of merge options (top-level "
+                                                       "keys or a 'merge' table); flags override it.")] = None,
+        step: Annotated[Optional[int], typer.Option("--step", help="Use the checkpoint of this iteration "
+                                                    "(default: the newest).")] = None,
+        output: FormatOption = OutputFormat.table,
+        **options: Any,
+    ) -> None:
+        """Merge every face of every frame with the model; frames and video carry the synthetic label."""
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        from merge.runner import merge_frames
+        from merge.settings import resolve_settings
+
+        try:
+            values = load_toml(config) if config is not None else {}
+            values.update(given(options))
+            settings = resolve_settings(values)
+            with progress("merging", wants_progress(output)) as on_progress:
+                summary = merge_frames(model_dir, frames, out, settings, video=video, step=step,
+                                       on_progress=on_progress)
+        except (FacesmithError, OSError) as error:
+            fail(error)
+        warn(summary.warnings, output)
+        render_summary(summary.to_dict(), output, f"merge {frames.name}", [
+            ("frames", f"{summary.frames} ({summary.merged} merged, {summary.skipped} already done, "
+                       f"{summary.without_face} without a face)"),
+            ("faces", str(summary.faces)),
+            ("model iteration", str(summary.model_iteration)),
+            ("time", f"{summary.seconds:.1f} s ({summary.frames_per_second:.2f} frames/s)"),
+            ("frames written to", summary.out_dir),
+            ("video", summary.video or "-"),
+        ])
+
+    @merge_app.command("check")
+    def check(model_dir: ModelDirOption, output: FormatOption = OutputFormat.table) -> None:
+        """Merge the model's held-out dst frames now and score them (stored in merge_checks)."""
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        from merge.checks import check_model
+
+        try:
+            result = check_model(model_dir)
+        except (FacesmithError, OSError) as error:
+            fail(error)
+        render_summary(result.to_dict(), output, f"merge check at {result.iteration}", [
+            ("held-out src loss", f"{_number(result.validation_src_loss)} (training faces "
+                                  f"{_number(result.train_src_loss)}, gap {_number(result.generalisation_gap)})"),
+            ("identity similarity", f"{_number(result.identity_similarity, 3)} (dst before merging "
+                                    f"{_number(result.dst_identity_similarity, 3)})"),
+            ("expression error", _number(result.expression_error, 3)),
+            ("sharpness vs src", _number(result.sharpness_ratio, 2)),
+            ("artefacts", _number(result.artefact_score, 3)),
+            ("frames", str(result.frames)),
+            ("verdict", result.detail),
+            ("contact sheet", str(model_dir / result.contact_sheet) if result.contact_sheet else "-"),
+        ])
+
+    @merge_app.command("options")
+    def options_list(output: FormatOption = OutputFormat.table) -> None:
+        """Every merge option: type, default, allowed values, help."""
+        rows = [spec.as_row() for spec in option_specs()]
+        columns = list(rows[0])
+        render_rows(columns, [[row[c] for c in columns] for row in rows], output, stdout_console(),
+                    title="merge options (set in a TOML file or as --flags)")
+
+    @app.command("verify")
+    def verify(
+        files: Annotated[list[Path], typer.Argument(help="Images or videos to check.")],
+        output: FormatOption = OutputFormat.table,
+    ) -> None:
+        """Say whether files carry facesmith's synthetic label (metadata and/or invisible watermark)."""
+        from merge.provenance import verify_file
+
+        rows = []
+        for path in files:
+            try:
+                result = verify_file(path)
+            except FacesmithError as error:
+                fail(error)
+            rows.append([str(path), result.synthetic, result.summary])
+        render_rows(["file", "synthetic", "evidence"], rows, output, stdout_console())
+        if not any(row[1] for row in rows):
+            raise typer.Exit(2)

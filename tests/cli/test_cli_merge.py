@@ -1,0 +1,66 @@
+"""`facesmith merge run|check|options`, `facesmith verify` and `train run --check-every` on real files."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+
+from tests.cli.helpers import assert_one_line_error, invoke
+from tests.cli.test_cli_train import TINY_FLAGS
+
+
+def test_merge_run_then_verify(tmp_path, tiny_model, dst_frames):
+    out = tmp_path / "merged"
+    result = invoke("merge", "run", "--model-dir", tiny_model, "--frames", dst_frames, "--out", out,
+                    "--color-transfer", "lct", "--erode", "10", "--blur", "20", "--format", "json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["merged"] == summary["frames"] >= 4 and summary["model_iteration"] == 30
+    assert 'color_transfer = "lct"' in (out / "merge_settings.toml").read_text()
+    verified = invoke("verify", out / "t1.png", "--format", "json")
+    assert verified.exit_code == 0, verified.output
+    assert json.loads(verified.stdout)[0]["synthetic"] is True
+
+
+def test_verify_an_ordinary_photo_exits_2(dst_frames):
+    result = invoke("verify", dst_frames / "einstein.png", "--format", "json")
+    assert result.exit_code == 2 and json.loads(result.stdout)[0]["synthetic"] is False
+
+
+def test_verify_a_corrupt_file_is_one_line(tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    assert_one_line_error(invoke("verify", bad))
+
+
+def test_merge_bad_option_is_one_line(tmp_path, tiny_model, dst_frames):
+    result = invoke("merge", "run", "--model-dir", tiny_model, "--frames", dst_frames, "--out", tmp_path / "o",
+                    "--mode", "sideways")
+    assert "mode must be one of" in assert_one_line_error(result)
+
+
+def test_merge_check_table(tiny_model):
+    result = invoke("merge", "check", "--model-dir", tiny_model)
+    assert result.exit_code == 0, result.output
+    assert "held-out src loss" in result.stdout and "identity similarity" in result.stdout
+
+
+def test_merge_options_json():
+    rows = json.loads(invoke("merge", "options", "--format", "json").stdout)
+    assert {"mode", "mask_mode", "erode", "color_transfer"} <= {row["option"] for row in rows}
+
+
+def test_train_with_merge_checks(tmp_path, training_facesets):
+    src, dst = training_facesets
+    model_dir = tmp_path / "model"
+    result = invoke("train", "run", "--model-dir", model_dir, "--src", src, "--dst", dst, "--iterations", "4",
+                    "--check-every", "2", "--validation-share", "0.3", "--format", "json", *TINY_FLAGS)
+    assert result.exit_code == 0, result.output
+    checks = json.loads(invoke("sql", "--db", model_dir / "model.duckdb",
+                               "SELECT iteration, frames FROM merge_checks ORDER BY iteration",
+                               "--format", "json").stdout)
+    assert [row["iteration"] for row in checks] == [2, 4] and all(row["frames"] >= 1 for row in checks)
+    assert cv2.imread(str(model_dir / "merge_checks" / "check_0000004.png")) is not None
+    status = json.loads(invoke("train", "status", "--model-dir", model_dir, "--format", "json").stdout)
+    assert status["best_iteration"] in (2, 4) and status["flag"] is None

@@ -1,0 +1,92 @@
+"""`merge run` on real frames with a really trained (tiny) model: placement, labels, resume, video."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+
+from merge.provenance import verify_file
+from merge.runner import MergeRunError, merge_frames
+from merge.settings import resolve_settings
+
+
+@pytest.fixture(scope="module")
+def merged(tmp_path_factory, tiny_model, dst_frames, analyzer):
+    out = tmp_path_factory.mktemp("merged") / "frames"
+    video = out.parent / "merged.mp4"
+    summary = merge_frames(tiny_model, dst_frames, out, resolve_settings({}), video=video, analyzer=analyzer)
+    return out, video, summary
+
+
+def test_every_frame_and_face_is_merged(merged, dst_frames):
+    out, _, summary = merged
+    inputs = sorted(p.stem for p in dst_frames.iterdir())
+    assert summary.frames == len(inputs) == summary.merged and summary.skipped == 0
+    assert summary.faces >= len(inputs) + 5  # t1.jpg alone holds six faces
+    assert sorted(p.stem for p in out.glob("*.png")) == inputs
+
+
+def test_faces_change_and_the_background_does_not(merged, dst_frames, analyzer):
+    out, _, _ = merged
+    original = cv2.imread(str(dst_frames / "einstein.png"))
+    result = cv2.imread(str(out / "einstein.png"))
+    assert result.shape == original.shape
+    difference = np.abs(result.astype(np.int16) - original.astype(np.int16)).max(axis=2)
+    face = analyzer.locate(original)[0]
+    x1, y1, x2, y2 = (int(v) for v in face.bbox)
+    inside = difference[y1:y2, x1:x2]
+    assert (inside > 12).mean() > 0.2  # the face region was replaced
+    outside = difference.copy()
+    pad = int(0.8 * (x2 - x1))
+    outside[max(0, y1 - pad):y2 + pad, max(0, x1 - pad):x2 + pad] = 0
+    assert (outside > 12).mean() < 0.01  # far from the face only the watermark's faint changes
+
+
+def test_frames_and_video_carry_the_synthetic_label(merged, tiny_model):
+    out, video, summary = merged
+    frame = verify_file(out / "t1.png")
+    assert frame.synthetic and frame.metadata["iteration"] == summary.model_iteration == 30
+    assert frame.watermark.present
+    assert video.is_file() and verify_file(video).synthetic
+    # an ordinary re-encode at JPEG quality 75 strips the metadata; the watermark stays
+    again = out.parent / "reencoded.jpg"
+    cv2.imwrite(str(again), cv2.imread(str(out / "t1.png")), [cv2.IMWRITE_JPEG_QUALITY, 75])
+    reading = verify_file(again)
+    assert reading.synthetic and reading.metadata is None and reading.watermark.present
+
+
+def test_rerun_skips_done_frames_and_new_settings_remerge(merged, tiny_model, dst_frames, analyzer, tmp_path):
+    out, _, _ = merged
+    copy = tmp_path / "frames"
+    shutil.copytree(out, copy)
+    again = merge_frames(tiny_model, dst_frames, copy, resolve_settings({}), analyzer=analyzer)
+    assert again.skipped == again.frames and again.merged == 0
+    changed = merge_frames(tiny_model, dst_frames, copy, resolve_settings({"mode": "seamless"}), analyzer=analyzer)
+    assert changed.merged == changed.frames and any("re-merging" in w for w in changed.warnings)
+    stored = json.loads((copy / "merge_session.json").read_text())
+    assert stored["iteration"] == 30 and "mode = \"seamless\"" in (copy / "merge_settings.toml").read_text()
+
+
+def test_video_input_and_raw_predict(tiny_model, dst_frames, analyzer, tmp_path):
+    frame = cv2.imread(str(dst_frames / "einstein.png"))
+    frame = cv2.resize(frame, (frame.shape[1] // 2 * 2, frame.shape[0] // 2 * 2))
+    source = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(source), cv2.VideoWriter_fourcc(*"MJPG"), 5, (frame.shape[1], frame.shape[0]))
+    for _ in range(3):
+        writer.write(frame)
+    writer.release()
+    summary = merge_frames(tiny_model, source, tmp_path / "out", resolve_settings({"mode": "raw-predict"}),
+                           analyzer=analyzer)
+    per_frame = len(analyzer.locate(frame))
+    assert summary.frames == 3 and summary.faces == 3 * per_frame >= 3
+    predicted = cv2.imread(str(tmp_path / "out" / "clip_000000.png"))
+    assert predicted.shape == (64, 64 * per_frame, 3)  # raw-predict: the predicted faces side by side
+
+
+def test_not_a_model_folder(tmp_path, dst_frames):
+    with pytest.raises(MergeRunError, match="not a model folder"):
+        merge_frames(tmp_path, dst_frames, tmp_path / "out", resolve_settings({}))

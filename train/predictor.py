@@ -1,0 +1,70 @@
+"""A trained model's swap function, loaded from a model folder's newest checkpoint (for merging)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from train.checkpoint import load_checkpoint
+from train.config import TrainConfig, resolve_config
+
+
+@dataclass(frozen=True)
+class SwapResult:
+    """The model's answer for a batch of aligned dst faces, float32 NHWC in 0..1."""
+
+    faces: np.ndarray  # (B, R, R, 3) the src identity in the dst pose and expression
+    face_masks: np.ndarray  # (B, R, R, 1) learned mask of the predicted face
+    dst_masks: np.ndarray  # (B, R, R, 1) learned mask of the dst face
+
+
+class Predictor:
+    """The SAEHD model of a model folder, ready to swap aligned faces."""
+
+    def __init__(self, model_dir: Path, step: int | None = None, model=None, config: TrainConfig | None = None,
+                 iteration: int | None = None):
+        """Load the newest (or `step`) checkpoint; or wrap an in-memory `model` (merge checks in training)."""
+        import tensorflow as tf
+
+        from train.step import model_shape
+
+        self.model_dir = Path(model_dir)
+        if model is None:
+            stored = json.loads((self.model_dir / "model.json").read_text(encoding="utf-8"))
+            config, _ = resolve_config(stored["requested"], stored["structure"])
+            checkpoint = load_checkpoint(self.model_dir, step)
+            from train.model import SAEHDModel
+
+            model = SAEHDModel(model_shape(config), seed=config.seed)
+            for name, variable in model.named_variables().items():
+                variable.assign(checkpoint.arrays[f"model/{name}"])
+            iteration = checkpoint.step
+        self.config = config
+        self.model = model
+        self.iteration = int(iteration or 0)
+        self._swap = tf.function(model.swap, reduce_retracing=True)
+
+    @property
+    def resolution(self) -> int:
+        return self.config.resolution
+
+    @property
+    def face_type(self) -> str:
+        return self.config.face_type
+
+    def swap(self, dst_faces: np.ndarray, batch_size: int = 16) -> SwapResult:
+        """Swap (B, R, R, 3) float32 aligned dst faces, in batches."""
+        import tensorflow as tf
+
+        parts = []
+        for start in range(0, len(dst_faces), batch_size):
+            chunk = tf.constant(np.asarray(dst_faces[start:start + batch_size], dtype=np.float32))
+            parts.append([value.numpy() for value in self._swap(chunk)])
+        if not parts:
+            empty = np.zeros((0, self.resolution, self.resolution, 1), np.float32)
+            return SwapResult(np.zeros((0, self.resolution, self.resolution, 3), np.float32), empty, empty)
+        faces, face_masks, dst_masks = (np.concatenate(column) for column in zip(*parts, strict=True))
+        return SwapResult(faces=faces, face_masks=face_masks, dst_masks=dst_masks)
