@@ -11,7 +11,7 @@ import typer
 
 from curate.errors import FacesmithError
 from facesmith.console import FormatOption, fail, progress, wants_progress, warn
-from facesmith.option_flags import given, with_option_flags
+from facesmith.option_flags import given, render_option_table, with_option_flags
 from facesmith.render import OutputFormat, render_rows, render_summary, stdout_console
 from merge.settings import load_toml, option_specs
 
@@ -98,10 +98,7 @@ def register(app: typer.Typer) -> None:
     @merge_app.command("options")
     def options_list(output: FormatOption = OutputFormat.table) -> None:
         """Every merge option: type, default, allowed values, help."""
-        rows = [spec.as_row() for spec in option_specs()]
-        columns = list(rows[0])
-        render_rows(columns, [[row[c] for c in columns] for row in rows], output, stdout_console(),
-                    title="merge options (set in a TOML file or as --flags)")
+        render_option_table(option_specs(), output, "merge options (set in a TOML file or as --flags)")
 
     @app.command("verify")
     def verify(

@@ -16,8 +16,8 @@ from rich.console import Console
 
 from curate.errors import FacesmithError
 from facesmith.console import FormatOption, fail, warn
-from facesmith.option_flags import with_option_flags
-from facesmith.render import OutputFormat, render_rows, render_summary, stdout_console
+from facesmith.option_flags import render_option_table, with_option_flags
+from facesmith.render import OutputFormat, render_summary
 from train.config import load_toml, option_specs
 
 train_app = typer.Typer(
@@ -71,7 +71,7 @@ def register(app: typer.Typer) -> None:
                                                           "iterations in this session, then save and stop.")] = None,
         check_every: Annotated[int, typer.Option("--check-every", min=0, help="Run a merge check every N "
                                                  "iterations: merge held-out dst frames, score them, flag "
-                                                 "overtraining and keep the best checkpoint (0: off).")] = 0,
+                                                 "overtraining and keep the best checkpoint (0: off).")] = 2000,
         output: FormatOption = OutputFormat.table,
         **options: Any,
     ) -> None:
@@ -93,9 +93,12 @@ def register(app: typer.Typer) -> None:
         try:
             evaluators = ()
             if check_every:
-                from merge.checks import MergeChecker
+                from merge.checks import MergeChecker, MergeCheckError
 
-                evaluators = (MergeChecker(session, every=check_every),)
+                try:
+                    evaluators = (MergeChecker(session, every=check_every),)
+                except MergeCheckError as error:
+                    warn([f"merge checks off: {error}"], output)
             with _StopFlag() as stop, _iteration_display(output) as show:
                 outcome = run_training(session, max_iterations=iterations, evaluators=evaluators,
                                        should_stop=lambda: stop.requested, on_iteration=show)
@@ -154,10 +157,7 @@ def register(app: typer.Typer) -> None:
     @train_app.command("options")
     def options(output: FormatOption = OutputFormat.table) -> None:
         """Every training option: type, default, allowed values, whether it is fixed at creation, help."""
-        rows = [spec.as_row() for spec in option_specs()]
-        columns = list(rows[0])
-        render_rows(columns, [[row[c] for c in columns] for row in rows], output, stdout_console(),
-                    title="SAEHD options (set in a TOML file or as --flags)")
+        render_option_table(option_specs(), output, "SAEHD options (set in a TOML file or as --flags)")
 
 
 def _iteration_display(output: OutputFormat):

@@ -62,3 +62,12 @@ def with_option_flags(specs: Sequence[Any], panel: str, structural_panel: str | 
 def given(flags: dict[str, Any]) -> dict[str, Any]:
     """The flags the user actually passed (Typer hands every undeclared one over as None)."""
     return {name: value for name, value in flags.items() if value is not None}
+
+
+def render_option_table(specs: Sequence[Any], output: Any, title: str) -> None:
+    """`train options` / `merge options`: one row per declared option."""
+    from facesmith.render import render_rows, stdout_console
+
+    rows = [spec.as_row() for spec in specs]
+    columns = list(rows[0])
+    render_rows(columns, [[row[c] for c in columns] for row in rows], output, stdout_console(), title=title)

@@ -34,8 +34,8 @@ log = logging.getLogger(__name__)
 CHECK_DIR = "merge_checks"
 MAX_FRAMES = 8  # held-out dst frames merged per check
 MAX_SHEET_ROWS = 4
-PATIENCE = 3  # checks in a row whose held-out loss rises (with training loss falling) raise the flag
-MIN_RISE = 0.005  # a relative rise below this counts as noise, not a worsening
+PATIENCE = 3  # checks in a row with held-out loss worse than its best (training loss falling) raise the flag
+WORSE_MARGIN = 0.05  # "worse" means this share above the best held-out loss; smaller moves are noise
 
 _TABLE = """CREATE TABLE IF NOT EXISTS merge_checks (
     iteration BIGINT PRIMARY KEY,
@@ -100,28 +100,34 @@ class OvertrainingVerdict:
 
 
 def overtraining_verdict(iterations: list[int], validation_losses: list[float], training_losses: list[float],
-                         patience: int = PATIENCE, min_rise: float = MIN_RISE) -> OvertrainingVerdict:
-    """Flag when held-out loss rose at each of the last `patience`-1 checks while training loss fell.
+                         patience: int = PATIENCE, margin: float = WORSE_MARGIN) -> OvertrainingVerdict:
+    """Flag when the last `patience` checks all scored held-out loss `margin` worse than the best
+    check, while training loss kept falling (lower now than at the best check and at the window's start).
 
-    iterations, validation_losses, training_losses: one entry per check, oldest first. The best
-    iteration is the check with the lowest held-out loss so far.
+    iterations, validation_losses, training_losses: one entry per check, oldest first. Held-out loss
+    is noisy from check to check (a few per cent on small sets), so the rule compares against the
+    best so far rather than asking for a strict rise at every check.
     """
-    finite = [(i, v) for i, v in zip(iterations, validation_losses, strict=True) if math.isfinite(v)]
-    best = min(finite, key=lambda pair: pair[1])[0] if finite else None
-    if len(validation_losses) < patience:
-        return OvertrainingVerdict(False, best, f"{len(validation_losses)} of {patience} checks needed")
-    recent_validation = validation_losses[-patience:]
-    recent_training = training_losses[-patience:]
-    rising = all(later > earlier * (1 + min_rise)
-                 for earlier, later in zip(recent_validation, recent_validation[1:], strict=False))
-    falling = all(later < earlier for earlier, later in zip(recent_training, recent_training[1:], strict=False))
-    if rising and falling:
+    finite = [(index, value) for index, value in enumerate(validation_losses) if math.isfinite(value)]
+    if not finite:
+        return OvertrainingVerdict(False, None, "no held-out loss yet")
+    best_index, best_value = min(finite, key=lambda pair: pair[1])
+    best = iterations[best_index]
+    since_best = len(validation_losses) - 1 - best_index
+    if since_best < patience:
+        return OvertrainingVerdict(False, best, f"best held-out loss {best_value:.4f} at iteration {best}")
+    window = validation_losses[-patience:]
+    worse = all(math.isfinite(v) and v > best_value * (1 + margin) for v in window)
+    training_now, training_at_best = training_losses[-1], training_losses[best_index]
+    falling = training_now < training_at_best and training_now < training_losses[-patience]
+    if worse and falling:
         return OvertrainingVerdict(True, best, (
-            f"overtraining: held-out src loss rose {recent_validation[0]:.4f} -> {recent_validation[-1]:.4f} "
-            f"over the last {patience} checks while training loss fell {recent_training[0]:.4f} -> "
-            f"{recent_training[-1]:.4f}; best so far at iteration {best}"))
-    return OvertrainingVerdict(False, best, f"held-out loss {'rising' if rising else 'not rising'}, training "
-                               f"loss {'falling' if falling else 'not falling'}; best so far at {best}")
+            f"overtraining: held-out src loss has been {min(window) / best_value - 1:.0%} or more above its "
+            f"best ({best_value:.4f} at iteration {best}) for {patience} checks while training loss fell "
+            f"{training_at_best:.4f} -> {training_now:.4f}; best so far at iteration {best}"))
+    return OvertrainingVerdict(False, best, f"held-out loss {'worse than' if worse else 'near'} its best "
+                               f"({best_value:.4f} at iteration {best}), training loss "
+                               f"{'falling' if falling else 'not falling'}")
 
 
 # -- inputs -------------------------------------------------------------------------------------
@@ -209,6 +215,9 @@ class MergeChecker:
         self.validation_dst = load_face_arrays(dst_faces, config.face_type, config.resolution)
         self.frames = [frame for frame in heldout_frames(session.dst_database, session.dst_validation)
                        if frame.frame_path.is_file()]
+        self.frame_images = {frame.face_id: cv2.imread(str(frame.frame_path), cv2.IMREAD_COLOR)
+                             for frame in self.frames}  # read once: every check merges the same frames
+        self.frames = [frame for frame in self.frames if self.frame_images[frame.face_id] is not None]
         if not self.frames:
             raise MergeCheckError(f"none of the held-out dst frames can be read under the dst faceset's "
                                   f"scanned folder ({session.dst_database})")
@@ -254,9 +263,7 @@ class MergeChecker:
         resolution, face_type = predictor.resolution, predictor.face_type
         results = []
         for frame_info in self.frames:
-            frame = cv2.imread(str(frame_info.frame_path), cv2.IMREAD_COLOR)
-            if frame is None:
-                continue
+            frame = self.frame_images[frame_info.face_id]
             frame_to_face = face_transform(frame_info.landmarks68, face_type, resolution)
             dst_face = warp_face(frame, frame_to_face, resolution).astype(np.float32) / 255.0
             swap = predictor.swap(dst_face[None])
@@ -273,7 +280,7 @@ class MergeChecker:
 
     def _identity(self, merged: list[dict[str, Any]]) -> tuple[float, float]:
         crops = [arcface_crop(item["merged"], item["frame"].landmarks5) for item in merged]
-        originals = [arcface_crop(cv2.imread(str(item["frame"].frame_path)), item["frame"].landmarks5)
+        originals = [arcface_crop(self.frame_images[item["frame"].face_id], item["frame"].landmarks5)
                      for item in merged]
         embeddings = self.analyzer.embed(crops + originals)
         similarity = embeddings @ self.src_identity.astype(np.float32)
@@ -314,8 +321,13 @@ class MergeChecker:
         from train.predictor import Predictor
 
         session = self.session
-        predictor = Predictor(session.model_dir, model=session.trainer.model, config=session.config,
-                              iteration=iteration)
+        if getattr(self, "_predictor", None) is None:
+            # One predictor for every check: it wraps the live model, so it sees the current weights,
+            # and its compiled swap is traced once rather than at every check.
+            self._predictor = Predictor(session.model_dir, model=session.trainer.model, config=session.config,
+                                        iteration=iteration)
+        predictor = self._predictor
+        predictor.iteration = iteration
         train_src, validation_src, train_dst, validation_dst = self._losses()
         merged = self._merge_frames(predictor)
         if not merged:

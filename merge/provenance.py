@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -214,7 +215,31 @@ def _verify_video(path: Path, key: int) -> Verification:
         # A stream that changes size mid-way: keep the frames matching the first.
         frames = [frame for frame in frames if frame.shape == frames[0].shape]
     reading = detect_watermark_frames(frames, key)
-    return _verdict(path, None, reading, frames_checked=len(frames))
+    return _verdict(path, _video_metadata(path), reading, frames_checked=len(frames))
+
+
+def _video_metadata(path: Path) -> dict[str, Any] | None:
+    """The facesmith JSON in a video container's `comment` tag, read with the bundled ffmpeg."""
+    import subprocess
+
+    try:
+        import imageio_ffmpeg
+
+        completed = subprocess.run(
+            [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "ffmetadata", "-"],
+            capture_output=True, timeout=60, check=False)
+    except (ImportError, OSError, RuntimeError, subprocess.TimeoutExpired):
+        return None
+    for line in completed.stdout.decode("utf-8", errors="replace").splitlines():
+        if line.startswith("comment="):
+            # ffmetadata escapes '=', ';', '#', '\\' and newlines with a backslash
+            raw = re.sub(r"\\(.)", r"\1", line[len("comment="):])
+            try:
+                record = json.loads(raw)
+            except json.JSONDecodeError:
+                return None
+            return record if isinstance(record, dict) and record.get("generator") == GENERATOR else None
+    return None
 
 
 def _read_metadata(data: bytes) -> dict[str, Any] | None:

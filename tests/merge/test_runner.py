@@ -51,7 +51,8 @@ def test_frames_and_video_carry_the_synthetic_label(merged, tiny_model):
     frame = verify_file(out / "t1.png")
     assert frame.synthetic and frame.metadata["iteration"] == summary.model_iteration == 30
     assert frame.watermark.present
-    assert video.is_file() and verify_file(video).synthetic
+    clip = verify_file(video)
+    assert clip.synthetic and clip.watermark.present and clip.metadata["iteration"] == 30
     # an ordinary re-encode at JPEG quality 75 strips the metadata; the watermark stays
     again = out.parent / "reencoded.jpg"
     cv2.imwrite(str(again), cv2.imread(str(out / "t1.png")), [cv2.IMWRITE_JPEG_QUALITY, 75])
