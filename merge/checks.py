@@ -335,8 +335,7 @@ class MergeChecker:
         identity, dst_identity = self._identity(merged)
         expression = _finite_mean([self._expression_error(item) for item in merged])
         sharpness = _finite_mean([_laplacian_variance(item["merged_face"], item["mask"]) for item in merged])
-        artefacts = float(np.mean([np.mean(((item["predicted"] < 0.02) | (item["predicted"] > 0.98)).any(axis=-1)
-                                           [item["mask"][..., 0] > 0.5]) for item in merged]))
+        artefacts = _finite_mean([_clipped_share(item["predicted"], item["mask"]) for item in merged])
         connection = session.history.connection
         previous = connection.execute("SELECT iteration, validation_src_loss, training_loss FROM merge_checks "
                                       "WHERE iteration < ? ORDER BY iteration", [iteration]).fetchall()
@@ -372,6 +371,15 @@ class MergeChecker:
                    f"identity {result.identity_similarity:.3f}, expression error {result.expression_error:.3f}")
         return EvaluationOutcome(summary=summary, best_iteration=result.best_iteration,
                                  flag=result.detail if result.overtraining else None)
+
+
+def _clipped_share(face: np.ndarray, mask: np.ndarray) -> float:
+    """Share of the face pixels (mask > 0.5) driven to pure black or white in any channel; NaN without any."""
+    inside = mask[..., 0] > 0.5
+    if not inside.any():
+        return float("nan")
+    clipped = ((face < 0.02) | (face > 0.98)).any(axis=-1)
+    return float(clipped[inside].mean())
 
 
 def _finite_mean(values: list[float]) -> float:
