@@ -28,10 +28,14 @@ figcaption{font-size:10px;word-break:break-all}.kept img{outline:3px solid #2f85
 """ % (THUMBNAIL, THUMBNAIL, THUMBNAIL)
 
 
-def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+def html_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A plain HTML table; every header and cell is escaped text."""
     head = "".join(f"<th>{escape(str(h))}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{escape(str(v))}</td>" for v in row) + "</tr>" for row in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
+
+
+_table = html_table
 
 
 class _Thumbnails:
@@ -106,7 +110,7 @@ def write_html_report(report: Report, out: Path, contact_limit: int = 60) -> Pat
             GROUP BY f.face_id ORDER BY worst_score, f.face_id LIMIT ?""", [contact_limit]).fetchall()
     finally:
         connection.close()
-    thumbnails = _Thumbnails(Path(report.database), dict(zip(table.face_ids, table.aligned_paths)))
+    thumbnails = _Thumbnails(Path(report.database), dict(zip(table.face_ids, table.aligned_paths, strict=True)))
 
     sections = [f"<h1>facesmith faceset report</h1><p>{escape(report.database)}</p>"]
     if report.stale:

@@ -1,7 +1,8 @@
-"""Small, dependency-free SVG charts for the HTML report: histogram, heat map, scatter."""
+"""Small, dependency-free SVG charts for the HTML reports: histogram, heat map, scatter, line chart."""
 
 from __future__ import annotations
 
+import math
 from html import escape
 from typing import Sequence
 
@@ -87,7 +88,7 @@ def scatter(points: Sequence[tuple[float, float]], groups: Sequence[str], title:
     names = sorted(set(groups))
     colour = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(names)}
     dots = []
-    for (x, y), group in zip(points, groups):
+    for (x, y), group in zip(points, groups, strict=True):
         px = 20 + (x - x_low) / span_x * (width - 140)
         py = 30 + (1 - (y - y_low) / span_y) * (height - 50)
         dots.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3.5" fill="{colour[group]}" fill-opacity="0.75">'
@@ -98,3 +99,88 @@ def scatter(points: Sequence[tuple[float, float]], groups: Sequence[str], title:
         for i, name in enumerate(names)
     )
     return _frame("".join(dots) + legend, title, width, height)
+
+
+def _tick(value: float) -> str:
+    """Axis label: whole numbers for iteration-sized values, else the short form."""
+    return f"{value:.0f}" if abs(value) >= 100 else _number(value)
+
+
+def line_chart(
+    series: dict[str, tuple[Sequence[float], Sequence[float]]], title: str, *,
+    markers: Sequence[tuple[float, str]] = (), highlight: tuple[float, str] | None = None,
+    x_label: str = "iteration", log_x: bool = False, dots: bool = False, width: int = 640, height: int = 260,
+) -> str:
+    """One line per named (xs, ys) series, with a legend.
+
+    Non-finite ys break a line rather than drop to zero. `markers` are dashed vertical lines at x
+    (their label shows on hover); `highlight` is one solid, labelled vertical line. With `log_x`,
+    x is spaced by log10 and x <= 0 sits at the smallest positive x. `dots` marks every point,
+    for short series where a lone point would otherwise be invisible.
+    """
+    finite_ys = [y for _, ys in series.values() for y in ys if math.isfinite(y)]
+    if not finite_ys:
+        return _frame('<text x="20" y="100" font-size="11">no data</text>', title, width, height)
+    xs_all = [x for xs, _ in series.values() for x in xs] + [x for x, _ in markers]
+    if highlight is not None:
+        xs_all.append(highlight[0])
+    positive = [x for x in xs_all if x > 0]
+    floor = min(positive) if positive else 1.0
+
+    def along(x: float) -> float:
+        return math.log10(max(x, floor)) if log_x else x
+
+    x_low, x_high = min(map(along, xs_all)), max(map(along, xs_all))
+    if x_high == x_low:  # one x (a single check): centre it
+        spread = 0.5 if log_x else max(abs(x_low) * 0.1, 1.0)
+        x_low, x_high = x_low - spread, x_high + spread
+    y_low, y_high = min(finite_ys), max(finite_ys)
+    pad = (y_high - y_low) * 0.05 or abs(y_high) * 0.05 or 1.0
+    y_low, y_high = y_low - pad, y_high + pad
+    left, right, top, bottom = 52, width - 120, 26, height - 30
+
+    def point(x: float, y: float) -> tuple[float, float]:
+        return (left + (along(x) - x_low) / (x_high - x_low) * (right - left),
+                bottom - (y - y_low) / (y_high - y_low) * (bottom - top))
+
+    parts = []
+    for x, label in markers:
+        px = point(x, y_low)[0]
+        parts.append(f'<line x1="{px:.1f}" y1="{top}" x2="{px:.1f}" y2="{bottom}" stroke="#a0aec0" '
+                     f'stroke-dasharray="3,3"><title>{escape(label)}</title></line>')
+    if highlight is not None:
+        px = point(highlight[0], y_low)[0]
+        parts.append(f'<line x1="{px:.1f}" y1="{top}" x2="{px:.1f}" y2="{bottom}" stroke="#2f855a" '
+                     f'stroke-width="2"><title>{escape(highlight[1])}</title></line>'
+                     f'<text x="{px + 3:.1f}" y="{top + 10}" font-size="10" fill="#2f855a">'
+                     f"{escape(highlight[1])}</text>")
+    for index, (name, (xs, ys)) in enumerate(series.items()):
+        colour = PALETTE[index % len(PALETTE)]
+        path, pen_down = [], False
+        for x, y in zip(xs, ys, strict=True):
+            if not math.isfinite(y):
+                pen_down = False
+                continue
+            px, py = point(x, y)
+            path.append(f"{'L' if pen_down else 'M'}{px:.1f},{py:.1f}")
+            pen_down = True
+            if dots:
+                parts.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3" fill="{colour}">'
+                             f"<title>{escape(name)} at {_tick(x)}: {_number(y)}</title></circle>")
+        if path:
+            parts.append(f'<path d="{"".join(path)}" fill="none" stroke="{colour}" stroke-width="1.5">'
+                         f"<title>{escape(name)}</title></path>")
+        parts.append(f'<line x1="{right + 12}" y1="{top + 6 + index * 16}" x2="{right + 28}" '
+                     f'y2="{top + 6 + index * 16}" stroke="{colour}" stroke-width="3"/>'
+                     f'<text x="{right + 32}" y="{top + 10 + index * 16}" font-size="11">{escape(name)}</text>')
+    x_values = [10 ** v for v in (x_low, x_high)] if log_x else [x_low, x_high]
+    parts.append(
+        f'<line x1="{left}" y1="{bottom}" x2="{right}" y2="{bottom}" stroke="#333"/>'
+        f'<line x1="{left}" y1="{top}" x2="{left}" y2="{bottom}" stroke="#333"/>'
+        f'<text x="{left}" y="{bottom + 14}" font-size="10">{_tick(x_values[0])}</text>'
+        f'<text x="{right}" y="{bottom + 14}" font-size="10" text-anchor="end">{_tick(x_values[1])}</text>'
+        f'<text x="{(left + right) / 2:.1f}" y="{bottom + 24}" font-size="10" text-anchor="middle">'
+        f'{escape(x_label)}{" (log scale)" if log_x else ""}</text>'
+        f'<text x="{left - 4}" y="{top + 4}" font-size="10" text-anchor="end">{_number(y_high)}</text>'
+        f'<text x="{left - 4}" y="{bottom}" font-size="10" text-anchor="end">{_number(y_low)}</text>')
+    return _frame("".join(parts), title, width, height)

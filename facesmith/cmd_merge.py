@@ -1,4 +1,4 @@
-"""`facesmith merge run|check|options` and `facesmith verify`: thin commands over the merge library."""
+"""`facesmith merge run|check|report|options` and `facesmith verify`: thin commands over the merge library."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from rich.text import Text
 
 from curate.errors import FacesmithError
 from facesmith.console import FormatOption, fail, progress, wants_progress, warn
@@ -94,6 +95,50 @@ def register(app: typer.Typer) -> None:
             ("verdict", result.detail),
             ("contact sheet", str(model_dir / result.contact_sheet) if result.contact_sheet else "-"),
         ])
+
+    @merge_app.command("report")
+    def report(
+        model_dir: ModelDirOption,
+        html: Annotated[Optional[Path], typer.Option(
+            "--html", help="Also write one self-contained HTML page: loss and held-out charts, every merge "
+                           "check, the newest contact sheets and events.")] = None,
+        output: FormatOption = OutputFormat.table,
+    ) -> None:
+        """Training so far: status, overtraining warning and best iteration, and every merge check."""
+        from merge.report import training_report, write_training_html
+
+        try:
+            built = training_report(model_dir)
+            if html is not None:
+                write_training_html(built, html)
+        except (FacesmithError, OSError) as error:
+            fail(error)
+        if output is OutputFormat.json:
+            render_summary({**built.to_dict(), "html": None if html is None else str(html)}, output, "", [])
+            return
+        if output is OutputFormat.csv:
+            # machine output: the stored merge_checks columns under their own names
+            columns = list(built.checks[0]) if built.checks else ["iteration"]
+            render_rows(columns, [[check[c] for c in columns] for check in built.checks], output, stdout_console())
+            return
+        status, last = built.status, (built.checks[-1] if built.checks else None)
+        render_summary(built.to_dict(), output, f"training report {model_dir}", [
+            ("phase", status["phase"]),
+            ("iteration", str(status["iteration"])),
+            ("ms / iteration", _number(status["ms_per_iteration"], 1)),
+            ("loss src / dst", f"{_number(status['src_loss'])} / {_number(status['dst_loss'])}"),
+            ("best iteration", "-" if built.best_iteration is None else str(built.best_iteration)),
+            ("overtraining", built.warning or "none"),
+            ("last merge check", "none" if last is None else (
+                f"at {last['iteration']}: held-out src loss {_number(last['validation_src_loss'])} (gap "
+                f"{_number(last['generalisation_gap'])}), identity {_number(last['identity_similarity'], 3)}, "
+                f"expression error {_number(last['expression_error'], 3)}, sharpness "
+                f"{_number(last['sharpness_ratio'], 2)}, artefacts {_number(last['artefact_score'], 3)}")),
+            *(("advice", line) for line in built.advice),
+        ])
+        render_rows(*built.check_table(), output, stdout_console(), title="merge checks")
+        if html is not None:
+            stdout_console().print(Text(f"HTML report: {html}"))
 
     @merge_app.command("options")
     def options_list(output: FormatOption = OutputFormat.table) -> None:
