@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import hashlib
 import logging
 import os
@@ -100,6 +101,27 @@ class ScanSummary:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def analyzer_for_faceset(database: Path, device: str | None = None) -> FaceAnalyzer:
+    """The backend (and its models, detector settings) that last scanned the faceset at `database`.
+
+    Later stages use it so faces are found, aligned and embedded exactly as the faceset's were:
+    embeddings of different backends are not comparable.
+    """
+    from curate.faceset import open_faceset
+
+    connection = open_faceset(Path(database))
+    try:
+        row = connection.execute("SELECT settings FROM runs ORDER BY started_at DESC LIMIT 1").fetchone()
+    finally:
+        connection.close()
+    stored = json.loads(row[0]) if row else {}
+    keys = ("backend", "models_dir", "pack", "device", "det_max_side", "det_threshold")
+    settings = ScanSettings(**{key: stored[key] for key in keys if key in stored})
+    if device is not None:
+        settings = replace(settings, device=device)
+    return make_analyzer(settings)
 
 
 def make_analyzer(settings: ScanSettings) -> FaceAnalyzer:

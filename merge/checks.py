@@ -231,9 +231,10 @@ class MergeChecker:
         finite = sharpness[np.isfinite(sharpness)]
         self.src_sharpness = float(np.median(finite)) if finite.size else float("nan")
         if analyzer is None:
-            from curate.backends.embedded import EmbeddedFaceAnalyzer
+            from curate.scan import analyzer_for_faceset
 
-            analyzer = EmbeddedFaceAnalyzer(device="cpu")
+            # The src faceset's own backend: its embeddings are what identity is measured against.
+            analyzer = analyzer_for_faceset(session.src_database)
         self.analyzer = analyzer
         self.settings = resolve_settings({})
         self.folder = session.model_dir / CHECK_DIR

@@ -139,9 +139,7 @@ def merge_frames(model_dir: Path, source: Path, out_dir: Path, settings: MergeSe
         raise MergeRunError(f"{model_dir} is not a model folder: train one with 'facesmith train run'")
     predictor = Predictor(model_dir, step)
     if analyzer is None:
-        from curate.backends.embedded import EmbeddedFaceAnalyzer
-
-        analyzer = EmbeddedFaceAnalyzer(device="auto")
+        analyzer = _analyzer_for_model(model_dir)
     frames, total, fps = _frame_sources(source)
     out_dir.mkdir(parents=True, exist_ok=True)
     fingerprint = _fingerprint(model_dir, predictor.iteration, settings)
@@ -191,6 +189,20 @@ def merge_frames(model_dir: Path, source: Path, out_dir: Path, settings: MergeSe
                            out_dir=str(out_dir), video=str(video) if video else None,
                            model_iteration=predictor.iteration, device=str(analyzer.providers),
                            warnings=warnings)
+
+
+def _analyzer_for_model(model_dir: Path) -> Any:
+    """Detect and align frames with the backend that curated the model's dst faceset (embedded if gone)."""
+    from curate.scan import analyzer_for_faceset
+
+    stored = json.loads((model_dir / "model.json").read_text(encoding="utf-8"))
+    dst = Path(stored.get("dst") or "")
+    if dst.is_file():
+        return analyzer_for_faceset(dst)
+    from curate.backends.embedded import EmbeddedFaceAnalyzer
+
+    log.warning("the model's dst faceset %s is gone: detecting with the embedded backend", dst)
+    return EmbeddedFaceAnalyzer(device="auto")
 
 
 def _version() -> str:

@@ -91,3 +91,11 @@ def test_video_input_and_raw_predict(tiny_model, dst_frames, analyzer, tmp_path)
 def test_not_a_model_folder(tmp_path, dst_frames):
     with pytest.raises(MergeRunError, match="not a model folder"):
         merge_frames(tmp_path, dst_frames, tmp_path / "out", resolve_settings({}))
+
+
+def test_frames_are_read_with_the_backend_that_curated_the_dst_faceset(tiny_model, training_facesets):
+    from curate.scan import analyzer_for_faceset
+    from merge.runner import _analyzer_for_model
+
+    assert type(_analyzer_for_model(tiny_model)) is type(analyzer_for_faceset(training_facesets[1]))
+    assert analyzer_for_faceset(training_facesets[1]).name == "embedded"
