@@ -10,7 +10,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import tomllib
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI
+    import tomli as tomllib
 
 OPTION_TYPES = ("bool", "int", "float", "str")
 TRUE_WORDS = ("true", "yes", "on", "1")

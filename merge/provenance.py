@@ -7,7 +7,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import quoteattr
@@ -71,7 +71,7 @@ class SyntheticLabel:
     @staticmethod
     def now(model: str, iteration: int) -> SyntheticLabel:
         """A label stamped with the current UTC time (to the second)."""
-        return SyntheticLabel(model, iteration, datetime.now(UTC).isoformat(timespec="seconds"))
+        return SyntheticLabel(model, iteration, datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
     def watermark_payload(self) -> bytes:
         """The 4-byte watermark payload for this label (see `merge.watermark.payload_for`)."""

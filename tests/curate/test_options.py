@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
-import tomllib
 
 from curate.options import (
     OptionSpec,
@@ -15,6 +14,7 @@ from curate.options import (
     load_toml,
     option_specs,
     to_toml,
+    tomllib,
 )
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-import tomllib
 
 from curate.errors import FacesmithError
+from curate.options import tomllib
 from merge.settings import (
     MergeSettings,
     MergeSettingsError,

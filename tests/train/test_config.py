@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-import tomllib
 
+from curate.options import tomllib
 from train.config import (
     STRUCTURAL_OPTIONS,
     ConfigError,
