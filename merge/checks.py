@@ -368,6 +368,7 @@ class MergeChecker:
         from train.loop import EvaluationOutcome
 
         result = self.run(iteration)
+        self.last_result = result
         summary = (f"held-out src loss {result.validation_src_loss:.4f} (gap {result.generalisation_gap:+.4f}), "
                    f"identity {result.identity_similarity:.3f}, expression error {result.expression_error:.3f}")
         return EvaluationOutcome(summary=summary, best_iteration=result.best_iteration,
@@ -415,9 +416,16 @@ def check_model(model_dir: Path, analyzer: Any = None) -> MergeCheckResult:
     """An on-demand check of a model folder's newest checkpoint (`facesmith merge check`)."""
     from train.loop import close_session, open_session
 
+    from train.loop import list_checkpoints, record_evaluation, save
+
     session = open_session(Path(model_dir), {})
     try:
-        return MergeChecker(session, analyzer=analyzer).run(session.iteration)
+        checker = MergeChecker(session, analyzer=analyzer)
+        outcome = checker(session, session.iteration)
+        # As in training: the best iteration is remembered (and kept) and a flag is shown by `train status`.
+        record_evaluation(session, checker.name, session.iteration, outcome,
+                          lambda: None if session.iteration in list_checkpoints(session.model_dir) else save(session))
+        return checker.last_result
     finally:
         close_session(session)
 

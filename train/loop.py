@@ -472,7 +472,7 @@ def run_training(session: TrainSession, max_iterations: int | None = None,
                     flush()
                     evaluation = evaluator(session, iteration)
                     if evaluation is not None:
-                        _record_evaluation(session, evaluator.name, iteration, evaluation, checkpoint)
+                        record_evaluation(session, evaluator.name, iteration, evaluation, checkpoint)
     finally:
         stream.close()
         try:
@@ -489,7 +489,7 @@ def run_training(session: TrainSession, max_iterations: int | None = None,
                         plateau=plateau if plateau is not None else plateau_verdict(session))
 
 
-def _record_evaluation(session: TrainSession, name: str, iteration: int, evaluation: EvaluationOutcome,
+def record_evaluation(session: TrainSession, name: str, iteration: int, evaluation: EvaluationOutcome,
                        checkpoint: Callable[[], None]) -> None:
     """Log an evaluator's report; keep the best iteration's checkpoint; record a new flag once."""
     log.info("%s at %d: %s", name, iteration, evaluation.summary)
@@ -523,5 +523,5 @@ def close_session(session: TrainSession) -> None:
     session.history.close()
 
 
-__all__ = ["PHASES", "CheckpointError", "EvaluationOutcome", "Evaluator", "TrainOutcome", "TrainSession", "TrainingError",
+__all__ = ["PHASES", "CheckpointError", "EvaluationOutcome", "Evaluator", "record_evaluation", "TrainOutcome", "TrainSession", "TrainingError",
            "change_phase", "close_session", "next_phase", "open_session", "rollback", "run_training", "save"]
