@@ -414,9 +414,13 @@ def read_checks(model_dir: Path) -> list[dict[str, Any]]:
 
 def check_model(model_dir: Path, analyzer: Any = None) -> MergeCheckResult:
     """An on-demand check of a model folder's newest checkpoint (`facesmith merge check`)."""
-    from train.loop import close_session, open_session
-
-    from train.loop import list_checkpoints, record_evaluation, save
+    from train.loop import (
+        close_session,
+        list_checkpoints,
+        open_session,
+        record_evaluation,
+        save,
+    )
 
     session = open_session(Path(model_dir), {})
     try:
