@@ -85,16 +85,19 @@ class ParamLayer(tf.Module):
             setattr(self, attribute, tf.Variable(value, name=f"{self.path}/{attribute}", trainable=True))
 
 
-class Conv2D(ParamLayer):
-    """2-D convolution, NHWC, kernel (k, k, in, out) glorot-uniform, zero bias (out,)."""
+class _Convolution(ParamLayer):
+    """What Conv2D and Conv2DTranspose share: validated sizes, glorot-uniform kernel, zero bias (out,).
+
+    Subclasses say only how their kernel is laid out (`_kernel_channels`).
+    """
 
     def __init__(
         self,
         in_ch: int,
         out_ch: int,
         kernel_size: int,
-        strides: int = 1,
-        padding: str = "SAME",
+        strides: int,
+        padding: str,
         *,
         seed: int,
         name: str,
@@ -105,16 +108,26 @@ class Conv2D(ParamLayer):
         self.padding = _check_padding(padding)
         self._make_variables(seed)
 
+    def _kernel_channels(self) -> tuple[int, int]:
+        """The (third, fourth) kernel dimensions."""
+        raise NotImplementedError
+
     def initial_values(self, seed: int) -> dict[str, tf.Tensor]:
         k = self.kernel_size
-        kernel = glorot_uniform(
-            (k, k, self.in_ch, self.out_ch),
-            k * k * self.in_ch,
-            k * k * self.out_ch,
-            seed,
-            f"{self.path}/kernel",
-        )
+        first, second = self._kernel_channels()
+        kernel = glorot_uniform((k, k, first, second), k * k * first, k * k * second, seed, f"{self.path}/kernel")
         return {"kernel": kernel, "bias": tf.zeros((self.out_ch,), tf.float32)}
+
+
+class Conv2D(_Convolution):
+    """2-D convolution, NHWC, kernel (k, k, in, out) glorot-uniform, zero bias (out,)."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, strides: int = 1, padding: str = "SAME", *,
+                 seed: int, name: str) -> None:
+        super().__init__(in_ch, out_ch, kernel_size, strides, padding, seed=seed, name=name)
+
+    def _kernel_channels(self) -> tuple[int, int]:
+        return self.in_ch, self.out_ch
 
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
         """x: (B, H, W, in_ch), float32 or float16 -> (B, H', W', out_ch) in the dtype of x.
@@ -125,36 +138,15 @@ class Conv2D(ParamLayer):
         return tf.nn.bias_add(y, tf.cast(self.bias, x.dtype))
 
 
-class Conv2DTranspose(ParamLayer):
+class Conv2DTranspose(_Convolution):
     """Transposed 2-D convolution, NHWC, kernel (k, k, out, in) glorot-uniform, zero bias (out,)."""
 
-    def __init__(
-        self,
-        in_ch: int,
-        out_ch: int,
-        kernel_size: int,
-        strides: int = 2,
-        padding: str = "SAME",
-        *,
-        seed: int,
-        name: str,
-    ) -> None:
-        _check_channels(in_ch=in_ch, out_ch=out_ch, kernel_size=kernel_size, strides=strides)
-        super().__init__(name)
-        self.in_ch, self.out_ch, self.kernel_size, self.strides = in_ch, out_ch, kernel_size, strides
-        self.padding = _check_padding(padding)
-        self._make_variables(seed)
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, strides: int = 2, padding: str = "SAME", *,
+                 seed: int, name: str) -> None:
+        super().__init__(in_ch, out_ch, kernel_size, strides, padding, seed=seed, name=name)
 
-    def initial_values(self, seed: int) -> dict[str, tf.Tensor]:
-        k = self.kernel_size
-        kernel = glorot_uniform(
-            (k, k, self.out_ch, self.in_ch),
-            k * k * self.out_ch,
-            k * k * self.in_ch,
-            seed,
-            f"{self.path}/kernel",
-        )
-        return {"kernel": kernel, "bias": tf.zeros((self.out_ch,), tf.float32)}
+    def _kernel_channels(self) -> tuple[int, int]:
+        return self.out_ch, self.in_ch
 
     def __call__(self, x: tf.Tensor, output_hw: tuple[int, int] | None = None) -> tf.Tensor:
         """x: (B, H, W, in_ch) -> (B, H', W', out_ch), in the dtype of x.
