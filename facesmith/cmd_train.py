@@ -16,7 +16,7 @@ from rich.console import Console
 
 from curate.errors import FacesmithError
 from facesmith.console import FormatOption, fail, warn
-from facesmith.option_flags import render_option_table, with_option_flags
+from facesmith.option_flags import given, render_option_table, with_option_flags
 from facesmith.render import OutputFormat, render_summary
 from train.config import load_toml, option_specs
 
@@ -48,7 +48,7 @@ class _StopFlag:
 
 def _options_from(config_file: Optional[Path], flags: dict[str, Any]) -> dict[str, Any]:
     values = load_toml(config_file) if config_file is not None else {}
-    values.update({name: value for name, value in flags.items() if value is not None})
+    values.update(given(flags))
     return values
 
 
