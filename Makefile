@@ -15,7 +15,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[$(ORT_EXTRA),test]"
+	$(PY) -m pip install --quiet -e ".[$(ORT_EXTRA),test,ray]"
 	touch $@
 
 samples: install
@@ -53,6 +53,7 @@ bench: samples
 	$(PY) tools/bench_dedup.py
 	$(PY) tools/bench_train.py
 	$(PY) tools/bench_merge.py
+	$(PY) tools/bench_ray.py
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

@@ -13,7 +13,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Protocol, Sequence
 
 import cv2
 import numpy as np
@@ -98,6 +98,7 @@ class ScanSummary:
     backend: str
     device: str
     providers: list[str] = field(default_factory=list)
+    engine: str = "local"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -124,12 +125,17 @@ def analyzer_for_faceset(database: Path, device: str | None = None) -> FaceAnaly
     return make_analyzer(settings)
 
 
-def make_analyzer(settings: ScanSettings) -> FaceAnalyzer:
-    """The backend a scan asked for; insightface needs a user-supplied model folder."""
+def make_analyzer(settings: ScanSettings, threads: int | None = None) -> FaceAnalyzer:
+    """The backend a scan asked for; insightface needs a user-supplied model folder.
+
+    threads: the embedder's CPU threads (None: onnxruntime's default, one per core); engines that
+    run several analysers side by side give each its share.
+    """
     if settings.backend == "embedded":
         from curate.backends.embedded import EmbeddedFaceAnalyzer
 
-        return EmbeddedFaceAnalyzer(settings.device, settings.det_max_side, settings.det_threshold)
+        return EmbeddedFaceAnalyzer(settings.device, settings.det_max_side, settings.det_threshold,
+                                    threads=threads)
     from curate.backends.insightface_pack import DEFAULT_MODELS_DIR, InsightFacePack
 
     # ScanSettings admits only these two backends.
@@ -183,8 +189,13 @@ class _ImagePreparer:
 
     def __call__(self, entry: FileEntry) -> _PreparedImage:
         previous = self.known.get(entry.rel_path)
-        result = read_image(entry, self.settings.max_pixels, previous.content_hash if previous else None)
-        unchanged = bool(previous and result.content_hash and previous.content_hash == result.content_hash)
+        result, unchanged = decode_entry(entry, previous.content_hash if previous else None,
+                                         self.settings.max_pixels)
+        return self.analyse(entry, result, unchanged)
+
+    def analyse(self, entry: FileEntry, result: IngestResult, unchanged: bool) -> _PreparedImage:
+        """Locate and measure the faces of one decoded file (nothing to do for rejects and
+        unchanged files)."""
         if unchanged or result.decoded is None:
             return _PreparedImage(entry, _without_pixels(result), unchanged, [], [], [])
         image = result.decoded.image_bgr
@@ -242,6 +253,12 @@ class _ImagePreparer:
         return record, check_rows(face_id, scores, face_size)
 
 
+def decode_entry(entry: FileEntry, known_hash: str | None, max_pixels: int) -> tuple[IngestResult, bool]:
+    """Read and decode one file; the flag says its bytes equal the stored row's (`known_hash`)."""
+    result = read_image(entry, max_pixels, known_hash)
+    return result, bool(known_hash and result.content_hash == known_hash)
+
+
 def _without_pixels(result: IngestResult) -> IngestResult:
     """The ingest result minus its decoded pixels, which can be large and are no longer needed."""
     if result.decoded is None:
@@ -268,6 +285,127 @@ def _in_order(
         yield future.result()
 
 
+@dataclass(frozen=True)
+class BatchRecords:
+    """The rows one batch of prepared images adds to the faceset."""
+
+    images: list[ImageRecord]
+    faces: list[FaceRecord]
+    checks: list[tuple]
+    touched: list[tuple[str, int]]  # (image_id, new mtime_ns) of files whose bytes did not change
+
+
+def assemble_batch(batch: list[_PreparedImage], analyzer: FaceAnalyzer, run_id: str) -> BatchRecords:
+    """Embed the batch's faces in one call and turn each prepared image into its rows."""
+    crops = [crop for prepared in batch for crop in prepared.embedding_crops]
+    embeddings = iter(analyzer.embed(crops)) if crops else iter(())
+    records = BatchRecords([], [], [], [])
+    for prepared in batch:
+        entry, result = prepared.entry, prepared.result
+        image_id = image_id_for(entry.rel_path)
+        if prepared.unchanged:
+            records.touched.append((image_id, entry.mtime_ns))
+            continue
+        row = dict(
+            image_id=image_id, path=entry.rel_path,
+            content_hash=result.content_hash, bytes=result.size, mtime_ns=entry.mtime_ns,
+            width=None, height=None, format=None, mode=None, status="rejected",
+            reject_reason=None, face_count=0, run_id=run_id,
+        )
+        if result.decoded is None:
+            row["reject_reason"] = result.rejection.reason if result.rejection else "decode-error"
+        else:
+            decoded = result.decoded
+            row.update(width=decoded.width, height=decoded.height, format=decoded.format,
+                       mode=decoded.mode, status="ok", face_count=len(prepared.faces))
+            records.faces.extend(replace(face, embedding=[float(v) for v in next(embeddings)])
+                                 for face in prepared.faces)
+            records.checks.extend(prepared.checks)
+        records.images.append(ImageRecord(**row))
+    return records
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """What an engine reports for one batch it has committed to the faceset."""
+
+    files: int  # entries of the to-do list this batch covered
+    images_ok: int
+    faces: int
+    rejected_by_reason: dict[str, int]
+    touched: int  # files whose bytes did not change (only their mtime was updated)
+    faces_by_image: dict[str, list[str]]  # image_id -> face_ids, of every image (re)written
+    providers: tuple[str, ...]  # onnxruntime providers the analyser used
+
+    @classmethod
+    def of(cls, records: BatchRecords, providers: Sequence[str]) -> "BatchOutcome":
+        faces_by_image: dict[str, list[str]] = {image.image_id: [] for image in records.images}
+        for face in records.faces:
+            faces_by_image[face.image_id].append(face.face_id)
+        reasons = Counter(image.reject_reason for image in records.images if image.status == "rejected")
+        return cls(
+            files=len(records.images) + len(records.touched),
+            images_ok=sum(image.status == "ok" for image in records.images),
+            faces=len(records.faces),
+            rejected_by_reason=dict(reasons),
+            touched=len(records.touched),
+            faces_by_image=faces_by_image,
+            providers=tuple(providers),
+        )
+
+
+@dataclass(frozen=True)
+class ScanJob:
+    """What an engine needs to analyse and commit the files of one run."""
+
+    settings: ScanSettings
+    store: FacesetStore
+    known: dict[str, FileState]  # rows already in the faceset, by relative path
+    aligned_dir: Path
+    database: Path
+    run_id: str
+    analyzer: FaceAnalyzer | None  # the driver's analyser; engines that fan out build their own
+
+    @property
+    def database_dir(self) -> Path:
+        """Aligned paths are stored relative to it."""
+        return self.database.parent
+
+
+class ScanEngine(Protocol):
+    """Runs the per-file work of a scan and commits it batch by batch (each batch in one
+    transaction, so a killed scan resumes); yields what each committed batch held."""
+
+    name: str
+
+    def run(self, job: ScanJob, todo: list[FileEntry]) -> Iterator[BatchOutcome]: ...
+
+
+class LocalEngine:
+    """Threads on this machine: decode and per-face work in a pool, the embedder batched in the
+    calling thread, rows written straight to the faceset."""
+
+    name = "local"
+
+    def run(self, job: ScanJob, todo: list[FileEntry]) -> Iterator[BatchOutcome]:
+        analyzer = job.analyzer
+        assert analyzer is not None  # scan_folder builds one whenever there is work
+        preparer = _ImagePreparer(job.settings, analyzer, job.known, job.aligned_dir, job.database_dir)
+        batch_size = job.settings.batch_size
+        with ThreadPoolExecutor(job.settings.workers, thread_name_prefix="scan") as pool:
+            stream = _in_order(pool, preparer, todo, batch_size * 2)
+            while batch := [item for _, item in zip(range(batch_size), stream)]:
+                records = assemble_batch(batch, analyzer, job.run_id)
+                write_records(job.store, records)
+                yield BatchOutcome.of(records, analyzer.providers)
+
+
+def write_records(store: FacesetStore, records: BatchRecords) -> None:
+    for image_id, mtime_ns in records.touched:
+        store.touch(image_id, mtime_ns)
+    store.write_batch(records.images, records.faces, records.checks)
+
+
 def scan_folder(
     root: Path,
     database: Path,
@@ -275,15 +413,18 @@ def scan_folder(
     analyzer: FaceAnalyzer | None = None,
     aligned_dir: Path | None = None,
     on_progress: ProgressCallback | None = None,
+    engine: ScanEngine | None = None,
 ) -> ScanSummary:
     """Scan every file under `root` into the faceset at `database`; returns the run's summary.
 
     Only files that are new or changed since the last scan (size or mtime differ) are read, so a
     re-scan is cheap and a scan killed at any point resumes where it stopped: each batch of
     images and their faces is committed in one transaction, and crops are written atomically
-    before their rows, so a killed batch is simply done again.
+    before their rows, so a killed batch is simply done again. `engine` runs the per-file work
+    (default: `LocalEngine`, threads on this machine; `curate.ray_engine.RayEngine` fans it out).
     """
     started = time.perf_counter()
+    engine = engine or LocalEngine()
     root = Path(root)
     if not root.is_dir():
         raise FacesmithError(f"not a folder: {root}")
@@ -317,28 +458,25 @@ def scan_folder(
         store.start_run(
             run_id, source_root, backend, providers, settings.device,
             [asdict(model) for model in analyzer.models] if analyzer else [],
-            asdict(settings), __version__,
+            {**asdict(settings), "engine": engine.name}, __version__,
         )
-        preparer = _ImagePreparer(settings, analyzer, known, aligned_dir, database.parent) if analyzer else None
+        job = ScanJob(settings, store, known, aligned_dir, database, run_id, analyzer)
+        known_ids = {state.image_id for state in known.values()}
         counts: Counter[str] = Counter()
         reasons: Counter[str] = Counter()
-        done = 0
         if on_progress:
             on_progress(0, len(todo))
-        with ThreadPoolExecutor(settings.workers, thread_name_prefix="scan") as pool:
-            stream = _in_order(pool, preparer, todo, settings.batch_size * 2) if todo else iter(())
-            while True:
-                batch = [item for _, item in zip(range(settings.batch_size), stream)]
-                if not batch:
-                    break
-                _store_batch(batch, known, store, analyzer, run_id, counts, reasons)
-                for prepared in batch:  # a re-analysed image may have fewer faces than before
-                    if prepared.entry.rel_path in known and not prepared.unchanged:
-                        _remove_crops(aligned_dir, image_id_for(prepared.entry.rel_path),
-                                      keep={face.face_id for face in prepared.faces})
-                done += len(batch)
-                if on_progress:
-                    on_progress(done, len(todo))
+        for outcome in engine.run(job, todo) if todo else ():
+            counts.update(ok=outcome.images_ok, faces=outcome.faces, touched=outcome.touched,
+                          files=outcome.files, rejected=sum(outcome.rejected_by_reason.values()))
+            reasons.update(outcome.rejected_by_reason)
+            providers.extend(p for p in outcome.providers if p not in providers)
+            for image_id, face_ids in outcome.faces_by_image.items():
+                # A re-analysed image may have fewer faces than before.
+                if image_id in known_ids:
+                    _remove_crops(aligned_dir, image_id, keep=set(face_ids))
+            if on_progress:
+                on_progress(counts["files"], len(todo))
         seconds = time.perf_counter() - started
         summary = ScanSummary(
             run_id=run_id,
@@ -357,6 +495,7 @@ def scan_folder(
             backend=backend,
             device=settings.device,
             providers=providers,
+            engine=engine.name,
         )
         store.finish_run(run_id, summary.to_dict())
     return summary
@@ -367,48 +506,3 @@ def _remove_crops(aligned_dir: Path, image_id: str, keep: set[str]) -> None:
     for crop in aligned_dir.glob(f"{image_id}_*.jpg"):
         if crop.stem not in keep:
             crop.unlink(missing_ok=True)
-
-
-def _store_batch(
-    batch: list[_PreparedImage],
-    known: dict[str, FileState],
-    store: FacesetStore,
-    analyzer: FaceAnalyzer,
-    run_id: str,
-    counts: Counter[str],
-    reasons: Counter[str],
-) -> None:
-    """Embed the batch's faces in one call and commit its images, faces and checks together."""
-    crops = [crop for prepared in batch for crop in prepared.embedding_crops]
-    embeddings = iter(analyzer.embed(crops)) if crops else iter(())
-    images: list[ImageRecord] = []
-    faces: list[FaceRecord] = []
-    checks: list[tuple] = []
-    for prepared in batch:
-        entry, result = prepared.entry, prepared.result
-        if prepared.unchanged:
-            store.touch(known[entry.rel_path].image_id, entry.mtime_ns)
-            counts["touched"] += 1
-            continue
-        row = dict(
-            image_id=image_id_for(entry.rel_path), path=entry.rel_path,
-            content_hash=result.content_hash, bytes=result.size, mtime_ns=entry.mtime_ns,
-            width=None, height=None, format=None, mode=None, status="rejected",
-            reject_reason=None, face_count=0, run_id=run_id,
-        )
-        if result.decoded is None:
-            reason = result.rejection.reason if result.rejection else "decode-error"
-            row["reject_reason"] = reason
-            reasons[reason] += 1
-            counts["rejected"] += 1
-        else:
-            decoded = result.decoded
-            row.update(width=decoded.width, height=decoded.height, format=decoded.format,
-                       mode=decoded.mode, status="ok", face_count=len(prepared.faces))
-            counts["ok"] += 1
-            counts["faces"] += len(prepared.faces)
-            faces.extend(replace(face, embedding=[float(v) for v in next(embeddings)])
-                         for face in prepared.faces)
-            checks.extend(prepared.checks)
-        images.append(ImageRecord(**row))
-    store.write_batch(images, faces, checks)

@@ -31,6 +31,7 @@ FACE_COLUMNS = (
     "lighting_lr, lighting_tb, color_cast, phash, embedding, face_type, resolution, image_to_face, "
     "aligned_path"
 )
+CHECK_COLUMNS = "face_id, measure, raw_value, score, bad_low, ok_low, ok_high, bad_high, verdict"
 # The dfl_faces columns in the order of curate.dfl.DflFaceRow.to_row().
 DFL_FACE_COLUMNS = (
     "image_id, face_type, source_filename, source_rect, source_landmarks, aligned_landmarks, "
@@ -318,9 +319,12 @@ class FacesetStore:
         )
 
     def finish_run(self, run_id: str, summary: dict[str, Any]) -> None:
+        """Mark the run done; the summary's providers (those the analysers really used, which
+        engines with remote workers only learn while running) replace the ones given at start."""
         self.connection.execute(
-            "UPDATE runs SET status = 'done', finished_at = ?, summary = ? WHERE run_id = ?",
-            [_now(), json.dumps(summary), run_id],
+            "UPDATE runs SET status = 'done', finished_at = ?, summary = ?, "
+            "providers = coalesce(?, providers) WHERE run_id = ?",
+            [_now(), json.dumps(summary), summary.get("providers") or None, run_id],
         )
 
     # -- images and faces ------------------------------------------------------------------
@@ -366,7 +370,31 @@ class FacesetStore:
                 connection.execute("DELETE FROM images WHERE list_contains(?, image_id)", [ids])
                 _insert_rows(connection, f"images ({IMAGE_COLUMNS})", [i.to_row() for i in images])
             _insert_rows(connection, f"faces ({FACE_COLUMNS})", [face.to_row() for face in faces])
-            _insert_rows(connection, "face_checks", list(checks))
+            _insert_rows(connection, f"face_checks ({CHECK_COLUMNS})", list(checks))
+
+    def load_shard(self, shard: Any, touched: Sequence[tuple[str, int]] = ()) -> None:
+        """Load a Parquet shard (`curate.shards.Shard`) the way `write_batch` writes rows: its
+        images replace theirs, with their faces and checks, and `touched` (image_id, mtime_ns)
+        pairs get their new mtime, all in one transaction. DuckDB reads the files itself."""
+        images, faces, checks = (str(path) for path in shard.files())
+        with self._transaction("load a Parquet shard into") as connection:
+            for image_id, mtime_ns in touched:
+                connection.execute("UPDATE images SET mtime_ns = ? WHERE image_id = ?", [mtime_ns, image_id])
+            ids = [row[0] for row in connection.execute(
+                "SELECT image_id FROM read_parquet(?)", [images]).fetchall()]
+            if ids:
+                connection.execute(
+                    "DELETE FROM face_checks WHERE face_id IN "
+                    "(SELECT face_id FROM faces WHERE list_contains(?, image_id))", [ids]
+                )
+                connection.execute("DELETE FROM faces WHERE list_contains(?, image_id)", [ids])
+                connection.execute("DELETE FROM images WHERE list_contains(?, image_id)", [ids])
+            connection.execute(f"INSERT INTO images ({IMAGE_COLUMNS}) SELECT {IMAGE_COLUMNS} "
+                               "FROM read_parquet(?)", [images])
+            connection.execute(f"INSERT INTO faces ({FACE_COLUMNS}) SELECT {FACE_COLUMNS} "
+                               "FROM read_parquet(?)", [faces])
+            connection.execute(f"INSERT INTO face_checks ({CHECK_COLUMNS}) SELECT {CHECK_COLUMNS} "
+                               "FROM read_parquet(?)", [checks])
 
     def write_dfl_faces(self, rows: Sequence[tuple]) -> None:
         """Replace the dfl_faces rows of these images (rows as DflFaceRow.to_row()) in one transaction."""

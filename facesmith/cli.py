@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import enum
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -40,6 +41,11 @@ curate_app = typer.Typer(
 )
 app.add_typer(curate_app, name="curate")
 
+
+class ScanEngineName(str, enum.Enum):
+    local = "local"
+    ray = "ray"
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"facesmith {__version__}")
@@ -71,7 +77,22 @@ def scan(
     resolution: ResolutionOption = 256,
     aligned: AlignedOption = None,
     batch_size: Annotated[int, typer.Option(help="Images per inference batch and per transaction.")] = 16,
-    workers: Annotated[int, typer.Option(help="Decoding threads.")] = 2,
+    workers: Annotated[int, typer.Option(help="Decoding threads (local engine).")] = 2,
+    engine: Annotated[ScanEngineName, typer.Option(
+        help="local: threads on this machine. ray: Ray Data workers and an actor pool (one actor per "
+             "GPU), for hundreds of thousands of frames or several machines; needs the 'ray' extra.",
+    )] = ScanEngineName.local,
+    address: Annotated[Optional[str], typer.Option(
+        help="Ray cluster to join, e.g. auto (the cluster this machine belongs to) or ray://HOST:10001; "
+             "default: a private local instance for this scan.", show_default=False,
+    )] = None,
+    ray_cpus: Annotated[Optional[int], typer.Option(
+        help="CPUs of the private local Ray instance (default: every core).", min=1, show_default=False,
+    )] = None,
+    keep_shards: Annotated[bool, typer.Option(
+        "--keep-shards", help="Keep the Parquet shards the Ray engine loads (in <db>_shards/<run>/); by default each "
+             "is deleted once it is in the faceset.",
+    )] = False,
     output: FormatOption = OutputFormat.table,
 ) -> None:
     """Analyse every image under SOURCE into the faceset: only new or changed files are read."""
@@ -83,8 +104,12 @@ def scan(
             models_dir=str(models) if models else None, pack=pack, device=device,
             batch_size=batch_size, workers=workers,
         )
+        scan_engine = None
+        if engine is ScanEngineName.ray:
+            scan_engine = ray_engine(address, ray_cpus, keep_shards)
         with progress("scanning", wants_progress(output)) as on_progress:
-            summary = scan_folder(source, db, settings, aligned_dir=aligned, on_progress=on_progress)
+            summary = scan_folder(source, db, settings, aligned_dir=aligned, on_progress=on_progress,
+                                  engine=scan_engine)
     except (FacesmithError, OSError) as error:  # OSError: e.g. --db or --aligned under a file
         fail(error)
     rows = [
@@ -97,11 +122,24 @@ def scan(
         *([("removed (gone from the folder)", str(summary.images_removed))] if summary.images_removed else []),
         ("faces found", str(summary.faces)),
         ("time", f"{summary.seconds:.1f} s ({summary.images_per_second:.1f} images/s)"),
-        ("backend", summary.backend),
+        ("backend / engine", f"{summary.backend} / {summary.engine}"),
         ("device / providers", f"{summary.device} / {', '.join(summary.providers) or '-'}"),
         ("database", summary.database),
     ]
     render_summary(summary.to_dict(), output, f"scan {summary.run_id}", rows)
+
+
+def ray_engine(address: str | None, cpus: int | None, keep_shards: bool):
+    """The Ray engine, or a clear error naming the extra to install."""
+    try:
+        import pyarrow  # noqa: F401
+        import ray  # noqa: F401
+    except ImportError as error:
+        raise FacesmithError(f"--engine ray needs Ray Data ({error.name} is not installed): "
+                             "pip install 'facesmith[ray]'") from error
+    from curate.ray_engine import RayEngine
+
+    return RayEngine(address=address, num_cpus=cpus, keep_shards=keep_shards)
 
 
 @app.command("sql")

@@ -1,0 +1,176 @@
+"""The Ray scan engine: same rows as the local engine, on a real local Ray instance (2 CPUs, loopback)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pytest
+
+from curate.errors import FacesmithError
+from curate.scan import ScanSettings, scan_folder
+from tests.curate.conftest import load_bgr
+
+ray = pytest.importorskip("ray", reason="the ray extra is not installed")
+
+from curate.ray_engine import RayEngine, _start_ray, plan_resources  # noqa: E402
+
+SETTINGS = ScanSettings(resolution=128, batch_size=4)
+
+
+def rows(database: Path, sql: str) -> list[tuple]:
+    with duckdb.connect(str(database), read_only=True) as connection:
+        return connection.execute(sql).fetchall()
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One private Ray instance for the module: 2 CPUs on 127.0.0.1, as CI has."""
+    if ray.is_initialized():
+        ray.shutdown()
+    _start_ray(None, 2)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture()
+def mixed_folder(tmp_path, obama_paths, biden_path, t1_path) -> Path:
+    """Real faces (one person, another, a group of six) beside the hostile corpus."""
+    from tests.hostile_corpus import build_hostile_corpus
+
+    folder = tmp_path / "photos"
+    build_hostile_corpus(folder / "hostile", good_image=load_bgr(obama_paths[0]))
+    for path in (*obama_paths, biden_path, t1_path):
+        shutil.copy(path, folder / path.name)
+    yield folder
+    for path in folder.rglob("*"):  # the corpus holds an unreadable file
+        if not path.is_symlink():
+            path.chmod(0o755 if path.is_dir() else 0o644)
+
+
+def test_plan_puts_one_actor_on_each_gpu():
+    plan = plan_resources(cpus=32, gpus=4, device="auto")
+    assert (plan.actors, plan.actor_gpus, plan.device) == (4, 1.0, "cuda")
+    assert plan.actors * plan.actor_cpus + plan.decode_cpus <= 32
+
+
+def test_plan_without_gpus_leaves_cpu_for_decoding():
+    plan = plan_resources(cpus=2, gpus=0, device="auto")
+    assert (plan.actors, plan.actor_gpus, plan.device, plan.analyzer_threads) == (2, 0.0, "cpu", 1)
+    # Every actor placed, some CPU must be left, or no decode task could ever be scheduled.
+    assert 2 - plan.actors * plan.actor_cpus >= plan.decode_cpus > 0
+    assert plan_resources(cpus=8, gpus=2, device="cpu").device == "cpu"
+
+
+def test_plan_refuses_what_the_cluster_cannot_do():
+    with pytest.raises(FacesmithError, match="no GPUs"):
+        plan_resources(cpus=4, gpus=0, device="cuda")
+    with pytest.raises(FacesmithError, match="at least 1"):
+        plan_resources(cpus=0, gpus=0, device="auto")
+
+
+def test_ray_engine_writes_the_rows_the_local_engine_writes(local_ray, mixed_folder, tmp_path, analyzer):
+    local_db = tmp_path / "local" / "faceset.duckdb"
+    ray_db = tmp_path / "ray" / "faceset.duckdb"
+    local = scan_folder(mixed_folder, local_db, SETTINGS, analyzer=analyzer)
+    on_ray = scan_folder(mixed_folder, ray_db, SETTINGS, analyzer=analyzer, engine=RayEngine(keep_shards=True))
+
+    assert on_ray.engine == "ray" and local.engine == "local"
+    assert on_ray.faces == local.faces >= 9  # three Obama photos, Biden, six in t1 (minus none)
+    assert on_ray.rejected_by_reason == local.rejected_by_reason and len(local.rejected_by_reason) >= 8
+    assert (on_ray.images_ok, on_ray.images_rejected) == (local.images_ok, local.images_rejected)
+
+    image_sql = "SELECT * EXCLUDE (run_id) FROM images ORDER BY image_id"
+    assert rows(ray_db, image_sql) == rows(local_db, image_sql)
+    check_sql = "SELECT * FROM face_checks ORDER BY face_id, measure"
+    assert rows(ray_db, check_sql) == rows(local_db, check_sql)
+    face_sql = "SELECT * EXCLUDE (embedding) FROM faces ORDER BY face_id"
+    assert rows(ray_db, face_sql) == rows(local_db, face_sql)
+    embeddings = [np.array([row[0] for row in rows(db, "SELECT embedding FROM faces ORDER BY face_id")])
+                  for db in (local_db, ray_db)]
+    # Same model and crops; batches may group faces differently, which moves the last float bits.
+    np.testing.assert_allclose(embeddings[1], embeddings[0], atol=1e-5)
+
+    for (path,) in rows(local_db, "SELECT aligned_path FROM faces"):
+        assert (ray_db.parent / path).read_bytes() == (local_db.parent / path).read_bytes()
+    settings, providers = rows(ray_db, "SELECT settings, providers FROM runs")[0]
+    assert json.loads(settings)["engine"] == "ray" and "CPUExecutionProvider" in providers
+
+    # The kept shards are plain Parquet that DuckDB reads: together they hold every row.
+    shards = ray_db.parent / "faceset_shards" / on_ray.run_id
+    with duckdb.connect() as connection:
+        counted = {table: connection.execute(
+            f"SELECT count(*) FROM read_parquet('{shards}/*.{table}.parquet')").fetchone()[0]
+            for table in ("images", "faces", "face_checks")}
+    assert counted == {"images": local.images_processed, "faces": local.faces,
+                       "face_checks": len(rows(local_db, check_sql))}
+
+
+def test_ray_engine_rescans_incrementally_and_cleans_up(local_ray, tmp_path, obama_paths, t1_path, analyzer):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for path in (*obama_paths, t1_path):
+        shutil.copy(path, folder / path.name)
+    database = tmp_path / "db" / "faceset.duckdb"
+    engine = RayEngine()
+    first = scan_folder(folder, database, SETTINGS, analyzer=analyzer, engine=engine)
+    assert first.images_ok == 4 and first.faces == 9
+    assert not (database.parent / "faceset_shards").exists()  # every shard loaded, then deleted
+
+    again = scan_folder(folder, database, SETTINGS, analyzer=analyzer, engine=engine)
+    assert again.images_processed == 0 and again.images_unchanged == 4
+
+    touched = folder / obama_paths[0].name
+    later = time.time() + 5
+    os.utime(touched, (later, later))  # same bytes, new mtime: only the mtime is stored
+    shutil.copy(t1_path, folder / obama_paths[1].name)  # changed bytes: analysed again
+    third = scan_folder(folder, database, SETTINGS, analyzer=analyzer, engine=engine)
+    assert (third.images_unchanged, third.images_processed) == (3, 1)
+    assert rows(database, f"SELECT face_count FROM images WHERE path = '{obama_paths[1].name}'") == [(6,)]
+    assert rows(database, f"SELECT mtime_ns FROM images WHERE path = '{touched.name}'") == [
+        (touched.stat().st_mtime_ns,)]
+    assert rows(database, "SELECT count(*) FROM faces")[0][0] == 1 + 6 + 1 + 6
+
+
+def test_cli_scan_with_the_ray_engine(local_ray, tmp_path, obama_paths):
+    from typer.testing import CliRunner
+
+    from facesmith.cli import app
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for path in obama_paths:
+        shutil.copy(path, folder / path.name)
+    database = tmp_path / "faceset.duckdb"
+    result = CliRunner().invoke(app, ["curate", "scan", str(folder), "--db", str(database), "--engine", "ray",
+                                      "--resolution", "128", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["engine"] == "ray" and summary["images_ok"] == 3 and summary["faces"] == 3
+
+
+def test_local_scan_never_imports_ray(tmp_path, obama_paths):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(obama_paths[0], folder / "one.jpg")
+    script = (
+        "import sys\n"
+        "from facesmith.cli import app\n"
+        f"args = ['curate', 'scan', {str(folder)!r}, '--db', {str(tmp_path / 'f.duckdb')!r}, '--format', 'json']\n"
+        "try:\n"
+        "    app(args, prog_name='facesmith')\n"
+        "except SystemExit as stop:\n"
+        "    assert stop.code in (0, None), stop.code\n"
+        "print('RAY', [name for name in ('ray', 'pyarrow') if name in sys.modules])\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                               check=False)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip().splitlines()[-1] == "RAY []"
