@@ -73,22 +73,25 @@ class RayPlan:
 def plan_resources(cpus: float, gpus: float, device: str, actors: int | None = None) -> RayPlan:
     """The actor pool for a cluster with `cpus` and `gpus` (pure, so it is tested directly).
 
-    One actor per GPU when there are GPUs (and the scan did not ask for the CPU). Without GPUs,
-    one single-threaded actor per CPU, each reserving 3/4 of its core: the decode tasks take the
-    quarters left, because a pool that reserved every core would leave decoding no CPU to be
-    scheduled on, and analysis (detector, landmarks, embedder) costs several times what decoding
-    does.
+    With GPUs (and the scan not asking for the CPU): one actor per GPU, or `actors` sharing them
+    (a GPU actor still does landmarks, alignment and quality on its CPU, so a fast GPU may want two
+    or more); each actor gets an equal share of the CPUs left after one for decoding.
+    Without GPUs: one single-threaded actor per CPU, each reserving 3/4 of its core, so the decode
+    tasks fit in the quarters left. Reserving whole cores would leave decoding no CPU to be
+    scheduled on, and analysis costs several times what decoding does.
     """
     if cpus < 1:
         raise FacesmithError(f"the Ray cluster offers {cpus:g} CPUs; a scan needs at least 1")
+    if actors is not None and actors < 1:
+        raise FacesmithError(f"the actor pool needs at least 1 actor, got {actors}")
     if gpus >= 1 and device != "cpu":
         count = actors or int(gpus)
-        per_actor_cpus = max(1.0, min(4.0, (cpus - 1) / count))
-        return RayPlan(count, per_actor_cpus, 1.0, 1.0, None, "cuda")
+        actor_cpus = min(4.0, (cpus - 1.0) / count) if cpus >= 2 else (cpus * 0.75) / count
+        return RayPlan(count, actor_cpus, min(1.0, int(gpus) / count), min(1.0, cpus * 0.25), None, "cuda")
     if device == "cuda":
         raise FacesmithError("--device cuda: the Ray cluster has no GPUs")
     count = actors or max(1, int(cpus))
-    return RayPlan(count, 0.75, 0.0, 0.25, 1, "cpu")
+    return RayPlan(count, 0.75 * min(1.0, cpus / count), 0.0, 0.25, 1, "cpu")
 
 
 class RayEngine:

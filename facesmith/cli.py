@@ -89,6 +89,10 @@ def scan(
     ray_cpus: Annotated[Optional[int], typer.Option(
         help="CPUs of the private local Ray instance (default: every core).", min=1, show_default=False,
     )] = None,
+    ray_actors: Annotated[Optional[int], typer.Option(
+        help="Face-analysis actors (default: one per GPU, or one per CPU without GPUs); more actors "
+             "than GPUs share them.", min=1, show_default=False,
+    )] = None,
     keep_shards: Annotated[bool, typer.Option(
         "--keep-shards", help="Keep the Parquet shards the Ray engine loads (in <db>_shards/<run>/); by default each "
              "is deleted once it is in the faceset.",
@@ -106,7 +110,7 @@ def scan(
         )
         scan_engine = None
         if engine is ScanEngineName.ray:
-            scan_engine = ray_engine(address, ray_cpus, keep_shards)
+            scan_engine = ray_engine(address, ray_cpus, ray_actors, keep_shards)
         with progress("scanning", wants_progress(output)) as on_progress:
             summary = scan_folder(source, db, settings, aligned_dir=aligned, on_progress=on_progress,
                                   engine=scan_engine)
@@ -129,7 +133,7 @@ def scan(
     render_summary(summary.to_dict(), output, f"scan {summary.run_id}", rows)
 
 
-def ray_engine(address: str | None, cpus: int | None, keep_shards: bool):
+def ray_engine(address: str | None, cpus: int | None, actors: int | None, keep_shards: bool):
     """The Ray engine, or a clear error naming the extra to install."""
     try:
         import pyarrow  # noqa: F401
@@ -139,7 +143,7 @@ def ray_engine(address: str | None, cpus: int | None, keep_shards: bool):
                              "pip install 'facesmith[ray]'") from error
     from curate.ray_engine import RayEngine
 
-    return RayEngine(address=address, num_cpus=cpus, keep_shards=keep_shards)
+    return RayEngine(address=address, num_cpus=cpus, actors=actors, keep_shards=keep_shards)
 
 
 @app.command("sql")

@@ -55,10 +55,12 @@ def mixed_folder(tmp_path, obama_paths, biden_path, t1_path) -> Path:
             path.chmod(0o755 if path.is_dir() else 0o644)
 
 
-def test_plan_puts_one_actor_on_each_gpu():
-    plan = plan_resources(cpus=32, gpus=4, device="auto")
-    assert (plan.actors, plan.actor_gpus, plan.device) == (4, 1.0, "cuda")
-    assert plan.actors * plan.actor_cpus + plan.decode_cpus <= 32
+@pytest.mark.parametrize("cpus, gpus, actors", [(32, 4, None), (4, 4, None), (16, 1, 3), (2, 1, None)])
+def test_plan_puts_actors_on_gpus_and_leaves_cpu_for_decoding(cpus, gpus, actors):
+    plan = plan_resources(cpus=cpus, gpus=gpus, device="auto", actors=actors)
+    assert plan.actors == (actors or gpus) and plan.device == "cuda"
+    assert plan.actors * plan.actor_gpus <= gpus  # several actors may share a GPU, never oversubscribe
+    assert cpus - plan.actors * plan.actor_cpus >= plan.decode_cpus > 0
 
 
 def test_plan_without_gpus_leaves_cpu_for_decoding():
@@ -67,6 +69,8 @@ def test_plan_without_gpus_leaves_cpu_for_decoding():
     # Every actor placed, some CPU must be left, or no decode task could ever be scheduled.
     assert 2 - plan.actors * plan.actor_cpus >= plan.decode_cpus > 0
     assert plan_resources(cpus=8, gpus=2, device="cpu").device == "cpu"
+    crowded = plan_resources(cpus=2, gpus=0, device="auto", actors=4)
+    assert 2 - crowded.actors * crowded.actor_cpus >= crowded.decode_cpus
 
 
 def test_plan_refuses_what_the_cluster_cannot_do():
@@ -74,6 +78,8 @@ def test_plan_refuses_what_the_cluster_cannot_do():
         plan_resources(cpus=4, gpus=0, device="cuda")
     with pytest.raises(FacesmithError, match="at least 1"):
         plan_resources(cpus=0, gpus=0, device="auto")
+    with pytest.raises(FacesmithError, match="at least 1 actor"):
+        plan_resources(cpus=4, gpus=0, device="auto", actors=0)
 
 
 def test_ray_engine_writes_the_rows_the_local_engine_writes(local_ray, mixed_folder, tmp_path, analyzer):
