@@ -16,6 +16,7 @@ PHASES = ("rw", "lrd", "gan")
 OPTIMIZERS = ("adabelief", "rmsprop")
 COLOR_TRANSFER_CHOICES = ("none", "rct", "lct", "mkl", "idt", "sot")
 DEVICE_CHOICES = ("auto", "cpu", "gpu")
+STRATEGY_CHOICES = ("default", "mirrored", "multiworker")
 
 
 class ConfigError(FacesmithError):
@@ -121,6 +122,14 @@ class TrainConfig:
                                   minimum=1.5)
     device: str = declare("auto", "auto (GPU when TensorFlow sees one), cpu or gpu.", choices=DEVICE_CHOICES)
     mixed_precision: bool = declare(False, "float16 compute with float32 weights (GPU only).")
+    strategy: str = declare("default", "Devices sharing each step. default: one device. mirrored: every GPU "
+                            "of this machine (on a CPU-only machine its logical CPU devices, normally one): "
+                            "use it with several GPUs. multiworker: the GPUs of several machines, the "
+                            "cluster taken from the TF_CONFIG variable; start the same command on every "
+                            "machine, only the chief (task 0) writes the model folder. batch_size is the "
+                            "global batch: each replica trains batch_size / replicas faces per side, so it "
+                            "must divide evenly. Applies to this session only; checkpoints load with any "
+                            "strategy.", choices=STRATEGY_CHOICES)
 
     def option_values(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -233,6 +242,11 @@ def resolve_config(values: dict[str, Any], stored_structure: dict[str, Any] | No
     if config.true_face_power > 0 and config.architecture_kind != "df":
         raise ConfigError("true_face_power works only with the df architectures (SAEHD's code "
                           "discriminator reads DF's shared inter code)")
+    if config.strategy == "multiworker" and config.auto_phases:
+        # Each non-chief worker keeps its own scratch history, so only the chief could see a plateau;
+        # a phase change on one worker alone would leave the others waiting in a different step.
+        raise ConfigError("auto_phases does not work with strategy multiworker: set --auto-phases false "
+                          "and change the phase by restarting every worker with --phase")
     if config.mixed_precision and config.device == "cpu":
         raise ConfigError("mixed_precision needs a GPU: drop it or use --device gpu/auto on a GPU machine")
     return config, notes

@@ -1,11 +1,20 @@
-"""Choose where TensorFlow trains (GPU when it sees one, else CPU) and describe the choice."""
+"""Choose where TensorFlow trains (GPU when it sees one, else CPU; one device or several) and describe it."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, replace
+from typing import Any
 
 from train.config import ConfigError
+from train.distribute import (
+    ONE_PROCESS,
+    WorkerRole,
+    describe_strategy,
+    make_strategy,
+    worker_role,
+)
 
 log = logging.getLogger(__name__)
 
@@ -19,10 +28,28 @@ class TrainDevice:
     description: str
     compute_dtype: str  # "float32" | "float16"
     gpu_count: int
+    strategy: Any = None  # tf.distribute.Strategy, None for one device
+    replicas: int = 1  # devices sharing each step (across every worker)
+    role: WorkerRole = ONE_PROCESS
 
 
-def select_device(requested: str = "auto", mixed_precision: bool = False) -> TrainDevice:
-    """The device for `requested` ("auto", "cpu", "gpu"); a clear error when a GPU is asked and absent."""
+def select_device(requested: str = "auto", mixed_precision: bool = False,
+                  strategy: str = "default") -> TrainDevice:
+    """The device for `requested` ("auto", "cpu", "gpu") and the `strategy` option's replicas on it.
+
+    A clear error when a GPU is asked and absent. mirrored spreads over every GPU, or over every
+    logical CPU device when training on the CPU.
+    """
+    device = _select_single(requested, mixed_precision)
+    if strategy == "default":
+        return device
+    role = worker_role(os.environ.get("TF_CONFIG") if strategy == "multiworker" else None)
+    built = make_strategy(strategy, device.kind)
+    return replace(device, strategy=built, replicas=built.num_replicas_in_sync, role=role,
+                   description=f"{device.description}; {describe_strategy(built, role)}")
+
+
+def _select_single(requested: str, mixed_precision: bool) -> TrainDevice:
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")

@@ -11,12 +11,16 @@ import dataclasses
 import json
 import logging
 import math
+import shutil
+import tempfile
 import time
+import zlib
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -39,6 +43,7 @@ from train.config import (
     structure_of,
 )
 from train.device import TrainDevice, select_device
+from train.distribute import WorkerRole, check_batch_split, workers_agree
 from train.faceset_data import (
     CuratedFace,
     FaceArrays,
@@ -59,6 +64,9 @@ TENSORBOARD_DIR = "tensorboard"
 HISTORY_FLUSH_EVERY = 100
 RECENT_WINDOW = 200  # iterations of loss the collapse check compares against
 MAX_ROLLBACKS_IN_A_ROW = 3
+# Options that describe this run's machines rather than the model: model.json never carries them over
+# (a later one-process command such as `merge check` must not try to join a multi-worker cluster).
+SESSION_OPTIONS = ("strategy",)
 
 
 class TrainingError(FacesmithError):
@@ -104,6 +112,7 @@ class TrainSession:
     src_database: Path | None = None
     dst_database: Path | None = None
     best_iteration: int | None = None
+    scratch: bool = False  # a non-chief worker's temporary model_dir, deleted by close_session
 
     def sampler_settings(self) -> SamplerSettings:
         config = self.config
@@ -143,8 +152,9 @@ def _read_model_file(model_dir: Path) -> dict[str, Any] | None:
 
 
 def _write_model_file(session: TrainSession) -> None:
+    requested = {name: value for name, value in session.requested.items() if name not in SESSION_OPTIONS}
     document = {"src": str(session.src_database), "dst": str(session.dst_database),
-                "requested": session.requested, "structure": structure_of(session.config)}
+                "requested": requested, "structure": structure_of(session.config)}
     write_atomically(session.model_dir / MODEL_FILE, json.dumps(document, indent=1, sort_keys=True),
                      durable=True)
     write_atomically(session.model_dir / "config.toml", config_to_toml(session.config))
@@ -191,7 +201,15 @@ def open_session(model_dir: Path, options: dict[str, Any], src_database: Path | 
     config, notes = resolve_config(requested, stored["structure"] if stored else None)
     src_database = Path(src_database or stored["src"])
     dst_database = Path(dst_database or stored["dst"])
-    device = select_device(config.device, config.mixed_precision)
+    device = select_device(config.device, config.mixed_precision, config.strategy)
+    check_batch_split(config.batch_size, device.replicas)
+    if device.role.worker_count > 1 and not workers_agree(device.strategy, _lockstep_fingerprint(config)):
+        raise TrainingError("the workers of this cluster resolved different training options: start every "
+                            "worker with the same options (a worker that can read the model folder takes "
+                            "the chief's model.json, one that cannot needs every option given again)")
+    scratch = not device.role.is_chief
+    if scratch:
+        model_dir = _worker_scratch_folder(model_dir, device.role, notes)
     model_dir.mkdir(parents=True, exist_ok=True)
     history = ModelHistory(model_dir)
     try:
@@ -203,7 +221,7 @@ def open_session(model_dir: Path, options: dict[str, Any], src_database: Path | 
         workers = config.sampler_workers or 2
         src_faces = load_face_arrays(src_train, config.face_type, config.resolution, workers)
         dst_faces = load_face_arrays(dst_train, config.face_type, config.resolution, workers)
-        trainer = SAEHDTrainer(config, device.compute_dtype)
+        trainer = SAEHDTrainer(config, device.compute_dtype, device.strategy)
         iteration, salt = 0, 0
         if list_checkpoints(model_dir):
             checkpoint = load_checkpoint(model_dir)
@@ -223,16 +241,41 @@ def open_session(model_dir: Path, options: dict[str, Any], src_database: Path | 
                              "it were dropped")
         elif stored is None:
             notes.append("new model: a pretrained model (--pretrain on a generic faceset) converges faster")
+        if device.role.worker_count > 1:
+            iteration, salt = trainer.adopt_first_replica_state([iteration, salt])
     except BaseException:
         history.close()
+        if scratch:
+            shutil.rmtree(model_dir, ignore_errors=True)
         raise
     session = TrainSession(model_dir=model_dir, config=config, requested=requested, device=device,
                            trainer=trainer, history=history, src_faces=src_faces, dst_faces=dst_faces,
                            src_validation=src_validation, dst_validation=dst_validation, iteration=iteration,
                            salt=salt, notes=notes, src_database=src_database, dst_database=dst_database,
-                           best_iteration=_stored_best(history))
+                           best_iteration=_stored_best(history), scratch=scratch)
     _write_model_file(session)
     return session
+
+
+def _lockstep_fingerprint(config: TrainConfig) -> int:
+    """20 bits of the options every worker must share to build the same networks and steps."""
+    shared = {name: value for name, value in config.option_values().items() if name != "sampler_workers"}
+    return zlib.crc32(json.dumps(shared, sort_keys=True).encode()) & 0xFFFFF
+
+
+def _worker_scratch_folder(model_dir: Path, role: WorkerRole, notes: list[str]) -> Path:
+    """Where a non-chief worker of a multi-worker run writes: a temporary folder of its own.
+
+    Only the chief writes the model folder. The other workers still run the whole loop (each step's
+    collectives need every worker, in lock-step) and so still save checkpoints, previews and history,
+    into a scratch folder deleted when the session closes: the pattern of TensorFlow's multi-worker
+    guide. They read the chief's model.json (same options, same structure) and, once the networks
+    exist, adopt the chief's weights, slots and iteration (`adopt_first_replica_state`).
+    """
+    scratch = Path(tempfile.mkdtemp(prefix=f"facesmith-{model_dir.name}-worker{role.task_index}-"))
+    notes.append(f"worker {role.task_index} of {role.worker_count}: the chief writes {model_dir}; this "
+                 f"worker writes a scratch folder, {scratch}, deleted at the end")
+    return scratch
 
 
 def _stored_best(history: ModelHistory) -> int | None:
@@ -318,15 +361,18 @@ def rollback(session: TrainSession, verdict: CollapseVerdict, depth: int = 0) ->
     checkpoint = load_checkpoint(session.model_dir, steps[min(depth, len(steps) - 1)] if steps else None)
     session.trainer.load_arrays(checkpoint.arrays)
     session.iteration = checkpoint.step
-    session.history.truncate_after(checkpoint.step)
+    if session.device.role.worker_count > 1:  # a scratch folder's checkpoints may differ: the chief's win
+        session.iteration, session.salt = session.trainer.adopt_first_replica_state(
+            [session.iteration, session.salt])
+    session.history.truncate_after(session.iteration)
     session.salt += 1
-    detail = f"{verdict.reason}: {verdict.detail}; rolled back to {checkpoint.step}"
+    detail = f"{verdict.reason}: {verdict.detail}; rolled back to {session.iteration}"
     if session.config.clipgrad_on_collapse and not session.config.clipgrad:
         session.requested = dict(session.requested, clipgrad=True)
         session.config = dataclasses.replace(session.config, clipgrad=True)
         session.trainer.reconfigure(session.config)
         detail += ", clipgrad on"
-    session.history.log_event(checkpoint.step, "rollback", detail)
+    session.history.log_event(session.iteration, "rollback", detail)
     log.warning("collapse at %d (%s); %s", verdict.iteration, verdict.reason, detail)
 
 
@@ -521,7 +567,10 @@ def _read_png(path: Path) -> np.ndarray:
 
 def close_session(session: TrainSession) -> None:
     session.history.close()
+    if session.scratch:
+        shutil.rmtree(session.model_dir, ignore_errors=True)
 
 
-__all__ = ["PHASES", "CheckpointError", "EvaluationOutcome", "Evaluator", "record_evaluation", "TrainOutcome", "TrainSession", "TrainingError",
-           "change_phase", "close_session", "next_phase", "open_session", "rollback", "run_training", "save"]
+__all__ = ["PHASES", "CheckpointError", "EvaluationOutcome", "Evaluator", "TrainOutcome", "TrainSession", "TrainingError",
+           "change_phase", "close_session", "next_phase", "open_session", "record_evaluation", "rollback", "run_training",
+           "save"]

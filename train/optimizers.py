@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -120,34 +121,72 @@ class _MaskedUpdateOptimizer(tf.Module):
         """Optimizer state by stable name, e.g. 'adabelief/m/<variable name>'; insertion-ordered."""
         return dict(self._slots)
 
-    def _direction(self, index: int, gradient: tf.Tensor) -> tf.Tensor:
-        """Update the slots of variable `index` and return its step direction (added after ×lr·mask)."""
+    def _direction(self, index: int, gradient: tf.Tensor, skip: tf.Tensor | None) -> tf.Tensor:
+        """Update the slots of variable `index` and return its step direction (added after ×lr·mask).
+
+        skip: None, or a boolean scalar that, when true, leaves the slots as they are.
+        """
         raise NotImplementedError
 
     def apply_gradients(
-        self, gradients: Sequence[tf.Tensor | None], step: tf.Tensor | int, seed: tf.Tensor | int
+        self,
+        gradients: Sequence[tf.Tensor | None],
+        step: tf.Tensor | int,
+        seed: tf.Tensor | int,
+        skip: tf.Tensor | None = None,
     ) -> None:
         """Apply one update to the variables given at construction, in the same order.
 
         gradients: one tensor per variable (None leaves that variable and its slots untouched).
         step: the integer iteration, which drives the lr cycle and the dropout masks.
         seed: scalar or (2,) integer run seed for the dropout masks.
+        skip: None, or a boolean scalar tensor; when true nothing changes (a float16 step whose gradients
+        are not finite). A flag rather than tf.cond because a cond branch cannot hold a merge_call.
+
+        Inside `strategy.run` of a tf.distribute strategy the gradients must already be averaged over
+        the replicas: every replica then applies the same update to its copy of each weight and slot.
         """
         gradients = list(gradients)
         if len(gradients) != len(self._model_variables):
             raise ValueError(f"got {len(gradients)} gradients for {len(self._model_variables)} variables")
         if self.clip_norm > 0.0:
             gradients, _ = tf.clip_by_global_norm(gradients, self.clip_norm)
-        use_dropout = self.lr_dropout < 1.0
-        learning_rate = learning_rate_at(step, self.learning_rate, use_dropout)
+        if tf.distribute.has_strategy() and not tf.distribute.in_cross_replica_context():
+            # Mirrored variables change only in a cross-replica context: one merge_call for the whole
+            # update, in which extended.update runs `_update_variable` once per local device.
+            update = functools.partial(self._update_mirrored, step=step, seed=seed)
+            tf.distribute.get_replica_context().merge_call(update, args=(gradients, skip))
+            return
+        learning_rate = learning_rate_at(step, self.learning_rate, self.lr_dropout < 1.0)
+        for index, (variable, gradient) in enumerate(zip(self._model_variables, gradients)):
+            if gradient is not None:
+                self._update_variable(index, variable, gradient, skip, learning_rate, step, seed)
+
+    def _update_mirrored(self, strategy: tf.distribute.Strategy, gradients: list, skip: tf.Tensor | None, *,
+                         step: tf.Tensor | int, seed: tf.Tensor | int) -> None:
+        learning_rate = learning_rate_at(step, self.learning_rate, self.lr_dropout < 1.0)
         for index, (variable, gradient) in enumerate(zip(self._model_variables, gradients)):
             if gradient is None:
                 continue
-            gradient = tf.cast(tf.convert_to_tensor(gradient), tf.as_dtype(variable.dtype))
-            update = learning_rate * self._direction(index, gradient)
-            if use_dropout:
-                update *= dropout_mask(tuple(variable.shape), self.lr_dropout, seed, step, index)
-            variable.assign_sub(update)
+            update = functools.partial(self._update_variable, index, learning_rate=learning_rate, step=step,
+                                       seed=seed)
+            # Inside extended.update a mirrored slot read or assigned in `_direction` resolves to the
+            # copy on the device being updated.
+            strategy.extended.update(variable, update, args=(gradient, skip), group=False)
+
+    def _update_variable(self, index: int, variable: tf.Variable, gradient: tf.Tensor, skip: tf.Tensor | None,
+                         learning_rate: tf.Tensor, step: tf.Tensor | int, seed: tf.Tensor | int):
+        gradient = tf.cast(tf.convert_to_tensor(gradient), tf.as_dtype(variable.dtype))
+        update = learning_rate * self._direction(index, gradient, skip)
+        if self.lr_dropout < 1.0:
+            update *= dropout_mask(tuple(variable.shape), self.lr_dropout, seed, step, index)
+        if skip is not None:
+            update = tf.where(skip, tf.zeros_like(update), update)
+        return variable.assign_sub(update)
+
+
+def _assign_slot(slot: tf.Variable, value: tf.Tensor, skip: tf.Tensor | None) -> None:
+    slot.assign(value if skip is None else tf.where(skip, slot, value))
 
 
 def _default_name(variable: tf.Variable) -> str:
@@ -182,13 +221,13 @@ class AdaBelief(_MaskedUpdateOptimizer):
         self._first_moments = self._make_slots("m")
         self._belief = self._make_slots("v")
 
-    def _direction(self, index: int, gradient: tf.Tensor) -> tf.Tensor:
+    def _direction(self, index: int, gradient: tf.Tensor, skip: tf.Tensor | None) -> tf.Tensor:
         first = self._first_moments[index]
         belief = self._belief[index]
         new_first = self.beta1 * first + (1.0 - self.beta1) * gradient
         new_belief = self.beta2 * belief + (1.0 - self.beta2) * tf.square(gradient - new_first)
-        first.assign(new_first)
-        belief.assign(new_belief)
+        _assign_slot(first, new_first, skip)
+        _assign_slot(belief, new_belief, skip)
         return new_first / (tf.sqrt(new_belief) + self.epsilon)
 
 
@@ -213,8 +252,8 @@ class RMSprop(_MaskedUpdateOptimizer):
         self.rho = float(rho)
         self._accumulators = self._make_slots("accumulator")
 
-    def _direction(self, index: int, gradient: tf.Tensor) -> tf.Tensor:
+    def _direction(self, index: int, gradient: tf.Tensor, skip: tf.Tensor | None) -> tf.Tensor:
         accumulator = self._accumulators[index]
         new_accumulator = self.rho * accumulator + (1.0 - self.rho) * tf.square(gradient)
-        accumulator.assign(new_accumulator)
+        _assign_slot(accumulator, new_accumulator, skip)
         return gradient / (tf.sqrt(new_accumulator) + self.epsilon)

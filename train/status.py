@@ -37,6 +37,7 @@ class TrainStatus:
     resolution: int
     best_iteration: int | None  # the best held-out result so far (from periodic evaluations)
     flag: str | None  # e.g. the overtraining warning of the latest evaluation, None when clear
+    device: str | None  # where the latest session trained (device, strategy and replicas), None before any
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,6 +69,8 @@ def training_status(model_dir: Path) -> TrainStatus:
                                  threshold=config.plateau_threshold, phase_start=history.phase_start(phase))
         recent = slice(-RECENT_ITERATIONS, None)
         sessions = int(history.connection.execute("SELECT count(*) FROM sessions").fetchone()[0])
+        latest = history.connection.execute(
+            "SELECT device FROM sessions ORDER BY session_id DESC LIMIT 1").fetchone()
         rollbacks = [f"at {iteration}: {detail}" for iteration, _, detail in history.events("rollback")]
         return TrainStatus(
             model_dir=str(model_dir), phase=phase,
@@ -80,6 +83,6 @@ def training_status(model_dir: Path) -> TrainStatus:
             plateaued=verdict.plateaued, advice=verdict.advice, rollbacks=rollbacks, sessions=sessions,
             architecture=config.archi, resolution=config.resolution,
             best_iteration=int(history.meta("best_iteration")) if history.meta("best_iteration") else None,
-            flag=history.meta("flag") or None)
+            flag=history.meta("flag") or None, device=latest[0] if latest else None)
     finally:
         history.close()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -11,6 +14,11 @@ import tensorflow as tf
 from train import losses
 from train.config import TrainConfig
 from train.discriminators import CodeDiscriminator, UNetPatchDiscriminator
+from train.distribute import (
+    broadcast_from_first_replica,
+    check_batch_split,
+    split_batch,
+)
 from train.model import Architecture, Forward, ModelShape, SAEHDModel
 from train.optimizers import AdaBelief, RMSprop, learning_rate_at
 
@@ -50,24 +58,37 @@ def _masked(images: tf.Tensor, mask: tf.Tensor | None) -> tf.Tensor:
 class SAEHDTrainer:
     """The model, discriminators and optimisers of one training run, and its compiled step.
 
-    Options that change the step (phase, clipgrad) call `rebuild()`, which keeps every weight and
+    Options that change the step (phase, clipgrad) call `reconfigure()`, which keeps every weight and
     optimiser slot and traces a new step.
+
+    With a tf.distribute `strategy` every variable is mirrored on each replica's device; a step splits
+    the batch evenly over the replicas, averages the gradients across them and applies the same update
+    on every replica. Without one (None) the step runs on one device exactly as it always has.
     """
 
-    def __init__(self, config: TrainConfig, compute_dtype: str = "float32"):
+    def __init__(self, config: TrainConfig, compute_dtype: str = "float32", strategy: Any = None):
         self.config = config
         self.compute_dtype = tf.as_dtype(compute_dtype)
+        self.strategy = strategy  # tf.distribute.Strategy or None
+        self.replicas = 1 if strategy is None else int(strategy.num_replicas_in_sync)
+        if strategy is not None:
+            check_batch_split(config.batch_size, self.replicas)
         self.shape = model_shape(config)
-        self.model = SAEHDModel(self.shape, seed=config.seed)
-        named = self.model.named_variables()
-        self._model_names = list(named)
-        self.optimizer = self._make_optimizer(list(named.values()), self._model_names, "model_opt")
+        with self._variable_scope():
+            self.model = SAEHDModel(self.shape, seed=config.seed, compute_dtype=self.compute_dtype)
+            named = self.model.named_variables()
+            self._model_names = list(named)
+            self.optimizer = self._make_optimizer(list(named.values()), self._model_names, "model_opt")
         self.gan: UNetPatchDiscriminator | None = None
         self.gan_optimizer = None
         self.code_discriminator: CodeDiscriminator | None = None
         self.code_optimizer = None
         self._ensure_discriminators()
         self._step_function = None
+
+    def _variable_scope(self):
+        """Where variables are made: the strategy's scope (mirrored on every replica) or as they are."""
+        return contextlib.nullcontext() if self.strategy is None else self.strategy.scope()
 
     # -- construction ---------------------------------------------------------------------------
     def _make_optimizer(self, variables: list[tf.Variable], names: list[str], name: str):
@@ -78,6 +99,10 @@ class SAEHDTrainer:
                     clip_norm=CLIP_NORM if config.clipgrad else 0.0, name=name)
 
     def _ensure_discriminators(self) -> None:
+        with self._variable_scope():
+            self._make_discriminators()
+
+    def _make_discriminators(self) -> None:
         config = self.config
         if config.gan_power > 0 and self.gan is None:
             self.gan = UNetPatchDiscriminator(in_ch=3, patch_size=config.effective_gan_patch_size,
@@ -97,6 +122,8 @@ class SAEHDTrainer:
 
     def reconfigure(self, config: TrainConfig) -> None:
         """Adopt new non-structural options (phase, clipgrad, powers) keeping weights and slots."""
+        if self.strategy is not None:
+            check_batch_split(config.batch_size, self.replicas)
         self.config = config
         for optimizer in (self.optimizer, self.gan_optimizer, self.code_optimizer):
             if optimizer is not None:
@@ -202,11 +229,13 @@ class SAEHDTrainer:
         gradients = tape.gradient(scaled, [v for v in all_variables if id(v) in trainable_ids])
         if mixed:
             gradients = [None if g is None else g / LOSS_SCALE for g in gradients]
+        gradients = self._averaged_over_replicas(gradients)
         by_id = dict(zip([id(v) for v in all_variables if id(v) in trainable_ids], gradients))
         full_gradients = [by_id.get(id(v)) for v in all_variables]
-        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in full_gradients if g is not None])
         if mixed:
-            tf.cond(finite, lambda: self._apply(self.optimizer, full_gradients, step, seed), lambda: tf.no_op())
+            # After the average, so that every replica agrees on skipping a step.
+            finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in full_gradients if g is not None])
+            self.optimizer.apply_gradients(full_gradients, step, seed, skip=tf.logical_not(finite))
         else:
             self.optimizer.apply_gradients(full_gradients, step, seed)
 
@@ -216,32 +245,70 @@ class SAEHDTrainer:
                 fake_low, fake_full = self.gan(tf.stop_gradient(_masked(forward.src_src, src_blurred)))
                 d_loss = tf.reduce_mean(losses.gan_discriminator_loss(real_low, real_full, fake_low, fake_full))
             gan_variables = list(self.gan.named_variables().values())
-            self.gan_optimizer.apply_gradients(tape.gradient(d_loss, gan_variables), step, seed + 1)
+            self.gan_optimizer.apply_gradients(
+                self._averaged_over_replicas(tape.gradient(d_loss, gan_variables)), step, seed + 1)
         if self.code_discriminator is not None and config.true_face_power > 0:
             with tf.GradientTape() as tape:
                 c_loss = tf.reduce_mean(losses.code_discriminator_loss(
                     self.code_discriminator(tf.stop_gradient(forward.dst_code)),
                     self.code_discriminator(tf.stop_gradient(forward.src_code))))
             code_variables = list(self.code_discriminator.named_variables().values())
-            self.code_optimizer.apply_gradients(tape.gradient(c_loss, code_variables), step, seed + 2)
+            self.code_optimizer.apply_gradients(
+                self._averaged_over_replicas(tape.gradient(c_loss, code_variables)), step, seed + 2)
         _, variance = tf.nn.moments(forward.src_src, axes=[1, 2])
         return (tf.reduce_mean(src_loss), tf.reduce_mean(dst_loss), tf.reduce_mean(tf.sqrt(variance)),
                 learning_rate_at(step, config.learning_rate, self.optimizer.lr_dropout < 1.0))
 
-    @staticmethod
-    def _apply(optimizer, gradients, step, seed):
-        optimizer.apply_gradients(gradients, step, seed)
-        return tf.no_op()
+    def _averaged_over_replicas(self, gradients: Sequence[tf.Tensor | None]) -> list[tf.Tensor | None]:
+        """The mean of every replica's gradients (unchanged on one device).
+
+        Each replica's loss is a mean over its equal share of the batch, so the mean of the replicas'
+        gradients is the gradient of the whole batch's mean loss: the single-device step, up to the
+        order of float additions.
+        """
+        if self.strategy is None:
+            return list(gradients)
+        present = [g for g in gradients if g is not None]
+        averaged = iter(tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.MEAN, present))
+        return [None if g is None else next(averaged) for g in gradients]
+
+    def _distributed_step(self, batch, step, seed):
+        """`_train_step` on every replica's share of the batch; the reported scalars averaged."""
+        outputs = self.strategy.run(self._train_step, args=(*batch, step, seed))
+        return tuple(self.strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None) for value in outputs)
 
     def train_step(self, batch_tensors: tuple[np.ndarray, ...], step: int, seed: int) -> StepResult:
-        """One optimisation step on a batch (`Batch.tensors()` order); `step` is 1-based."""
+        """One optimisation step on a batch (`Batch.tensors()` order); `step` is 1-based.
+
+        With a strategy the batch is the global one: each replica trains on its batch / replicas rows.
+        """
         if self._step_function is None:
             # XLA (jit_compile) measured no faster on 2 CPU cores (5.47 s vs 5.20 s per liae-ud 128 step).
-            self._step_function = tf.function(self._train_step, reduce_retracing=True)
-        outputs = self._step_function(*batch_tensors, tf.constant(step, tf.int64),
-                                      tf.constant(seed, tf.int64))
+            function = self._train_step if self.strategy is None else self._distributed_step
+            self._step_function = tf.function(function, reduce_retracing=True)
+        step_tensor, seed_tensor = tf.constant(step, tf.int64), tf.constant(seed, tf.int64)
+        if self.strategy is None:
+            outputs = self._step_function(*batch_tensors, step_tensor, seed_tensor)
+        else:
+            outputs = self._step_function(split_batch(self.strategy, batch_tensors), step_tensor, seed_tensor)
         src, dst, std, rate = (float(x) for x in outputs)
         return StepResult(src_loss=src, dst_loss=dst, output_std=std, learning_rate=rate)
+
+    def adopt_first_replica_state(self, counters: Sequence[int]) -> list[int]:
+        """Every worker takes the weights, slots and `counters` (iteration, salt) of replica 0, the chief.
+
+        Multi-worker training: the chief resumed from its checkpoint while the other workers opened
+        empty scratch folders; after this they all hold the chief's state, bitwise. Returns the
+        chief's counters. Without a strategy there is nothing to adopt.
+        """
+        if self.strategy is None:
+            return list(counters)
+        variables = list(self.named_state().values())
+        values = broadcast_from_first_replica(
+            self.strategy, [v.read_value() for v in variables] + [tf.constant(list(counters), tf.int64)])
+        for variable, value in zip(variables, values):
+            variable.assign(value)
+        return [int(x) for x in values[-1].numpy()]
 
     # -- inference ---------------------------------------------------------------------------------
     def predict(self, src_faces: np.ndarray, dst_faces: np.ndarray) -> Forward:

@@ -1,0 +1,116 @@
+"""Run in a fresh process by test_distributed.py: one replica against MirroredStrategy over two CPU devices.
+
+TensorFlow splits the CPU into logical devices only before it initialises, which the pytest process
+did long ago; hence a subprocess. Usage: python mirrored_check.py BATCHES.npz CASES.json RESULT.json
+BATCHES.npz holds `step{n}_{i}` arrays (the i-th tensor of step n's batch, Batch.tensors() order);
+CASES.json is a list of {"name", "options", "compute_dtype"}; RESULT.json receives one record per case.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+
+def _split_cpu() -> None:
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+
+def _batches(path: Path) -> list[tuple[np.ndarray, ...]]:
+    with np.load(path) as archive:
+        steps = sorted({int(key.split("_")[0][4:]) for key in archive.files})
+        return [tuple(archive[f"step{step}_{i}"] for i in range(8)) for step in steps]
+
+
+def _replica_spread(trainer) -> float:
+    """The largest difference between two replicas' copies of any variable (0 when they agree bitwise)."""
+    spread = 0.0
+    for variable in trainer.named_state().values():
+        copies = [np.asarray(v.numpy()) for v in variable.values]
+        spread = max(spread, max(float(np.max(np.abs(c - copies[0]))) for c in copies))
+    return spread
+
+
+def _max_difference(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
+    return max(float(np.max(np.abs(a[name] - b[name]))) for name in a)
+
+
+def run_case(case: dict, batches: list[tuple[np.ndarray, ...]], strategy) -> dict:
+    """Train one replica, two mirrored replicas, and one replica on the rows in another order.
+
+    The reordered run is the yardstick: the mean loss does not depend on row order, so its distance
+    from the first run is what float reassociation alone does to these weights after these steps.
+    """
+    from train.config import resolve_config
+    from train.step import SAEHDTrainer
+
+    config, _ = resolve_config(case["options"])
+    dtype = case.get("compute_dtype", "float32")
+    single = SAEHDTrainer(config, dtype)
+    mirrored = SAEHDTrainer(config, dtype, strategy=strategy)
+    reordered = SAEHDTrainer(config, dtype)
+    initial = single.state_arrays()
+    same_start = all(np.array_equal(value, mirrored.state_arrays()[name]) for name, value in initial.items())
+    order = np.roll(np.arange(len(batches[0][0])), len(batches[0][0]) // 2)
+    losses = []
+    for step, batch in enumerate(batches, start=1):
+        a = single.train_step(batch, step, 5)
+        b = mirrored.train_step(batch, step, 5)
+        reordered.train_step(tuple(array[order] for array in batch), step, 5)
+        losses.append([[a.src_loss, a.dst_loss, a.output_std], [b.src_loss, b.dst_loss, b.output_std]])
+    after_single, after_mirrored = single.state_arrays(), mirrored.state_arrays()
+    model = [name for name in after_single if name.startswith("model/")]
+    record = {"name": case["name"], "replicas": mirrored.replicas, "same_start": same_start, "losses": losses,
+              "model_weights": len(model),
+              "moved": sum(not np.array_equal(after_single[k], initial[k]) for k in model),
+              "max_movement": max(float(np.max(np.abs(after_single[k] - initial[k]))) for k in model),
+              "max_weight_diff": _max_difference(after_single, after_mirrored),
+              "reorder_weight_diff": _max_difference(after_single, reordered.state_arrays()),
+              "bitwise_equal": all(np.array_equal(after_single[k], after_mirrored[k]) for k in after_single),
+              "replica_spread": _replica_spread(mirrored), "state_names": sorted(after_single)}
+    # Checkpoints move between strategies: the mirrored state into the single trainer and back.
+    single.load_arrays(after_mirrored)
+    mirrored.load_arrays(after_single)
+    record["reload_exact"] = _max_difference(after_mirrored, single.state_arrays()) == 0.0 and \
+        _max_difference(after_single, mirrored.state_arrays()) == 0.0 and _replica_spread(mirrored) == 0.0
+    forward = mirrored.predict(batches[0][1], batches[0][5])  # previews and checks run on replica 0
+    record["predict_finite"] = bool(np.all(np.isfinite(forward.src_dst)))
+    return record
+
+
+def odd_batch_error(strategy) -> str:
+    from train.config import ConfigError, resolve_config
+    from train.step import SAEHDTrainer
+
+    config, _ = resolve_config({"resolution": 64, "archi": "liae-ud", "ae_dims": 32, "e_dims": 16, "d_dims": 16,
+                                "d_mask_dims": 16, "batch_size": 3})
+    try:
+        SAEHDTrainer(config, strategy=strategy)
+    except ConfigError as error:
+        return str(error)
+    return ""
+
+
+def main(batches_path: str, cases_path: str, result_path: str) -> None:
+    _split_cpu()
+    from train.distribute import describe_strategy, make_strategy
+
+    strategy = make_strategy("mirrored", "cpu")
+    batches = _batches(Path(batches_path))
+    cases = json.loads(Path(cases_path).read_text())
+    result = {"description": describe_strategy(strategy), "odd_batch_error": odd_batch_error(strategy),
+              "cases": [run_case(case, batches, strategy) for case in cases]}
+    Path(result_path).write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:4])
