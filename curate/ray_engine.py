@@ -31,6 +31,7 @@ from curate.scan import (
     ScanJob,
     ScanSettings,
     _ImagePreparer,
+    _PreparedImage,
     assemble_batch,
     decode_entry,
     make_analyzer,
@@ -61,24 +62,29 @@ class RayPlan:
     actors: int
     actor_cpus: float
     actor_gpus: float
-    decode_cpus: float  # per decode task
+    decode_cpus: float  # per decode task; 0 when the actors decode their own files
     analyzer_threads: int | None  # embedder threads inside one actor
     device: str  # the analysers' device: cuda on GPU actors
 
     def describe(self) -> str:
         kind = f"{self.actors} GPU actor(s)" if self.actor_gpus else f"{self.actors} CPU actor(s)"
-        return f"{kind}, {self.actor_cpus:g} CPU each; decode tasks {self.decode_cpus:g} CPU each"
+        decoding = f"decode tasks {self.decode_cpus:g} CPU each" if self.decode_cpus else "decoding in the actors"
+        return f"{kind}, {self.actor_cpus:g} CPU each; {decoding}"
 
 
-def plan_resources(cpus: float, gpus: float, device: str, actors: int | None = None) -> RayPlan:
+def plan_resources(cpus: float, gpus: float, device: str, actors: int | None = None,
+                   decode_tasks: bool | None = None) -> RayPlan:
     """The actor pool for a cluster with `cpus` and `gpus` (pure, so it is tested directly).
 
     With GPUs (and the scan not asking for the CPU): one actor per GPU, or `actors` sharing them
     (a GPU actor still does landmarks, alignment and quality on its CPU, so a fast GPU may want two
-    or more); each actor gets an equal share of the CPUs left after one for decoding.
-    Without GPUs: one single-threaded actor per CPU, each reserving 3/4 of its core, so the decode
-    tasks fit in the quarters left. Reserving whole cores would leave decoding no CPU to be
-    scheduled on, and analysis costs several times what decoding does.
+    or more), and decode tasks on the CPUs left after the actors' equal shares: frames are decoded
+    on CPUs that would otherwise wait for the GPUs.
+    Without GPUs: one single-threaded actor per CPU that decodes its own files. Handing decoded
+    pixels from decode tasks to actors goes through Ray's shared-memory object store, ~6 MB per
+    1080p frame written and page-faulted in again, and on CPUs alone that costs more than it
+    gains (tools/bench_ray.py, 500 photos on 2 CPUs: 0.70 of the local engine's throughput with
+    decode tasks, 0.82 without). `decode_tasks` overrides the choice either way.
     """
     if cpus < 1:
         raise FacesmithError(f"the Ray cluster offers {cpus:g} CPUs; a scan needs at least 1")
@@ -86,12 +92,19 @@ def plan_resources(cpus: float, gpus: float, device: str, actors: int | None = N
         raise FacesmithError(f"the actor pool needs at least 1 actor, got {actors}")
     if gpus >= 1 and device != "cpu":
         count = actors or int(gpus)
+        gpu_share = min(1.0, int(gpus) / count)
+        if decode_tasks is False:
+            return RayPlan(count, min(4.0, cpus / count), gpu_share, 0.0, None, "cuda")
         actor_cpus = min(4.0, (cpus - 1.0) / count) if cpus >= 2 else (cpus * 0.75) / count
-        return RayPlan(count, actor_cpus, min(1.0, int(gpus) / count), min(1.0, cpus * 0.25), None, "cuda")
+        return RayPlan(count, actor_cpus, gpu_share, min(1.0, cpus * 0.25), None, "cuda")
     if device == "cuda":
         raise FacesmithError("--device cuda: the Ray cluster has no GPUs")
     count = actors or max(1, int(cpus))
-    return RayPlan(count, 0.75 * min(1.0, cpus / count), 0.0, 0.25, 1, "cpu")
+    share = min(1.0, cpus / count)
+    if decode_tasks:
+        # Each actor leaves a quarter of its share, so decode tasks can always be scheduled.
+        return RayPlan(count, 0.75 * share, 0.0, 0.25 * share, 1, "cpu")
+    return RayPlan(count, share, 0.0, 0.0, 1, "cpu")
 
 
 class RayEngine:
@@ -100,17 +113,20 @@ class RayEngine:
     num_cpus: CPUs of the local instance this engine starts (None: every core); ignored with
     an address. actors: analysis actors (None: one per GPU, else one per CPU). keep_shards:
     leave the Parquet shards after loading them (otherwise each is deleted once committed).
+    decode_tasks: decode in separate Ray tasks (True) or in the analysis actors (False); None
+    lets `plan_resources` choose (tasks when the actors hold GPUs).
     When Ray is already initialised in this process, that instance is used and left running.
     """
 
     name = "ray"
 
     def __init__(self, address: str | None = None, num_cpus: int | None = None, actors: int | None = None,
-                 keep_shards: bool = False) -> None:
+                 keep_shards: bool = False, decode_tasks: bool | None = None) -> None:
         self.address = address
         self.num_cpus = num_cpus
         self.actors = actors
         self.keep_shards = keep_shards
+        self.decode_tasks = decode_tasks
 
     def run(self, job: ScanJob, todo: list[FileEntry]) -> Iterator[BatchOutcome]:
         import ray
@@ -130,7 +146,7 @@ class RayEngine:
 
         resources = ray.cluster_resources()
         plan = plan_resources(resources.get("CPU", 0.0), resources.get("GPU", 0.0), job.settings.device,
-                              self.actors)
+                              self.actors, self.decode_tasks)
         logger.info("ray engine: %s", plan.describe())
         root = shard_root(job.database)
         _remove_unfinished_shards(root, job)
@@ -139,11 +155,13 @@ class RayEngine:
         blocks = [_entry_table(todo[start:start + batch_size], job)
                   for start in range(0, len(todo), batch_size)]
         settings = ScanSettings(**{**asdict(job.settings), "device": plan.device})
+        dataset = ray.data.from_arrow(blocks)
+        if plan.decode_cpus:
+            dataset = dataset.map_batches(_decode_files, batch_format="pyarrow", batch_size=None,
+                                          fn_kwargs={"max_pixels": settings.max_pixels},
+                                          num_cpus=plan.decode_cpus)
         dataset = (
-            ray.data.from_arrow(blocks)
-            .map_batches(_decode_files, batch_format="pyarrow", batch_size=None,
-                         fn_kwargs={"max_pixels": settings.max_pixels}, num_cpus=plan.decode_cpus)
-            .map_batches(
+            dataset.map_batches(
                 _FaceAnalysisActor, batch_format="pyarrow", batch_size=batch_size,
                 fn_constructor_kwargs={"setup": _ActorSetup(settings, plan.analyzer_threads, job.aligned_dir,
                                                             job.database_dir, directory, job.run_id)},
@@ -262,11 +280,16 @@ class _FaceAnalysisActor:
         self.preparer = _ImagePreparer(setup.settings, self.analyzer, {}, setup.aligned_dir, setup.database_dir)
         self.shard_dir = setup.shard_dir
         self.run_id = setup.run_id
+        self.max_pixels = setup.settings.max_pixels
+
+    def _prepare(self, row: dict) -> _PreparedImage:
+        entry = _entry(row)
+        if "pixels" in row:  # decoded by a decode task
+            return self.preparer.analyse(entry, _ingest_result(row), row["unchanged"])
+        return self.preparer.analyse(entry, *decode_entry(entry, row["known_hash"], self.max_pixels))
 
     def __call__(self, table: pa.Table) -> pa.Table:
-        prepared = []
-        for row in table.to_pylist():
-            prepared.append(self.preparer.analyse(_entry(row), _ingest_result(row), row["unchanged"]))
+        prepared = [self._prepare(row) for row in table.to_pylist()]
         records = assemble_batch(prepared, self.analyzer, self.run_id)
         shard = write_shard(self.shard_dir, uuid.uuid4().hex[:12], records.images, records.faces, records.checks)
         outcome = BatchOutcome.of(records, self.analyzer.providers)

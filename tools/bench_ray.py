@@ -3,8 +3,10 @@
 Builds (or reuses) the photo set of bench_scan.py, then in one run
   1. scans it with the local engine (threads) into a fresh faceset,
   2. starts a local Ray instance with the same number of CPUs (its start-up is timed apart: a
-     cluster is normally already running) and scans it with the Ray engine into another,
-  3. checks both facesets hold the same rows, and
+     cluster is normally already running) and scans it with the Ray engine into another, twice:
+     with the default plan (on CPUs the actors decode their own files) and with separate decode
+     tasks (the plan used when the actors hold GPUs),
+  3. checks the facesets hold the same rows, and
   4. times each stage of the per-image work on its own (decode; detect + 68 landmarks + pose +
      alignment + quality + crop; embedding per face), the costs the README's estimate for a
      million frames on N GPUs is built from.
@@ -112,19 +114,24 @@ def main() -> None:
     try:
         ray_db = fresh(args.out / "ray" / "bench.duckdb")
         on_ray = scan_folder(photos_dir, ray_db, settings, engine=RayEngine())
+        tasks_db = fresh(args.out / "ray_tasks" / "bench.duckdb")
+        with_tasks = scan_folder(photos_dir, tasks_db, settings, engine=RayEngine(decode_tasks=True))
     finally:
         ray.shutdown()
-    assert local.images_ok == on_ray.images_ok == args.images, (local.images_ok, on_ray.images_ok)
-    equal = same_rows(local_db, ray_db)
+    assert local.images_ok == on_ray.images_ok == with_tasks.images_ok == args.images
+    equal = same_rows(local_db, ray_db) and same_rows(local_db, tasks_db)
     costs = stage_costs(photos_dir, args.out / "stages")
 
     local_rate = local.images_processed / local.seconds
     ray_rate = on_ray.images_processed / on_ray.seconds
+    tasks_rate = with_tasks.images_processed / with_tasks.seconds
     figures = {
         "images": args.images, "cpus": args.cpus, "faces": local.faces,
         "local_images_per_s": round(local_rate, 2), "ray_images_per_s": round(ray_rate, 2),
-        "ratio_ray_to_local": round(ray_rate / local_rate, 3), "ray_start_s": round(ray_start, 1),
-        "same_rows": equal, **costs,
+        "ratio_ray_to_local": round(ray_rate / local_rate, 3),
+        "ray_decode_tasks_images_per_s": round(tasks_rate, 2),
+        "ratio_ray_decode_tasks_to_local": round(tasks_rate / local_rate, 3),
+        "ray_start_s": round(ray_start, 1), "same_rows": equal, **costs,
     }
     if args.json:
         print(json.dumps(figures, indent=2))
@@ -133,6 +140,8 @@ def main() -> None:
     print(f"local engine : {local_rate:7.2f} images/s")
     print(f"ray engine   : {ray_rate:7.2f} images/s (cluster start {ray_start:.1f} s, not counted)")
     print(f"ratio        : {ray_rate / local_rate:.3f} of the local engine's throughput (target >= 0.8)")
+    print(f"ray engine with separate decode tasks (the GPU plan): {tasks_rate:.2f} images/s, "
+          f"ratio {tasks_rate / local_rate:.3f}")
     print(f"same rows    : {equal}")
     print(f"per image, one thread: decode {costs['decode_ms_per_image']} ms, analysis "
           f"{costs['analyse_ms_per_image']} ms; embedding {costs['embed_ms_per_face']} ms per face "

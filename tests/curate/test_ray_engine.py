@@ -20,7 +20,7 @@ from tests.curate.conftest import load_bgr
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed")
 
-from curate.ray_engine import RayEngine, _start_ray, plan_resources  # noqa: E402
+from curate.ray_engine import RayEngine, _start_ray, plan_resources
 
 SETTINGS = ScanSettings(resolution=128, batch_size=4)
 
@@ -63,14 +63,18 @@ def test_plan_puts_actors_on_gpus_and_leaves_cpu_for_decoding(cpus, gpus, actors
     assert cpus - plan.actors * plan.actor_cpus >= plan.decode_cpus > 0
 
 
-def test_plan_without_gpus_leaves_cpu_for_decoding():
+def test_plan_without_gpus_decodes_in_the_actors():
     plan = plan_resources(cpus=2, gpus=0, device="auto")
     assert (plan.actors, plan.actor_gpus, plan.device, plan.analyzer_threads) == (2, 0.0, "cpu", 1)
-    # Every actor placed, some CPU must be left, or no decode task could ever be scheduled.
-    assert 2 - plan.actors * plan.actor_cpus >= plan.decode_cpus > 0
+    assert plan.decode_cpus == 0 and plan.actors * plan.actor_cpus <= 2
     assert plan_resources(cpus=8, gpus=2, device="cpu").device == "cpu"
-    crowded = plan_resources(cpus=2, gpus=0, device="auto", actors=4)
-    assert 2 - crowded.actors * crowded.actor_cpus >= crowded.decode_cpus
+
+
+@pytest.mark.parametrize("cpus, actors", [(2, None), (2, 4), (16, 3)])
+def test_plan_with_decode_tasks_leaves_them_cpu(cpus, actors):
+    plan = plan_resources(cpus=cpus, gpus=0, device="auto", actors=actors, decode_tasks=True)
+    # Every actor placed, some CPU must be left, or no decode task could ever be scheduled.
+    assert cpus - plan.actors * plan.actor_cpus >= plan.decode_cpus > 0
 
 
 def test_plan_refuses_what_the_cluster_cannot_do():
@@ -82,11 +86,14 @@ def test_plan_refuses_what_the_cluster_cannot_do():
         plan_resources(cpus=4, gpus=0, device="auto", actors=0)
 
 
-def test_ray_engine_writes_the_rows_the_local_engine_writes(local_ray, mixed_folder, tmp_path, analyzer):
+@pytest.mark.parametrize("decode_tasks", [False, True], ids=["decode-in-actors", "decode-tasks"])
+def test_ray_engine_writes_the_rows_the_local_engine_writes(local_ray, mixed_folder, tmp_path, analyzer,
+                                                            decode_tasks):
     local_db = tmp_path / "local" / "faceset.duckdb"
     ray_db = tmp_path / "ray" / "faceset.duckdb"
     local = scan_folder(mixed_folder, local_db, SETTINGS, analyzer=analyzer)
-    on_ray = scan_folder(mixed_folder, ray_db, SETTINGS, analyzer=analyzer, engine=RayEngine(keep_shards=True))
+    engine = RayEngine(keep_shards=True, decode_tasks=decode_tasks)
+    on_ray = scan_folder(mixed_folder, ray_db, SETTINGS, analyzer=analyzer, engine=engine)
 
     assert on_ray.engine == "ray" and local.engine == "local"
     assert on_ray.faces == local.faces >= 9  # three Obama photos, Biden, six in t1 (minus none)
