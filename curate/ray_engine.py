@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -127,13 +128,14 @@ class RayEngine:
         self.actors = actors
         self.keep_shards = keep_shards
         self.decode_tasks = decode_tasks
+        self.load_seconds = 0.0  # time the last run spent loading shards into the faceset
 
     def run(self, job: ScanJob, todo: list[FileEntry]) -> Iterator[BatchOutcome]:
         import ray
 
         started_here = not ray.is_initialized()
         if started_here:
-            _start_ray(self.address, self.num_cpus)
+            start_ray(self.address, self.num_cpus)
         try:
             yield from self._run(job, todo)
         finally:
@@ -148,6 +150,7 @@ class RayEngine:
         plan = plan_resources(resources.get("CPU", 0.0), resources.get("GPU", 0.0), job.settings.device,
                               self.actors, self.decode_tasks)
         logger.info("ray engine: %s", plan.describe())
+        self.load_seconds = 0.0
         root = shard_root(job.database)
         _remove_unfinished_shards(root, job)
         directory = root / job.run_id
@@ -172,7 +175,9 @@ class RayEngine:
         for manifest in dataset.iter_rows():
             shard = Shard(Path(manifest["shard_dir"]), manifest["shard"])
             touched = [tuple(pair) for pair in json.loads(manifest["touched"])]
+            loading = time.perf_counter()
             job.store.load_shard(shard, touched)
+            self.load_seconds += time.perf_counter() - loading
             if not self.keep_shards:
                 shard.remove()
             outcome = json.loads(manifest["outcome"])
@@ -183,7 +188,8 @@ class RayEngine:
                     folder.rmdir()
 
 
-def _start_ray(address: str | None, num_cpus: int | None) -> None:
+def start_ray(address: str | None, num_cpus: int | None) -> None:
+    """Join the cluster at `address`, or start a private instance on loopback; quiet Ray Data."""
     import ray
     import ray.data
 

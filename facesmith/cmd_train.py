@@ -152,6 +152,7 @@ def register(app: typer.Typer) -> None:
             ("best iteration", "-" if state.best_iteration is None else str(state.best_iteration)),
             ("warning", state.flag or "none"),
             ("model", f"{state.architecture}, {state.resolution} px, {state.sessions} session(s)"),
+            ("last device", state.device or "-"),
         ])
 
     @train_app.command("options")

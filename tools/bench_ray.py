@@ -95,7 +95,7 @@ def main() -> None:
 
     import ray
 
-    from curate.ray_engine import RayEngine, _start_ray
+    from curate.ray_engine import RayEngine, start_ray
 
     samples = fetch_samples(REPO / "samples", quiet=True) if not (REPO / "samples").is_dir() else REPO / "samples"
     photos_dir = args.out / "photos"
@@ -109,11 +109,12 @@ def main() -> None:
     local = scan_folder(photos_dir, local_db, settings)
 
     started = time.perf_counter()
-    _start_ray(None, args.cpus)
+    start_ray(None, args.cpus)
     ray_start = time.perf_counter() - started
     try:
         ray_db = fresh(args.out / "ray" / "bench.duckdb")
-        on_ray = scan_folder(photos_dir, ray_db, settings, engine=RayEngine())
+        engine = RayEngine()
+        on_ray = scan_folder(photos_dir, ray_db, settings, engine=engine)
         tasks_db = fresh(args.out / "ray_tasks" / "bench.duckdb")
         with_tasks = scan_folder(photos_dir, tasks_db, settings, engine=RayEngine(decode_tasks=True))
     finally:
@@ -131,7 +132,8 @@ def main() -> None:
         "ratio_ray_to_local": round(ray_rate / local_rate, 3),
         "ray_decode_tasks_images_per_s": round(tasks_rate, 2),
         "ratio_ray_decode_tasks_to_local": round(tasks_rate / local_rate, 3),
-        "ray_start_s": round(ray_start, 1), "same_rows": equal, **costs,
+        "ray_start_s": round(ray_start, 1), "shard_load_ms_per_image": round(1000 * engine.load_seconds / args.images, 2),
+        "same_rows": equal, **costs,
     }
     if args.json:
         print(json.dumps(figures, indent=2))
@@ -142,6 +144,8 @@ def main() -> None:
     print(f"ratio        : {ray_rate / local_rate:.3f} of the local engine's throughput (target >= 0.8)")
     print(f"ray engine with separate decode tasks (the GPU plan): {tasks_rate:.2f} images/s, "
           f"ratio {tasks_rate / local_rate:.3f}")
+    print(f"shard loading: {figures['shard_load_ms_per_image']} ms per image (DuckDB read_parquet, one "
+          f"transaction per {args.batch_size}-image shard)")
     print(f"same rows    : {equal}")
     print(f"per image, one thread: decode {costs['decode_ms_per_image']} ms, analysis "
           f"{costs['analyse_ms_per_image']} ms; embedding {costs['embed_ms_per_face']} ms per face "

@@ -20,7 +20,7 @@ from tests.curate.conftest import load_bgr
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed")
 
-from curate.ray_engine import RayEngine, _start_ray, plan_resources
+from curate.ray_engine import RayEngine, plan_resources, start_ray
 
 SETTINGS = ScanSettings(resolution=128, batch_size=4)
 
@@ -35,7 +35,7 @@ def local_ray():
     """One private Ray instance for the module: 2 CPUs on 127.0.0.1, as CI has."""
     if ray.is_initialized():
         ray.shutdown()
-    _start_ray(None, 2)
+    start_ray(None, 2)
     yield
     ray.shutdown()
 
