@@ -439,6 +439,7 @@ def scan_folder(
     with FacesetStore(database) as store:
         # One faceset mirrors one folder: rows are keyed by paths relative to it.
         store.require_meta("source_root", source_root, "source folder")
+        _remove_torn_writes(aligned_dir)
         known = store.file_states()
         present = {entry.rel_path for entry in entries}
         vanished = [state.image_id for path, state in known.items() if path not in present]
@@ -499,6 +500,16 @@ def scan_folder(
         )
         store.finish_run(run_id, summary.to_dict())
     return summary
+
+
+def _remove_torn_writes(aligned_dir: Path) -> None:
+    """Temporary files of crops whose write a killed scan never finished (see write_atomically).
+
+    Safe only while this process holds the faceset: DuckDB's lock on the database means no other
+    scan of it is writing crops now.
+    """
+    for leftover in aligned_dir.glob(".*.tmp"):
+        leftover.unlink(missing_ok=True)
 
 
 def _remove_crops(aligned_dir: Path, image_id: str, keep: set[str]) -> None:

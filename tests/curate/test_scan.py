@@ -189,6 +189,18 @@ def test_scan_killed_with_sigkill_resumes_to_identical_rows(tmp_path, obama_path
 
 
 
+def test_a_crop_write_torn_by_a_kill_is_cleaned_up(people, tmp_path, analyzer):
+    # What SIGKILL leaves when it lands inside write_atomically: the temporary file, never renamed.
+    database = tmp_path / "faceset.duckdb"
+    aligned = default_aligned_dir(database)
+    aligned.mkdir(parents=True)
+    torn = aligned / ".0123456789abcdef_00.jpg.k3j2l1.tmp"
+    torn.write_bytes(b"\xff\xd8\xff half a JPEG")
+    scan_folder(people, database, FAST, analyzer=analyzer)
+    assert not torn.exists()
+    assert len(list(aligned.glob("*.jpg"))) == 10
+
+
 def test_vanished_files_and_dropped_faces_leave_no_rows_or_crops(people, tmp_path, analyzer):
     database = tmp_path / "faceset.duckdb"
     scan_folder(people, database, FAST, analyzer=analyzer)
