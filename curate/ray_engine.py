@@ -200,9 +200,11 @@ def start_ray(address: str | None, num_cpus: int | None) -> None:
     if address:
         ray.init(address=address, log_to_driver=False, configure_logging=False)
     else:
-        # A private instance on loopback: nothing is exposed, nothing needs the network.
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False,
-                 _node_ip_address="127.0.0.1")
+        # A private instance on loopback: nothing is exposed, nothing needs the network. "local"
+        # starts a new one even when `ray start` left a cluster on this machine, which a bare
+        # ray.init() would join instead.
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False, _node_ip_address="127.0.0.1")
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # the CLI draws its own bar from the shards that arrive
     context.print_on_execution_start = False

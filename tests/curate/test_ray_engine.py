@@ -187,3 +187,40 @@ def test_local_scan_never_imports_ray(tmp_path, obama_paths):
                                check=False)
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.strip().splitlines()[-1] == "RAY []"
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_an_interrupted_ray_scan_resumes_to_the_rows_of_an_uninterrupted_one(local_ray, tmp_path, obama_paths,
+                                                                             t1_path, biden_path, analyzer):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    sources = [*obama_paths, t1_path, biden_path]
+    for index in range(12):
+        shutil.copy(sources[index % len(sources)], folder / f"{index:02d}{sources[index % len(sources)].suffix}")
+    reference = tmp_path / "reference" / "faceset.duckdb"
+    scan_folder(folder, reference, SETTINGS, analyzer=analyzer)
+
+    def interrupt_after_the_first_batch(done: int, total: int) -> None:
+        if done:
+            raise _Interrupt
+
+    database = tmp_path / "db" / "faceset.duckdb"
+    with pytest.raises(_Interrupt):
+        scan_folder(folder, database, SETTINGS, analyzer=analyzer, engine=RayEngine(),
+                    on_progress=interrupt_after_the_first_batch)
+    committed = rows(database, "SELECT count(*) FROM images")[0][0]
+    assert committed == SETTINGS.batch_size  # one shard loaded, in one transaction
+
+    resumed = scan_folder(folder, database, SETTINGS, analyzer=analyzer, engine=RayEngine())
+    assert resumed.images_processed == 12 - committed
+    image_sql = "SELECT * EXCLUDE (run_id) FROM images ORDER BY image_id"
+    assert rows(database, image_sql) == rows(reference, image_sql)
+    face_sql = "SELECT * EXCLUDE (embedding) FROM faces ORDER BY face_id"
+    assert rows(database, face_sql) == rows(reference, face_sql)
+    assert [status for (status,) in rows(database, "SELECT status FROM runs ORDER BY started_at")] == [
+        "interrupted", "done"]
+    # Shards the interrupted run wrote but never loaded are gone with it.
+    assert not (database.parent / "faceset_shards").exists()
