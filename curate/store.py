@@ -362,12 +362,7 @@ class FacesetStore:
         ids = [image.image_id for image in images]
         with self._transaction("write a batch to") as connection:
             if ids:
-                connection.execute(
-                    "DELETE FROM face_checks WHERE face_id IN "
-                    "(SELECT face_id FROM faces WHERE list_contains(?, image_id))", [ids]
-                )
-                connection.execute("DELETE FROM faces WHERE list_contains(?, image_id)", [ids])
-                connection.execute("DELETE FROM images WHERE list_contains(?, image_id)", [ids])
+                _delete_scan_rows(connection, ids)
                 _insert_rows(connection, f"images ({IMAGE_COLUMNS})", [i.to_row() for i in images])
             _insert_rows(connection, f"faces ({FACE_COLUMNS})", [face.to_row() for face in faces])
             _insert_rows(connection, f"face_checks ({CHECK_COLUMNS})", list(checks))
@@ -383,12 +378,7 @@ class FacesetStore:
             ids = [row[0] for row in connection.execute(
                 "SELECT image_id FROM read_parquet(?)", [images]).fetchall()]
             if ids:
-                connection.execute(
-                    "DELETE FROM face_checks WHERE face_id IN "
-                    "(SELECT face_id FROM faces WHERE list_contains(?, image_id))", [ids]
-                )
-                connection.execute("DELETE FROM faces WHERE list_contains(?, image_id)", [ids])
-                connection.execute("DELETE FROM images WHERE list_contains(?, image_id)", [ids])
+                _delete_scan_rows(connection, ids)
             connection.execute(f"INSERT INTO images ({IMAGE_COLUMNS}) SELECT {IMAGE_COLUMNS} "
                                "FROM read_parquet(?)", [images])
             connection.execute(f"INSERT INTO faces ({FACE_COLUMNS}) SELECT {FACE_COLUMNS} "
@@ -433,6 +423,16 @@ class FacesetStore:
             if isinstance(error, duckdb.Error):
                 raise StoreError(f"cannot {action} {self.path}: {error}") from error
             raise
+
+
+def _delete_scan_rows(connection: duckdb.DuckDBPyConnection, image_ids: list[str]) -> None:
+    """The images, faces and checks rows a re-scan of these images replaces."""
+    connection.execute(
+        "DELETE FROM face_checks WHERE face_id IN "
+        "(SELECT face_id FROM faces WHERE list_contains(?, image_id))", [image_ids]
+    )
+    connection.execute("DELETE FROM faces WHERE list_contains(?, image_id)", [image_ids])
+    connection.execute("DELETE FROM images WHERE list_contains(?, image_id)", [image_ids])
 
 
 def _insert_rows(connection: duckdb.DuckDBPyConnection, target: str, rows: list[tuple]) -> None:

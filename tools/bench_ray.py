@@ -31,8 +31,7 @@ sys.path.insert(0, str(REPO))
 
 from curate.ingest import walk_files  # noqa: E402
 from curate.scan import ScanSettings, _ImagePreparer, decode_entry, make_analyzer, scan_folder  # noqa: E402
-from tools.bench_scan import build_photos  # noqa: E402
-from tools.fetch_samples import fetch_samples  # noqa: E402
+from tools.bench_scan import photo_set  # noqa: E402
 
 
 def fresh(database: Path) -> Path:
@@ -97,12 +96,7 @@ def main() -> None:
 
     from curate.ray_engine import RayEngine, start_ray
 
-    samples = fetch_samples(REPO / "samples", quiet=True) if not (REPO / "samples").is_dir() else REPO / "samples"
-    photos_dir = args.out / "photos"
-    build_photos(Path(samples), photos_dir, args.images)
-    for stale in photos_dir.glob("photo_*.jpg"):
-        if int(stale.stem.split("_")[1]) >= args.images:
-            stale.unlink()
+    photos_dir = photo_set(args.out / "photos", args.images)
 
     settings = ScanSettings(workers=args.cpus, batch_size=args.batch_size)
     local_db = fresh(args.out / "local" / "bench.duckdb")
