@@ -23,7 +23,7 @@ import cv2
 import duckdb
 import numpy as np
 
-from curate.align import arcface_crop, face_transform, transform_points, warp_face
+from curate.align import arcface_crop, warp_face
 from curate.errors import FacesmithError
 from curate.faceset import open_faceset
 from train.faceset_data import FaceArrays, load_face_arrays, read_curated_faces
@@ -259,24 +259,16 @@ class MergeChecker:
         return training[0], validation[0], training[1], validation[1]
 
     def _merge_frames(self, predictor) -> list[dict[str, Any]]:
-        from merge.blend import blend_face, combine_masks, process_mask
+        """Each held-out frame merged as `merge run` would, with the crops its scores need."""
+        from merge.runner import merge_frame
 
-        resolution, face_type = predictor.resolution, predictor.face_type
         results = []
         for frame_info in self.frames:
-            frame = self.frame_images[frame_info.face_id]
-            frame_to_face = face_transform(frame_info.landmarks68, face_type, resolution)
-            dst_face = warp_face(frame, frame_to_face, resolution).astype(np.float32) / 255.0
-            swap = predictor.swap(dst_face[None])
-            hull, _ = landmark_masks(transform_points(frame_to_face, frame_info.landmarks68), resolution)
-            mask = combine_masks(self.settings.mask_mode, hull, swap.face_masks[0], swap.dst_masks[0])
-            mask = process_mask(mask, resolution, self.settings.erode, self.settings.blur)
-            merged, _ = blend_face(frame.astype(np.float32) / 255.0, swap.faces[0], frame_to_face, mask,
-                                   self.settings, dst_face, np.random.default_rng(0))
-            merged_u8 = np.clip(merged * 255 + 0.5, 0, 255).astype(np.uint8)
-            merged_face = warp_face(merged_u8, frame_to_face, resolution).astype(np.float32) / 255.0
-            results.append({"frame": frame_info, "merged": merged_u8, "dst_face": dst_face,
-                            "predicted": swap.faces[0], "merged_face": merged_face, "mask": mask})
+            merged, (face,) = merge_frame(self.frame_images[frame_info.face_id], [frame_info], predictor,
+                                          self.settings)
+            merged_face = warp_face(merged, face.frame_to_face, predictor.resolution).astype(np.float32) / 255.0
+            results.append({"frame": frame_info, "merged": merged, "dst_face": face.dst_face,
+                            "predicted": face.predicted, "merged_face": merged_face, "mask": face.mask})
         return results
 
     def _identity(self, merged: list[dict[str, Any]]) -> tuple[float, float]:

@@ -94,33 +94,48 @@ def _fingerprint(model_dir: Path, iteration: int, settings: MergeSettings) -> di
             "settings_sha256": hashlib.sha256(settings_to_toml(settings).encode()).hexdigest()}
 
 
+@dataclass(frozen=True, eq=False)
+class MergedFace:
+    """One face of a merged frame as the merge saw it; merge checks score these."""
+
+    centre: np.ndarray  # (2,) centre of the detected box, frame pixels
+    frame_to_face: np.ndarray  # (2, 3) affine, frame pixels -> aligned pixels
+    dst_face: np.ndarray  # (R, R, 3) float32 0..1, the aligned crop of the frame
+    predicted: np.ndarray  # (R, R, 3) float32 0..1, the model's swapped face
+    mask: np.ndarray  # (R, R, 1) float32 0..1, the blend mask after erode and blur
+
+
 def merge_frame(frame: np.ndarray, faces: list[Any], predictor: Any, settings: MergeSettings,
-                previous_centre: np.ndarray | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Merge every located face of one uint8 BGR frame; returns (uint8 frame, face centres)."""
+                previous_centre: np.ndarray | None = None) -> tuple[np.ndarray, list[MergedFace]]:
+    """Merge every located face of one uint8 BGR frame; returns the uint8 frame and its faces.
+
+    faces: anything with `landmarks68` (68×2, frame pixels) and `bbox` (x1, y1, x2, y2).
+    In raw-predict mode the frame is the model's output, faces side by side, and no face is returned.
+    """
     from merge.blend import blend_face, combine_masks, process_mask
 
     resolution, face_type = predictor.resolution, predictor.face_type
     merged = frame.astype(np.float32) / 255.0
-    centres = []
+    merged_faces: list[MergedFace] = []
     if not faces:
-        return frame, centres
+        return frame, merged_faces
     matrices = [face_transform(np.asarray(face.landmarks68, np.float64), face_type, resolution) for face in faces]
     crops = np.stack([warp_face(frame, matrix, resolution) for matrix in matrices]).astype(np.float32) / 255.0
     swap = predictor.swap(crops)
     if settings.mode == "raw-predict":  # the model's own output, faces side by side, no frame
-        return np.clip(np.concatenate(list(swap.faces), axis=1) * 255 + 0.5, 0, 255).astype(np.uint8), centres
+        return np.clip(np.concatenate(list(swap.faces), axis=1) * 255 + 0.5, 0, 255).astype(np.uint8), merged_faces
     for index, (face, matrix) in enumerate(zip(faces, matrices, strict=True)):
         hull, _ = landmark_masks(transform_points(matrix, np.asarray(face.landmarks68, np.float64)), resolution)
         mask = combine_masks(settings.mask_mode, hull, swap.face_masks[index], swap.dst_masks[index])
         mask = process_mask(mask, resolution, settings.erode, settings.blur,
                             (settings.erode_top, settings.erode_bottom, settings.erode_left, settings.erode_right))
         centre = np.asarray(face.bbox, np.float64).reshape(2, 2).mean(axis=0)
-        centres.append(centre)
         # Motion blur needs one face to follow; with several per frame it is off (as in SAEHD).
         motion = (centre - previous_centre) if (previous_centre is not None and len(faces) == 1) else None
         merged, _ = blend_face(merged, swap.faces[index], matrix, mask, settings, crops[index],
                                np.random.default_rng(index), motion_vector=motion)
-    return np.clip(merged * 255 + 0.5, 0, 255).astype(np.uint8), centres
+        merged_faces.append(MergedFace(centre, matrix, crops[index], swap.faces[index], mask))
+    return np.clip(merged * 255 + 0.5, 0, 255).astype(np.uint8), merged_faces
 
 
 def merge_frames(model_dir: Path, source: Path, out_dir: Path, settings: MergeSettings,
@@ -174,8 +189,8 @@ def merge_frames(model_dir: Path, source: Path, out_dir: Path, settings: MergeSe
             faces = analyzer.locate(frame)
             without_face += not faces
             face_count += len(faces)
-            result, centres = merge_frame(frame, faces, predictor, settings, previous_centre)
-            previous_centre = centres[0] if len(centres) == 1 else None
+            result, merged_faces = merge_frame(frame, faces, predictor, settings, previous_centre)
+            previous_centre = merged_faces[0].centre if len(merged_faces) == 1 else None
             write_labelled_image(target, result, label, jpeg_quality=settings.jpeg_quality)
             written.append(target)
             merged += 1
