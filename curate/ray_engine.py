@@ -4,7 +4,7 @@ loads in one transaction.
 
 Only `scan_folder(..., engine=RayEngine(...))` imports this module, so the default path never
 imports Ray (the `ray` extra installs it). Results equal the local engine's: both run the same
-`decode_entry`, `_ImagePreparer.analyse` and `assemble_batch`; only where they run differs.
+`decode_entry`, `ImagePreparer.analyse` and `assemble_batch`; only where they run differs.
 
 On a cluster, every node must see the scanned folder, the faceset's folder (aligned crops and
 shards are written beside the database) and, for insightface, the model folder, at the same paths.
@@ -29,10 +29,10 @@ from curate.errors import FacesmithError
 from curate.ingest import Decoded, FileEntry, IngestResult, Rejection
 from curate.scan import (
     BatchOutcome,
+    ImagePreparer,
+    PreparedImage,
     ScanJob,
     ScanSettings,
-    _ImagePreparer,
-    _PreparedImage,
     assemble_batch,
     decode_entry,
     make_analyzer,
@@ -285,12 +285,12 @@ class _FaceAnalysisActor:
 
     def __init__(self, setup: _ActorSetup) -> None:
         self.analyzer = make_analyzer(setup.settings, threads=setup.threads)
-        self.preparer = _ImagePreparer(setup.settings, self.analyzer, {}, setup.aligned_dir, setup.database_dir)
+        self.preparer = ImagePreparer(setup.settings, self.analyzer, {}, setup.aligned_dir, setup.database_dir)
         self.shard_dir = setup.shard_dir
         self.run_id = setup.run_id
         self.max_pixels = setup.settings.max_pixels
 
-    def _prepare(self, row: dict) -> _PreparedImage:
+    def _prepare(self, row: dict) -> PreparedImage:
         entry = _entry(row)
         if "pixels" in row:  # decoded by a decode task
             return self.preparer.analyse(entry, _ingest_result(row), row["unchanged"])

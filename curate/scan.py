@@ -162,7 +162,7 @@ def _needs_scan(entry: FileEntry, known: FileState | None) -> bool:
 
 
 @dataclass(frozen=True)
-class _PreparedImage:
+class PreparedImage:
     """Everything a worker thread works out for one file; only the embeddings are left to do."""
 
     entry: FileEntry
@@ -173,7 +173,7 @@ class _PreparedImage:
     embedding_crops: list[np.ndarray]  # 112×112 ArcFace crops, one per face
 
 
-class _ImagePreparer:
+class ImagePreparer:
     """The per-file work of a scan, run in worker threads: decode, locate faces, then pose,
     alignment, crop, quality for each face. Holds no mutable state, so threads share one."""
 
@@ -187,17 +187,17 @@ class _ImagePreparer:
         self.aligned_dir = aligned_dir
         self.database_dir = database_dir
 
-    def __call__(self, entry: FileEntry) -> _PreparedImage:
+    def __call__(self, entry: FileEntry) -> PreparedImage:
         previous = self.known.get(entry.rel_path)
         result, unchanged = decode_entry(entry, previous.content_hash if previous else None,
                                          self.settings.max_pixels)
         return self.analyse(entry, result, unchanged)
 
-    def analyse(self, entry: FileEntry, result: IngestResult, unchanged: bool) -> _PreparedImage:
+    def analyse(self, entry: FileEntry, result: IngestResult, unchanged: bool) -> PreparedImage:
         """Locate and measure the faces of one decoded file (nothing to do for rejects and
         unchanged files)."""
         if unchanged or result.decoded is None:
-            return _PreparedImage(entry, _without_pixels(result), unchanged, [], [], [])
+            return PreparedImage(entry, _without_pixels(result), unchanged, [], [], [])
         image = result.decoded.image_bgr
         image_id = image_id_for(entry.rel_path)
         faces, checks, crops = [], [], []
@@ -210,8 +210,8 @@ class _ImagePreparer:
         except Exception as error:  # one odd image must not end a days-long scan: record it instead
             logger.warning("analysis of %s failed: %s", entry.rel_path, error, exc_info=logger.isEnabledFor(logging.DEBUG))
             rejection = Rejection("analysis-error", f"{type(error).__name__}: {error}")
-            return _PreparedImage(entry, replace(result, decoded=None, rejection=rejection), False, [], [], [])
-        return _PreparedImage(entry, _without_pixels(result), False, faces, checks, crops)
+            return PreparedImage(entry, replace(result, decoded=None, rejection=rejection), False, [], [], [])
+        return PreparedImage(entry, _without_pixels(result), False, faces, checks, crops)
 
     def _build(
         self, image_id: str, image_bgr: np.ndarray, face_index: int, face: LocatedFace
@@ -267,11 +267,11 @@ def _without_pixels(result: IngestResult) -> IngestResult:
 
 
 def _in_order(
-    pool: ThreadPoolExecutor, work: Callable[[FileEntry], _PreparedImage], entries: list[FileEntry],
+    pool: ThreadPoolExecutor, work: Callable[[FileEntry], PreparedImage], entries: list[FileEntry],
     window: int,
-) -> Iterator[_PreparedImage]:
+) -> Iterator[PreparedImage]:
     """Run `work` over entries in the pool, at most `window` ahead, yielding in input order."""
-    pending: deque[Future[_PreparedImage]] = deque()
+    pending: deque[Future[PreparedImage]] = deque()
     upcoming = iter(entries)
     for entry in upcoming:
         pending.append(pool.submit(work, entry))
@@ -295,7 +295,7 @@ class BatchRecords:
     touched: list[tuple[str, int]]  # (image_id, new mtime_ns) of files whose bytes did not change
 
 
-def assemble_batch(batch: list[_PreparedImage], analyzer: FaceAnalyzer, run_id: str) -> BatchRecords:
+def assemble_batch(batch: list[PreparedImage], analyzer: FaceAnalyzer, run_id: str) -> BatchRecords:
     """Embed the batch's faces in one call and turn each prepared image into its rows."""
     crops = [crop for prepared in batch for crop in prepared.embedding_crops]
     embeddings = iter(analyzer.embed(crops)) if crops else iter(())
@@ -390,7 +390,7 @@ class LocalEngine:
     def run(self, job: ScanJob, todo: list[FileEntry]) -> Iterator[BatchOutcome]:
         analyzer = job.analyzer
         assert analyzer is not None  # scan_folder builds one whenever there is work
-        preparer = _ImagePreparer(job.settings, analyzer, job.known, job.aligned_dir, job.database_dir)
+        preparer = ImagePreparer(job.settings, analyzer, job.known, job.aligned_dir, job.database_dir)
         batch_size = job.settings.batch_size
         with ThreadPoolExecutor(job.settings.workers, thread_name_prefix="scan") as pool:
             stream = _in_order(pool, preparer, todo, batch_size * 2)

@@ -30,7 +30,13 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from curate.ingest import walk_files  # noqa: E402
-from curate.scan import ScanSettings, _ImagePreparer, decode_entry, make_analyzer, scan_folder  # noqa: E402
+from curate.scan import (  # noqa: E402
+    ImagePreparer,
+    ScanSettings,
+    decode_entry,
+    make_analyzer,
+    scan_folder,
+)
 from tools.bench_scan import photo_set  # noqa: E402
 
 
@@ -60,7 +66,7 @@ def stage_costs(folder: Path, work: Path, sample: int = 60) -> dict[str, float]:
     """Milliseconds per image (decode, per-image analysis) and per face (embedding), one thread."""
     settings = ScanSettings()
     analyzer = make_analyzer(settings, threads=1)
-    preparer = _ImagePreparer(settings, analyzer, {}, work / "stage_aligned", work)
+    preparer = ImagePreparer(settings, analyzer, {}, work / "stage_aligned", work)
     (work / "stage_aligned").mkdir(parents=True, exist_ok=True)
     entries = list(walk_files(folder))[:sample]
     decode = analyse = embed = 0.0
