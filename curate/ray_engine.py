@@ -19,7 +19,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -157,7 +157,7 @@ class RayEngine:
         batch_size = job.settings.batch_size
         blocks = [_entry_table(todo[start:start + batch_size], job)
                   for start in range(0, len(todo), batch_size)]
-        settings = ScanSettings(**{**asdict(job.settings), "device": plan.device})
+        settings = replace(job.settings, device=plan.device)
         dataset = ray.data.from_arrow(blocks)
         if plan.decode_cpus:
             dataset = dataset.map_batches(_decode_files, batch_format="pyarrow", batch_size=None,

@@ -10,6 +10,21 @@ TINY_OPTIONS = {"resolution": 64, "archi": "liae-ud", "ae_dims": 32, "e_dims": 1
                 "sampler_workers": 2, "validation_share": 0.1}
 
 
+def tiny_batches(training_facesets: tuple[Path, Path]):
+    """The two 64 px side samplers and the warped batch settings the step-level tests train on;
+    `make_batch(step, *tiny_batches(...))` gives step N's batch."""
+    from train.faceset_data import load_face_arrays, read_curated_faces
+    from train.sampler import SamplerSettings, SideSampler
+
+    src = SideSampler("src", load_face_arrays(read_curated_faces(training_facesets[0]), "whole_face", 64),
+                      False, False)
+    dst = SideSampler("dst", load_face_arrays(read_curated_faces(training_facesets[1]), "whole_face", 64),
+                      True, False)
+    settings = SamplerSettings(batch_size=4, random_warp=True, src_flip=False, dst_flip=True, hsv_power=0.0,
+                               ct_mode="none", uniform_yaw=False, blur_out_mask=False, seed=0)
+    return src, dst, settings
+
+
 def build_training_facesets(root: Path, samples_dir: Path, analyzer) -> tuple[Path, Path]:
     """Scan src (Obama photos, their mirrors and a darker copy) and dst (other people) facesets."""
     import cv2

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.train.conftest import TINY_OPTIONS
+from tests.train.conftest import TINY_OPTIONS, tiny_batches
 from train.config import STRUCTURAL_OPTIONS, ConfigError, option_specs, resolve_config
 from train.distribute import check_batch_split, worker_role
 
@@ -72,15 +72,9 @@ def test_a_malformed_tf_config_is_a_clear_error():
 # -- two replicas against one (a subprocess: logical devices exist only before TensorFlow starts) -----
 
 def _batches(training_facesets) -> dict[str, np.ndarray]:
-    from train.faceset_data import load_face_arrays, read_curated_faces
-    from train.sampler import SamplerSettings, SideSampler, make_batch
+    from train.sampler import make_batch
 
-    src = SideSampler("src", load_face_arrays(read_curated_faces(training_facesets[0]), "whole_face", 64),
-                      False, False)
-    dst = SideSampler("dst", load_face_arrays(read_curated_faces(training_facesets[1]), "whole_face", 64),
-                      True, False)
-    settings = SamplerSettings(batch_size=4, random_warp=True, src_flip=False, dst_flip=True, hsv_power=0.0,
-                               ct_mode="none", uniform_yaw=False, blur_out_mask=False, seed=0)
+    src, dst, settings = tiny_batches(training_facesets)
     return {f"step{step}_{index}": array for step in range(1, STEPS + 1)
             for index, array in enumerate(make_batch(step, src, dst, settings).tensors())}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.train.conftest import TINY_OPTIONS
+from tests.train.conftest import TINY_OPTIONS, tiny_batches
 from train.checkpoint import list_checkpoints, load_checkpoint
 from train.loop import close_session, open_session, run_training
 
@@ -73,17 +73,11 @@ def test_pretrain_then_real_training_resets_the_count_and_the_inters(tmp_path, t
 def test_float16_compute_trains_with_float32_weights(training_facesets):
     """The mixed-precision path (float16 compute, loss scaling) on the CPU, which TensorFlow allows."""
     from train.config import resolve_config
-    from train.faceset_data import load_face_arrays, read_curated_faces
-    from train.sampler import SamplerSettings, SideSampler, make_batch
+    from train.sampler import make_batch
     from train.step import SAEHDTrainer
 
     config, _ = resolve_config(dict(TINY_OPTIONS, sampler_workers=0))
-    src = SideSampler("src", load_face_arrays(read_curated_faces(training_facesets[0]), "whole_face", 64),
-                      False, False)
-    dst = SideSampler("dst", load_face_arrays(read_curated_faces(training_facesets[1]), "whole_face", 64),
-                      True, False)
-    settings = SamplerSettings(batch_size=4, random_warp=True, src_flip=False, dst_flip=True, hsv_power=0.0,
-                               ct_mode="none", uniform_yaw=False, blur_out_mask=False, seed=0)
+    src, dst, settings = tiny_batches(training_facesets)
     trainer = SAEHDTrainer(config, compute_dtype="float16")
     assert trainer.model.compute_dtype.name == "float16"  # the network itself computes in float16
     before = {k: v.copy() for k, v in trainer.state_arrays().items() if k.startswith("model/")}
