@@ -118,8 +118,13 @@ def expand_prelu(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
+def load_fp32(path: Path) -> bytes:
+    """The serialised fp32 graph of an int8 weight-quantised ONNX file, with a dynamic batch."""
+    return fold_weight_dequantization(onnx.load(str(path))).SerializeToString()
+
+
 def load_fast_fp32(path: Path) -> bytes:
-    """The serialised, CPU-friendly fp32 graph of an int8 weight-quantised ONNX file."""
+    """load_fp32 with onnxruntime-friendly PRelu (see expand_prelu)."""
     return expand_prelu(fold_weight_dequantization(onnx.load(str(path)))).SerializeToString()
 
 

@@ -44,6 +44,7 @@ from curate.pose import estimate_pose
 from curate.progress import ProgressCallback
 from curate.quality import check_rows, measure_all
 from curate.records import FaceRecord, ImageRecord, LocatedFace
+from curate.runtimes import RUNTIMES
 from curate.store import FacesetStore, FileState
 
 logger = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ class ScanSettings:
     models_dir: str | None = None  # insightface packs live in models_dir/pack/
     pack: str = "buffalo_l"
     device: str = "auto"  # auto | cpu | cuda
+    runtime: str = "auto"  # the embedder's: auto | onnxruntime | openvino (see curate.runtimes)
     batch_size: int = 16  # images per inference batch and per database transaction
     workers: int = 2  # decoding threads
     max_pixels: int = DEFAULT_MAX_PIXELS
@@ -72,6 +74,8 @@ class ScanSettings:
             raise FacesmithError(f"unknown backend {self.backend!r}: use embedded or insightface")
         if self.device not in ("auto", "cpu", "cuda"):
             raise FacesmithError(f"unknown device {self.device!r}: use auto, cpu or cuda")
+        if self.runtime not in RUNTIMES:
+            raise FacesmithError(f"unknown runtime {self.runtime!r}: use {', '.join(RUNTIMES)}")
         if self.face_type not in FACE_TYPES:
             raise FacesmithError(f"unknown face type {self.face_type!r}: use one of {', '.join(FACE_TYPES)}")
         if not 32 <= self.resolution <= 2048 or self.resolution % 2:
@@ -118,7 +122,7 @@ def analyzer_for_faceset(database: Path, device: str | None = None) -> FaceAnaly
     finally:
         connection.close()
     stored = json.loads(row[0]) if row else {}
-    keys = ("backend", "models_dir", "pack", "device", "det_max_side", "det_threshold")
+    keys = ("backend", "models_dir", "pack", "device", "runtime", "det_max_side", "det_threshold")
     settings = ScanSettings(**{key: stored[key] for key in keys if key in stored})
     if device is not None:
         settings = replace(settings, device=device)
@@ -135,12 +139,12 @@ def make_analyzer(settings: ScanSettings, threads: int | None = None) -> FaceAna
         from curate.backends.embedded import EmbeddedFaceAnalyzer
 
         return EmbeddedFaceAnalyzer(settings.device, settings.det_max_side, settings.det_threshold,
-                                    threads=threads)
+                                    threads=threads, runtime=settings.runtime)
     from curate.backends.insightface_pack import DEFAULT_MODELS_DIR, InsightFacePack
 
     # ScanSettings admits only these two backends.
     return InsightFacePack(settings.models_dir or DEFAULT_MODELS_DIR, settings.pack, settings.device,
-                           det_threshold=settings.det_threshold)
+                           det_threshold=settings.det_threshold, runtime=settings.runtime)
 
 
 def default_aligned_dir(database: Path) -> Path:

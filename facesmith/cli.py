@@ -22,6 +22,7 @@ from facesmith.console import (
     NewDbOption,
     PackOption,
     ResolutionOption,
+    RuntimeOption,
     fail,
     progress,
     wants_progress,
@@ -73,6 +74,7 @@ def scan(
     models: ModelsOption = None,
     pack: PackOption = "buffalo_l",
     device: DeviceOption = "auto",
+    runtime: RuntimeOption = "auto",
     face_type: FaceTypeOption = "whole_face",
     resolution: ResolutionOption = 256,
     aligned: AlignedOption = None,
@@ -105,7 +107,7 @@ def scan(
     try:
         settings = ScanSettings(
             face_type=face_type, resolution=resolution, backend=backend,
-            models_dir=str(models) if models else None, pack=pack, device=device,
+            models_dir=str(models) if models else None, pack=pack, device=device, runtime=runtime,
             batch_size=batch_size, workers=workers,
         )
         scan_engine = None

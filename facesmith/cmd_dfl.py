@@ -17,6 +17,7 @@ from facesmith.console import (
     NewDbOption,
     PackOption,
     ResolutionOption,
+    RuntimeOption,
     fail,
     progress,
     wants_progress,
@@ -43,6 +44,7 @@ def register(curate_app: typer.Typer) -> None:
         models: ModelsOption = None,
         pack: PackOption = "buffalo_l",
         device: DeviceOption = "auto",
+        runtime: RuntimeOption = "auto",
         aligned: AlignedOption = None,
         output: FormatOption = OutputFormat.table,
     ) -> None:
@@ -58,7 +60,7 @@ def register(curate_app: typer.Typer) -> None:
         try:
             settings = ScanSettings(
                 face_type=face_type, resolution=resolution, backend=backend,
-                models_dir=str(models) if models else None, pack=pack, device=device,
+                models_dir=str(models) if models else None, pack=pack, device=device, runtime=runtime,
             )
             with progress("importing", wants_progress(output)) as on_progress:
                 summary = import_dfl_folder(folder, db, settings, aligned_dir=aligned, on_progress=on_progress)

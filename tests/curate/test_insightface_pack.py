@@ -17,6 +17,7 @@ from curate.backends.insightface_pack import (
 from curate.boxes import nms
 from curate.errors import ModelContractError, ModelPackError
 from curate.records import DetectedFace
+from curate.runtimes import openvino_available
 from tests.onnx_graphs import (
     CENTROID_POINT,
     DEFAULT_KEYPOINTS,
@@ -318,4 +319,22 @@ def test_providers_and_model_metadata(pack):
         "buffalo_l/1k3d68.onnx",
         "buffalo_l/w600k_r50.onnx",
     ]
-    assert all("non-commercial" in m.licence and m.runtime == "onnxruntime" for m in pack.models)
+    assert all("non-commercial" in m.licence for m in pack.models)
+    # The recogniser runs where large models run best on a CPU; the others stay on onnxruntime.
+    embedder_runtime = "openvino" if openvino_available() else "onnxruntime"
+    assert [m.runtime for m in pack.models] == ["onnxruntime", "onnxruntime", embedder_runtime]
+
+
+@pytest.mark.skipif(not openvino_available(), reason="the openvino package is not installed")
+def test_recogniser_gives_the_same_embeddings_on_either_runtime(pack_root):
+    shape, (x1, y1, side) = LANDSCAPE
+    image = square_image(shape, [(48, 48, 48, 255), (x1, y1, side, 200)])
+    on_ort = InsightFacePack(pack_root, device="cpu", runtime="onnxruntime")
+    on_openvino = InsightFacePack(pack_root, device="cpu", runtime="openvino")
+    assert on_ort.embedder.providers == ["CPUExecutionProvider"]
+    assert on_openvino.embedder.providers[0].startswith("OpenVINO/CPU/")
+    first, second = on_ort.analyze([image])[0], on_openvino.analyze([image])[0]
+    assert len(first) == len(second) == 2
+    for a, b in zip(first, second):
+        assert np.array_equal(a.landmarks68, b.landmarks68)  # only the recogniser moved
+        assert float(a.embedding @ b.embedding) > 0.99

@@ -106,12 +106,15 @@ def test_two_mirrored_replicas_train_like_one(mirrored_run, case):
     loss_rtol = 2e-3 if "float16" in case else 1e-4
     for single, mirrored in record["losses"]:
         np.testing.assert_allclose(mirrored, single, rtol=loss_rtol, err_msg=f"{case}: losses per step")
-    # Not bitwise: two replicas sum the batch in another order. The yardstick for "equal" is one
-    # replica trained on the same rows in another order, which differs from the first run by float
-    # reassociation alone (AdaBelief and RMSprop scale each step to ~lr, so a near-zero gradient that
-    # changes sign moves a weight by up to ~2 lr per step).
-    assert record["reorder_weight_diff"] > 0.0 and not record["bitwise_equal"]
-    assert record["max_weight_diff"] <= max(2.0 * record["reorder_weight_diff"], 1e-6), record
+    # Not bitwise: each replica runs every convolution on half the batch (other kernel blocking, other
+    # rounding) and the halves are summed in another order. (One replica on reordered rows is no
+    # yardstick: it only reassociates the batch sum, and its largest single difference swings 2-6×
+    # with the faces.) AdaBelief and RMSprop scale each step to ~lr, so a rounding difference
+    # that flips the sign of a near-zero gradient moves that weight by up to ~2 lr; a real divergence
+    # (other dropout masks, unaveraged gradients) moves most weights by a whole step. So: almost no
+    # value may end half a step apart, and none by more than a few steps.
+    assert not record["bitwise_equal"]
+    assert record["share_half_step_apart"] <= (1e-2 if "float16" in case else 1e-4), record
     assert record["max_weight_diff"] < (1e-3 if "float16" in case else 2e-4)
     # Every replica applied the identical update: their copies agree bitwise.
     assert record["replica_spread"] == 0.0
