@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from pathlib import Path
 
@@ -247,6 +248,49 @@ def test_good_image_is_decoded_faithfully() -> None:
     assert isinstance(decoded, Decoded)
     assert (decoded.format, decoded.mode, decoded.width, decoded.height) == ("PNG", "RGB", 40, 30)
     assert np.array_equal(decoded.image_bgr, image_bgr)
+
+
+def _pillow_reference(data: bytes) -> np.ndarray:
+    """What Pillow alone makes of a JPEG, as BGR: the yardstick for OpenCV's faster decode."""
+    with Image.open(io.BytesIO(data)) as image:
+        return np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
+
+
+def _jpeg_variants(photo_bgr: np.ndarray) -> dict[str, bytes]:
+    rgb = Image.fromarray(photo_bgr[:, :, ::-1])
+    exif = Image.Exif()
+    exif[0x0112] = 1  # orientation tag present, nothing to rotate
+    return {
+        "baseline 4:2:0": encode(rgb, "JPEG", quality=90),
+        "progressive 4:4:4": encode(rgb, "JPEG", quality=95, progressive=True, subsampling=0),
+        "grey": encode(rgb.convert("L"), "JPEG", quality=90),
+        "exif orientation 1": encode(rgb, "JPEG", quality=85, exif=exif.tobytes()),
+        "restart markers": cv2.imencode(".jpg", photo_bgr, [cv2.IMWRITE_JPEG_RST_INTERVAL, 4])[1].tobytes(),
+        "odd size": encode(rgb.crop((0, 0, 333, 217)), "JPEG", quality=90),
+        "bytes after the end marker": encode(rgb, "JPEG", quality=90) + b"trailing camera data",
+    }
+
+
+def test_jpegs_decode_to_exactly_the_pixels_pillow_gives(t1_path: Path, astronaut_path: Path) -> None:
+    """Plain JPEGs take OpenCV's decoder (faster, no GIL); the pixels must not change with it."""
+    photos = [cv2.imread(str(path), cv2.IMREAD_COLOR) for path in (t1_path, astronaut_path)]
+    cases = {"t1.jpg as shipped": t1_path.read_bytes()}
+    for index, photo in enumerate(photos):
+        cases.update({f"{name} ({index})": data for name, data in _jpeg_variants(photo).items()})
+    for name, data in cases.items():
+        decoded = decode_bytes(data)
+        assert isinstance(decoded, Decoded), (name, decoded)
+        reference = _pillow_reference(data)
+        assert (decoded.height, decoded.width) == reference.shape[:2], name
+        assert np.array_equal(decoded.image_bgr, reference), name
+
+
+def test_a_jpeg_cut_short_is_still_truncated_not_padded(astronaut_path: Path) -> None:
+    photo = cv2.imread(str(astronaut_path), cv2.IMREAD_COLOR)
+    data = encode(Image.fromarray(photo[:, :, ::-1]), "JPEG", quality=90)
+    for keep in (0.5, 0.9, 0.999):
+        outcome = decode_bytes(data[: int(len(data) * keep)])
+        assert isinstance(outcome, Rejection) and outcome.reason == "truncated", (keep, outcome)
 
 
 def test_walk_is_sorted_and_deterministic(corpus_dir: tuple[Path, dict[str, Expectation]]) -> None:
