@@ -2,13 +2,16 @@
 
 Builds (once, cached) a set of realistic photos from the sample faces — rescaled so the long side
 is 640–1920 px, re-framed, colour-jittered, JPEG at quality 85–95 — then, in one run, measures
-  1. decode only: read + hash + decode every file with the scan's own ingest code and thread pool
-     (the floor any scan pays), and
+  1. decode only: read + hash + decode every file with the scan's own ingest code and thread pool,
+     streaming as the scan does (the floor any scan pays),
   2. a full scan into a fresh database: detection, 68 landmarks, pose, alignment, embedding,
-     quality checks, crops and rows for every face,
-and prints images/s for both and their ratio.
+     quality checks, crops and rows for every face (models loaded first; their load time is
+     printed apart, since a scan pays it once), with the CPU time it used, and
+  3. the embedder alone on the scan's own face crops, on each runtime installed (onnxruntime fp32,
+     OpenVINO), the change the runtime choice makes,
+and prints images/s for 1 and 2 and their ratio.
 
-    python tools/bench_scan.py [--images 500] [--workers 2] [--out build/bench]
+    python tools/bench_scan.py [--images 500] [--workers 2] [--out build/bench] [--json]
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import sys
 import time
@@ -23,13 +27,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
+import duckdb
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from curate.backends.embedded import EmbeddedFaceAnalyzer  # noqa: E402
 from curate.ingest import read_image, walk_files  # noqa: E402
-from curate.scan import ScanSettings, scan_folder  # noqa: E402
+from curate.runtimes import openvino_available  # noqa: E402
+from curate.scan import ScanSettings, make_analyzer, scan_folder  # noqa: E402
 from tools.fetch_samples import fetch_samples  # noqa: E402
 
 FACE_PHOTOS = [
@@ -80,13 +87,42 @@ def photo_set(folder: Path, count: int) -> Path:
 
 
 def decode_only(folder: Path, workers: int) -> tuple[float, int]:
+    """Seconds to read, hash and decode every photo, keeping none (as a scan streams them)."""
     entries = list(walk_files(folder))
     started = time.perf_counter()
     with ThreadPoolExecutor(workers) as pool:
-        results = list(pool.map(read_image, entries))
+        decoded = sum(result.decoded is not None for result in pool.map(read_image, entries))
     seconds = time.perf_counter() - started
-    assert all(result.decoded is not None for result in results)
+    assert decoded == len(entries)
     return seconds, len(entries)
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def embedder_ms_per_face(database: Path, photos_dir: Path, faces: int = 256) -> dict[str, float]:
+    """Milliseconds per face of SFace on each installed runtime, on the scan's own ArcFace crops,
+    in batches of 16 on one thread."""
+    from curate.align import arcface_crop
+
+    rows = duckdb.connect(str(database), read_only=True).execute(
+        "SELECT i.path, f.landmarks5 FROM faces f JOIN images i USING (image_id) ORDER BY f.face_id LIMIT ?",
+        [faces]).fetchall()
+    crops = [arcface_crop(cv2.imread(str(photos_dir / path)), np.array(points).reshape(5, 2))
+             for path, points in rows]
+    runtimes = ["onnxruntime"] + (["openvino"] if openvino_available() else [])
+    timings = {}
+    for runtime in runtimes:
+        embedder = EmbeddedFaceAnalyzer(device="cpu", threads=1, runtime=runtime).embedder
+        embedder.embed(crops[:16])
+        started = time.perf_counter()
+        for start in range(0, len(crops), 16):
+            embedder.embed(crops[start : start + 16])
+        label = embedder.providers[0] if runtime == "openvino" else "onnxruntime fp32"
+        timings[label] = round((time.perf_counter() - started) / len(crops) * 1000, 2)
+    return timings
 
 
 def main() -> None:
@@ -113,8 +149,14 @@ def main() -> None:
         elif leftover.exists():
             leftover.unlink()
     settings = ScanSettings(workers=args.workers, batch_size=args.batch_size)
-    summary = scan_folder(photos_dir, database, settings)
+    started = time.perf_counter()
+    analyzer = make_analyzer(settings)
+    load_seconds = time.perf_counter() - started
+    cpu_before = cpu_seconds()
+    summary = scan_folder(photos_dir, database, settings, analyzer=analyzer)
+    scan_cpu = cpu_seconds() - cpu_before
     assert summary.images_ok == count
+    embedder = embedder_ms_per_face(database, photos_dir)
 
     figures = {
         "images": count,
@@ -124,7 +166,12 @@ def main() -> None:
         "full_scan_images_per_s": round(count / summary.seconds, 1),
         "full_scan_faces_per_s": round(summary.faces / summary.seconds, 1),
         "ratio_full_to_decode": round((count / summary.seconds) / (count / decode_seconds), 3),
+        "model_load_s": round(load_seconds, 2),
+        "full_scan_with_load_images_per_s": round(count / (summary.seconds + load_seconds), 1),
+        "scan_cpu_ms_per_image": round(scan_cpu / count * 1000, 1),
+        "scan_cores_busy": round(scan_cpu / summary.seconds, 2),
         "providers": summary.providers,
+        "embedder_ms_per_face_one_thread": embedder,
     }
     if args.json:
         print(json.dumps(figures, indent=2))
@@ -133,8 +180,14 @@ def main() -> None:
           f"providers {', '.join(summary.providers)}")
     print(f"decode only : {figures['decode_only_images_per_s']:8.1f} images/s")
     print(f"full scan   : {figures['full_scan_images_per_s']:8.1f} images/s "
-          f"({figures['full_scan_faces_per_s']:.1f} faces/s)")
+          f"({figures['full_scan_faces_per_s']:.1f} faces/s; {figures['scan_cpu_ms_per_image']:.1f} CPU ms "
+          f"per image, {figures['scan_cores_busy']:.2f} cores busy)")
     print(f"ratio       : {figures['ratio_full_to_decode']:.3f} of decode-only throughput (target >= 0.333)")
+    print(f"model load  : {load_seconds:8.2f} s once per scan "
+          f"({figures['full_scan_with_load_images_per_s']:.1f} images/s counting it)")
+    base = embedder["onnxruntime fp32"]
+    print("embedder    : " + ", ".join(f"{name} {ms:.2f} ms/face ({base / ms:.1f}x)" for name, ms in embedder.items())
+          + " (one thread)")
 
 
 if __name__ == "__main__":
