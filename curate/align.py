@@ -5,8 +5,6 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from curate.resample import reduce_image
-
 # Canonical 5-point positions of the 112×112 ArcFace crop (subject's right eye, left eye, nose
 # tip, right and left mouth corner, in image-left-first order). Both SFace and insightface's
 # recognition models were trained on crops made with these positions.
@@ -130,9 +128,8 @@ def warp_face(image_bgr: np.ndarray, matrix: np.ndarray, resolution: int) -> np.
     """Cut the aligned resolution² crop that the source->aligned `matrix` describes.
 
     Faces are usually shrunk (a 900 px face into 256 px). A plain warp would alias, and a
-    Lanczos warp costs ~5 ms; instead the face's region is first reduced to about the output
-    scale (curate.resample: area averaging by whole factors, bilinear for the rest), then warped
-    with bicubic interpolation.
+    Lanczos warp costs ~5 ms; instead the face's region is first reduced with area averaging to
+    about the output scale, then warped with bicubic interpolation.
     """
     matrix = np.asarray(matrix, dtype=np.float64)
     scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
@@ -148,9 +145,10 @@ def warp_face(image_bgr: np.ndarray, matrix: np.ndarray, resolution: int) -> np.
             shrink = scale / 0.8
             region = image_bgr[y0:y1, x0:x1]
             size = (max(1, round(region.shape[1] * shrink)), max(1, round(region.shape[0] * shrink)))
-            reduced, (fx, fy) = reduce_image(region, size)
+            reduced = cv2.resize(region, size, interpolation=cv2.INTER_AREA)
             # source px -> region px -> reduced px, then on through the original matrix
-            to_reduced = np.array([[fx, 0, -x0 * fx], [0, fy, -y0 * fy]])
+            factors = np.array([size[0] / region.shape[1], size[1] / region.shape[0]])
+            to_reduced = np.array([[factors[0], 0, -x0 * factors[0]], [0, factors[1], -y0 * factors[1]]])
             matrix = matrix @ np.vstack([invert_affine(to_reduced), [0, 0, 1]])
             image_bgr = reduced
     return cv2.warpAffine(
