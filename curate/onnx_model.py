@@ -109,8 +109,9 @@ class OnnxModel:
         # OpenCV's blob maker converts, swaps, normalises and transposes in one C++ pass: 4× faster
         # than the same steps in numpy on a detector's 640×480 input.
         norm = self.normalisation
-        return cv2.dnn.blobFromImages([np.ascontiguousarray(image) for image in images_bgr], scalefactor=1.0 / norm.std,
-                                      mean=(norm.mean,) * 3, swapRB=norm.swap_rb, crop=False)
+        images = [np.ascontiguousarray(image) for image in images_bgr]
+        return cv2.dnn.blobFromImages(images, scalefactor=1.0 / norm.std, mean=(norm.mean,) * 3,
+                                      swapRB=norm.swap_rb, crop=False)
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         """Run the graph on a prepared N×C×H×W batch; splits it when the graph fixes N."""

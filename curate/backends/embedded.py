@@ -193,10 +193,10 @@ class EmbeddedFaceAnalyzer(FaceAnalyzer):
         # YuNet is small: onnxruntime runs it faster than OpenVINO does, so only SFace moves.
         self.detector = YuNetDetector(load_yunet_fp32(yunet), det_max_side, det_threshold, device=device)
         self.landmarks = Dlib68Landmarks(landmarks)
-        self.embedder_runtime = resolve_runtime(runtime, resolve_providers(device), openvino_available())
+        embedder_runtime = resolve_runtime(runtime, resolve_providers(device), openvino_available())
         # OpenVINO runs PRelu natively; onnxruntime needs it spelled as layout-friendly ops.
-        sface_graph = load_fp32(sface) if self.embedder_runtime == "openvino" else load_fast_fp32(sface)
-        self.embedder = SFaceEmbedder(sface_graph, device=device, threads=threads, runtime=self.embedder_runtime)
+        sface_graph = load_fp32(sface) if embedder_runtime == "openvino" else load_fast_fp32(sface)
+        self.embedder = SFaceEmbedder(sface_graph, device=device, threads=threads, runtime=embedder_runtime)
         self.embedding_dim = self.embedder.dim
 
     @property
