@@ -193,10 +193,12 @@ class EmbeddedFaceAnalyzer(FaceAnalyzer):
         # YuNet is small: onnxruntime runs it faster than OpenVINO does, so only SFace moves.
         self.detector = YuNetDetector(load_yunet_fp32(yunet), det_max_side, det_threshold, device=device)
         self.landmarks = Dlib68Landmarks(landmarks)
-        embedder_runtime = resolve_runtime(runtime, resolve_providers(device), openvino_available())
-        # OpenVINO runs PRelu natively; onnxruntime needs it spelled as layout-friendly ops.
-        sface_graph = load_fp32(sface) if embedder_runtime == "openvino" else load_fast_fp32(sface)
-        self.embedder = SFaceEmbedder(sface_graph, device=device, threads=threads, runtime=embedder_runtime)
+        # OpenVINO runs PRelu natively; onnxruntime needs it spelled as layout-friendly ops. The
+        # request itself goes to the model, so 'auto' can still fall back to onnxruntime there
+        # (with the plain graph: same outputs, slower).
+        likely = resolve_runtime(runtime, resolve_providers(device), openvino_available())
+        sface_graph = load_fp32(sface) if likely == "openvino" else load_fast_fp32(sface)
+        self.embedder = SFaceEmbedder(sface_graph, device=device, threads=threads, runtime=runtime)
         self.embedding_dim = self.embedder.dim
 
     @property

@@ -38,7 +38,6 @@ from curate.errors import FacesmithError, ModelContractError, ModelPackError
 from curate.onnx_model import InputNormalisation, OnnxModel
 from curate.providers import resolve_providers
 from curate.records import LocatedFace
-from curate.runtimes import openvino_available, resolve_runtime
 
 logger = logging.getLogger(__name__)
 
@@ -439,10 +438,7 @@ class InsightFacePack(FaceAnalyzer):
         self.landmarker = Landmark3D68(self.files.landmarks, providers=wanted)
         # The recogniser is the pack's largest network per face: it runs where curate.runtimes
         # says large models run best (OpenVINO on a CPU, when installed).
-        self.embedder = ArcFaceEmbedder(
-            self.files.recogniser, providers=wanted,
-            runtime=resolve_runtime(runtime, wanted, openvino_available()),
-        )
+        self.embedder = ArcFaceEmbedder(self.files.recogniser, providers=wanted, runtime=runtime)
         self.embedding_dim: int = self.embedder.embedding_dim
 
     @property

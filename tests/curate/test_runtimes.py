@@ -74,3 +74,6 @@ def test_a_graph_openvino_cannot_load_falls_back_to_onnxruntime_unless_asked_for
     assert embedder.embed([np.full((112, 112, 3), 128, np.uint8)]).shape == (1, 128)
     with pytest.raises(ModelPackError, match="with OpenVINO"):
         SFaceEmbedder(graph, device="cpu", runtime="openvino")
+    # The backend passes the request on, so the fallback reaches it too.
+    analyzer = EmbeddedFaceAnalyzer(device="cpu", runtime="auto")
+    assert analyzer.providers == [CPU] and [m.runtime for m in analyzer.models][-1] == "onnxruntime"
