@@ -65,7 +65,7 @@ class ImageRecord:
 
 @dataclass(frozen=True)
 class QualityScores:
-    """Raw quality measurements of one aligned face (see curate.quality for each check)."""
+    """Raw quality measurements of one aligned face (see curate.faces.quality for each check)."""
 
     sharpness: float
     motion_blur: float

@@ -32,7 +32,7 @@ FACE_COLUMNS = (
     "aligned_path"
 )
 CHECK_COLUMNS = "face_id, measure, raw_value, score, bad_low, ok_low, ok_high, bad_high, verdict"
-# The dfl_faces columns in the order of curate.dfl.DflFaceRow.to_row().
+# The dfl_faces columns in the order of curate.interop.dfl.DflFaceRow.to_row().
 DFL_FACE_COLUMNS = (
     "image_id, face_type, source_filename, source_rect, source_landmarks, aligned_landmarks, "
     "image_to_face, eyebrows_expand_mod, status, reason"
@@ -154,7 +154,7 @@ _MIGRATIONS: dict[int, list[str]] = {
             reason VARCHAR NOT NULL               -- 'selected' or why the face was left out
         )""",
     ],
-    # DeepFaceLab interop: the metadata read from an imported DFL aligned folder (curate/dfl.py).
+    # DeepFaceLab interop: the metadata read from an imported DFL aligned folder (curate/interop/dfl.py).
     3: [
         """CREATE TABLE dfl_faces (
             image_id VARCHAR PRIMARY KEY,         -- the aligned file's images row
@@ -170,7 +170,7 @@ _MIGRATIONS: dict[int, list[str]] = {
         )""",
     ],
     # Views for the common questions (README, "Querying a faceset"). The coverage and lighting
-    # views use curate.coverage's default bins; a test checks they agree with it.
+    # views use curate.analysis.coverage's default bins; a test checks they agree with it.
     4: [
         """CREATE VIEW coverage AS
             SELECT least(CAST(floor(yaw / 15) * 15 AS INTEGER), 75) AS yaw_bin,
@@ -368,7 +368,7 @@ class FacesetStore:
             _insert_rows(connection, f"face_checks ({CHECK_COLUMNS})", list(checks))
 
     def load_shard(self, shard: Any, touched: Sequence[tuple[str, int]] = ()) -> None:
-        """Load a Parquet shard (`curate.shards.Shard`) the way `write_batch` writes rows: its
+        """Load a Parquet shard (`curate.scan.shards.Shard`) the way `write_batch` writes rows: its
         images replace theirs, with their faces and checks, and `touched` (image_id, mtime_ns)
         pairs get their new mtime, all in one transaction. DuckDB reads the files itself."""
         images, faces, checks = (str(path) for path in shard.files())

@@ -102,7 +102,7 @@ def scan(
     output: FormatOption = OutputFormat.table,
 ) -> None:
     """Analyse every image under SOURCE into the faceset: only new or changed files are read."""
-    from curate.scan import ScanSettings, scan_folder
+    from curate.scan.pipeline import ScanSettings, scan_folder
 
     try:
         settings = ScanSettings(
@@ -143,7 +143,7 @@ def ray_engine(address: str | None, cpus: int | None, actors: int | None, keep_s
     except ImportError as error:
         raise FacesmithError(f"--engine ray needs Ray Data ({error.name} is not installed): "
                              "pip install 'facesmith[ray]'") from error
-    from curate.ray_engine import RayEngine
+    from curate.scan.ray_engine import RayEngine
 
     return RayEngine(address=address, num_cpus=cpus, actors=actors, keep_shards=keep_shards)
 

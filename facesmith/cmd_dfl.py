@@ -53,9 +53,9 @@ def register(curate_app: typer.Typer) -> None:
         The metadata is read with a restricted unpickler: a file whose metadata would run code,
         or is malformed, is recorded as rejected with the reason, and the rest still imports.
         """
-        from curate.dfl import import_dfl_folder
+        from curate.interop.dfl import import_dfl_folder
         from curate.errors import FacesmithError
-        from curate.scan import ScanSettings
+        from curate.scan.pipeline import ScanSettings
 
         try:
             settings = ScanSettings(
@@ -89,7 +89,7 @@ def register(curate_app: typer.Typer) -> None:
 
         By default the faces chosen by `curate select` when a selection exists, else every face.
         """
-        from curate.dfl import export_dfl as export
+        from curate.interop.dfl import export_dfl as export
         from curate.errors import FacesmithError
 
         try:

@@ -34,8 +34,8 @@ def register(curate_app: typer.Typer) -> None:
         output: FormatOption = OutputFormat.table,
     ) -> None:
         """Find exact and near duplicates and the main identity; store why for every face."""
-        from curate.duplicates import DuplicateSettings, analyze_duplicates
-        from curate.identities import IdentitySettings, analyze_identities
+        from curate.analysis.duplicates import DuplicateSettings, analyze_duplicates
+        from curate.analysis.identities import IdentitySettings, analyze_identities
 
         try:
             overrides = {key: value for key, value in
@@ -68,13 +68,13 @@ def register(curate_app: typer.Typer) -> None:
         output: FormatOption = OutputFormat.table,
     ) -> None:
         """Counts, rejects, quality, duplicates, identities, pose/lighting coverage and advice."""
-        from curate.coverage import CoverageSettings
-        from curate.report import build_report
+        from curate.analysis.coverage import CoverageSettings
+        from curate.reports.report import build_report
 
         try:
             built = build_report(db, CoverageSettings(yaw_bin=yaw_bin, pitch_bin=pitch_bin))
             if html is not None:
-                from curate.report_html import write_html_report
+                from curate.reports.html import write_html_report
 
                 write_html_report(built, html)
         except FacesmithError as error:

@@ -34,7 +34,7 @@ def register(curate_app: typer.Typer) -> None:
         output: FormatOption = OutputFormat.table,
     ) -> None:
         """Write frames of VIDEO at a given rate as <name>_<frame>.png for 'curate scan'; re-runs skip frames already written."""
-        from curate.video import extract_frames
+        from curate.scan.video import extract_frames
 
         folder = out if out is not None else video.parent / f"{video.stem}_frames"
         try:
@@ -72,7 +72,7 @@ def register(curate_app: typer.Typer) -> None:
         output: FormatOption = OutputFormat.table,
     ) -> None:
         """Choose the faces that best cover pose and lighting, then the sharpest; copy them to OUT and record why every other face was left out."""
-        from curate.selection import SelectionSettings, select_and_export
+        from curate.analysis.selection import SelectionSettings, select_and_export
 
         measures = tuple(part.strip() for part in exclude_bad.split(",") if part.strip())
         if measures == ("none",):

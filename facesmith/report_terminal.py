@@ -6,7 +6,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from curate.report import Report
+from curate.reports.report import Report
 
 
 def _pairs(title: str, items, headers=("what", "number")) -> Table:

@@ -35,7 +35,7 @@ class FaceToBlend:
     """One face of a frame, ready to composite."""
 
     predicted_face: np.ndarray  # (R, R, 3) float32 BGR [0, 1], the model output in aligned-face space
-    frame_to_face: np.ndarray  # (2, 3) float64, frame pixels -> aligned-face pixels (curate.align.face_transform)
+    frame_to_face: np.ndarray  # (2, 3) float64, frame pixels -> aligned-face pixels (curate.faces.align.face_transform)
     mask_face: np.ndarray  # (R, R, 1) float32 [0, 1], already through process_mask, aligned-face space
     dst_face: np.ndarray | None = None  # (R, R, 3) float32 BGR [0, 1], the aligned dst crop
     motion_vector: tuple[float, float] | None = None  # frame pixels per frame, (x, y)
@@ -225,7 +225,7 @@ def warp_to_frame(
     """An aligned-face image put back into frame coordinates.
 
     face_image: (R, R, C) float32 in aligned-face space. frame_to_face: the (2, 3) matrix mapping
-    frame pixels to aligned-face pixels, as `curate.align.face_transform` returns it; it is used
+    frame pixels to aligned-face pixels, as `curate.faces.align.face_transform` returns it; it is used
     with WARP_INVERSE_MAP, so no inversion is needed. frame_shape: (H, W, ...) of the frame.
     Pixels that map outside the face square are 0. Returns (H, W, C) float32.
     """
@@ -452,7 +452,7 @@ def blend_face(
     """Composite one predicted face into a frame.
 
     frame: (H, W, 3) float32 BGR [0, 1]. predicted_face: (R, R, 3) float32 BGR [0, 1] in aligned-face
-    space. frame_to_face: (2, 3) frame pixels -> aligned-face pixels (`curate.align.face_transform`).
+    space. frame_to_face: (2, 3) frame pixels -> aligned-face pixels (`curate.faces.align.face_transform`).
     mask_face: (R, R, 1) float32 [0, 1], already through `process_mask`. dst_face: (R, R, 3) the
     aligned dst crop, needed for colour transfer and the hist-match modes. rng: for the random colour
     transfers (idt, sot). motion_vector: the face's motion (x, y) in frame pixels per frame, used when

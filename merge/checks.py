@@ -23,7 +23,7 @@ import cv2
 import duckdb
 import numpy as np
 
-from curate.align import arcface_crop, warp_face
+from curate.faces.align import arcface_crop, warp_face
 from curate.errors import FacesmithError
 from curate.faceset import open_faceset
 from train.faceset_data import FaceArrays, load_face_arrays, read_curated_faces
@@ -231,7 +231,7 @@ class MergeChecker:
         finite = sharpness[np.isfinite(sharpness)]
         self.src_sharpness = float(np.median(finite)) if finite.size else float("nan")
         if analyzer is None:
-            from curate.scan import analyzer_for_faceset
+            from curate.scan.pipeline import analyzer_for_faceset
 
             # The src faceset's own backend: its embeddings are what identity is measured against.
             analyzer = analyzer_for_faceset(session.src_database)

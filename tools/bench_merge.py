@@ -61,7 +61,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    from curate.backends.embedded import EmbeddedFaceAnalyzer
+    from curate.faces.backends.embedded import EmbeddedFaceAnalyzer
     from merge.checks import MergeChecker
     from merge.runner import merge_frames
     from merge.settings import resolve_settings

@@ -29,8 +29,8 @@ import duckdb
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from curate.ingest import walk_files  # noqa: E402
-from curate.scan import (  # noqa: E402
+from curate.scan.ingest import walk_files  # noqa: E402
+from curate.scan.pipeline import (  # noqa: E402
     ImagePreparer,
     ScanSettings,
     decode_entry,
@@ -100,7 +100,7 @@ def main() -> None:
 
     import ray
 
-    from curate.ray_engine import RayEngine, start_ray
+    from curate.scan.ray_engine import RayEngine, start_ray
 
     photos_dir = photo_set(args.out / "photos", args.images)
 

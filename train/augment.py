@@ -8,7 +8,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from curate.landmarks68 import MIRROR_ORDER, mirror
+from curate.faces.landmarks68 import MIRROR_ORDER, mirror
 
 # Below this size the warp grid is too coarse to look like a face deformation, so it is built at
 # this size and the maps are resized down (SAEHD.md §5).

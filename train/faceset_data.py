@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from curate.align import face_transform, invert_affine, transform_points
+from curate.faces.align import face_transform, invert_affine, transform_points
 from curate.errors import FacesmithError
 from curate.faceset import open_faceset, table_exists
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from curate.align import hull_mask
-from curate.landmarks68 import INNER_MOUTH, LEFT_EYE, RIGHT_EYE
+from curate.faces.align import hull_mask
+from curate.faces.landmarks68 import INNER_MOUTH, LEFT_EYE, RIGHT_EYE
 
 
 def _check_landmarks(landmarks68: np.ndarray, size: int) -> np.ndarray:
@@ -24,7 +24,7 @@ def face_mask(landmarks68: np.ndarray, size: int) -> np.ndarray:
     """(size, size, 1) float32 binary {0, 1} full-face mask from (68, 2) aligned-pixel landmarks.
 
     The convex hull of all 68 points with the brows pushed up by half their distance to the upper
-    eyelids (curate.align.hull_mask). DFL fills the union of 8 landmark-group hulls instead; the
+    eyelids (curate.faces.align.hull_mask). DFL fills the union of 8 landmark-group hulls instead; the
     face outline is convex, so the two differ only in slivers along the jaw-to-brow edge.
     """
     points = _check_landmarks(landmarks68, size)

@@ -7,7 +7,7 @@ import shutil
 
 from typer.testing import CliRunner
 
-from curate.scan import ScanSettings, scan_folder
+from curate.scan.pipeline import ScanSettings, scan_folder
 from facesmith.cli import app
 
 

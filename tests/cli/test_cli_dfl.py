@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from curate.dfl import read_app15, read_dfl_metadata, write_app15
-from curate.scan import ScanSettings, scan_folder
+from curate.interop.dfl import read_app15, read_dfl_metadata, write_app15
+from curate.scan.pipeline import ScanSettings, scan_folder
 from curate.store import FacesetStore
 from tests.cli.helpers import assert_one_line_error, flat, invoke
 
@@ -31,7 +31,7 @@ def test_usage_errors_exit_2(args):
 @pytest.fixture(scope="module")
 def faceset(tmp_path_factory, obama_paths) -> Path:
     """Two Obama photos scanned at 128 px (one face each)."""
-    from curate.backends.embedded import EmbeddedFaceAnalyzer
+    from curate.faces.backends.embedded import EmbeddedFaceAnalyzer
 
     photos = tmp_path_factory.mktemp("photos")
     for path in obama_paths[:2]:

@@ -11,7 +11,7 @@ import cv2
 import duckdb
 import pytest
 
-from curate.scan import ScanSettings, scan_folder
+from curate.scan.pipeline import ScanSettings, scan_folder
 from tests.cli.helpers import assert_one_line_error, invoke
 from tests.curate.test_video import write_video
 
@@ -68,7 +68,7 @@ def test_extract_errors(video, tmp_path):
 
 @pytest.fixture(scope="module")
 def faceset(tmp_path_factory, obama_paths, t1_path) -> Path:
-    from curate.backends.embedded import EmbeddedFaceAnalyzer
+    from curate.faces.backends.embedded import EmbeddedFaceAnalyzer
 
     folder = tmp_path_factory.mktemp("cli_select")
     photos = folder / "photos"

@@ -6,12 +6,12 @@ import cv2
 import numpy as np
 import pytest
 
-from curate.align import (
+from curate.faces.align import (
     FACE_TYPES, TEMPLATE_INDICES, aligned_face_size, face_transform, hull_mask,
     similarity_transform, transform_points, warp_face,
 )
-from curate.landmarks68 import MIRROR_ORDER, mirror
-from curate.mean_face import MEAN_FACE_33
+from curate.faces.landmarks68 import MIRROR_ORDER, mirror
+from curate.faces.mean_face import MEAN_FACE_33
 from tests.curate.conftest import load_bgr
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from curate.coverage import (
+from curate.analysis.coverage import (
     LIGHT_BINS, CoverageError, CoverageSettings, advice, coverage, coverage_grid_sql, degrees, light_bins,
     lighting_sql,
 )

@@ -1,11 +1,11 @@
-"""The SQL views `coverage` and `lighting` agree with curate.coverage's default bins."""
+"""The SQL views `coverage` and `lighting` agree with curate.analysis.coverage's default bins."""
 
 from __future__ import annotations
 
 import shutil
 
-from curate.coverage import coverage_grid_sql, lighting_sql
-from curate.scan import ScanSettings, scan_folder
+from curate.analysis.coverage import coverage_grid_sql, lighting_sql
+from curate.scan.pipeline import ScanSettings, scan_folder
 from curate.store import query_read_only
 
 

@@ -20,7 +20,7 @@ import duckdb
 import numpy as np
 import pytest
 
-from curate.dfl import (
+from curate.interop.dfl import (
     ALLOWED_GLOBALS,
     MAX_PAYLOAD,
     BadMetadataError,
@@ -39,7 +39,7 @@ from curate.dfl import (
     write_app15,
 )
 from curate.errors import FacesmithError
-from curate.scan import ScanSettings, image_id_for, scan_folder
+from curate.scan.pipeline import ScanSettings, image_id_for, scan_folder
 from curate.store import FacesetStore
 from tests.curate.conftest import load_bgr
 

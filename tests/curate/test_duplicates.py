@@ -12,7 +12,7 @@ import duckdb
 import numpy as np
 import pytest
 
-from curate.duplicates import (
+from curate.analysis.duplicates import (
     DuplicateRow,
     DuplicateSettings,
     PixelComparer,
@@ -25,7 +25,7 @@ from curate.duplicates import (
 )
 from curate.errors import FacesmithError, StoreError
 from curate.faceset import load_faces, open_faceset
-from curate.scan import ScanSettings, scan_folder
+from curate.scan.pipeline import ScanSettings, scan_folder
 from tests.curate.conftest import load_bgr
 
 # Copies of one source that must all land in one group, and the mirror that must not.

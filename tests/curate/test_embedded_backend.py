@@ -7,9 +7,9 @@ import itertools
 import numpy as np
 import pytest
 
-from curate.landmarks68 import mirror
-from curate.pose import estimate_pose
-from curate.pts import read_pts
+from curate.faces.landmarks68 import mirror
+from curate.faces.pose import estimate_pose
+from curate.interop.pts import read_pts
 from tests.curate.conftest import load_bgr
 
 
@@ -100,7 +100,7 @@ def test_pose_of_a_synthetic_rotation_is_recovered():
     """Project the model's own points through known rotations: yaw/pitch/roll come back."""
     import cv2
 
-    from curate import pose as pose_module
+    from curate.faces import pose as pose_module
 
     indices, model = pose_module._INDICES, pose_module._MODEL
     for yaw, pitch, roll in [(0, 0, 0), (30, 0, 0), (-40, 0, 0), (0, 20, 0), (0, 0, 15), (25, -10, 8)]:

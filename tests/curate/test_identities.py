@@ -12,7 +12,7 @@ import pytest
 
 from curate.errors import FacesmithError, StoreError
 from curate.faceset import load_faces, open_faceset
-from curate.identities import (
+from curate.analysis.identities import (
     DISTANCE_THRESHOLDS,
     IdentityRow,
     IdentitySettings,
@@ -20,7 +20,7 @@ from curate.identities import (
     cluster_embeddings,
     find_identities,
 )
-from curate.scan import ScanSettings, scan_folder
+from curate.scan.pipeline import ScanSettings, scan_folder
 
 
 @dataclass(frozen=True)

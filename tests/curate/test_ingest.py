@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from curate.ingest import (
+from curate.scan.ingest import (
     REJECT_REASONS,
     Decoded,
     FileEntry,
@@ -429,7 +429,7 @@ def test_decode_bytes_never_raises_on_garbage() -> None:
 
 def test_stored_names_are_one_to_one(tmp_path):
     """A raw 0xFF byte and the literal text '\\xff' must not share a stored name (nor an image id)."""
-    from curate.ingest import storable_name
+    from curate.scan.ingest import storable_name
 
     raw, literal = os.fsdecode(b"a\xff.jpg"), "a\\xff.jpg"
     assert storable_name(raw) != storable_name(literal)

@@ -7,17 +7,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from curate.backends.insightface_pack import (
+from curate.faces.backends.insightface_pack import (
     ArcFaceEmbedder,
     InsightFacePack,
     Landmark3D68,
     ScrfdDetector,
     locate_pack,
 )
-from curate.boxes import nms
+from curate.faces.boxes import nms
 from curate.errors import ModelContractError, ModelPackError
 from curate.records import DetectedFace
-from curate.runtimes import openvino_available
+from curate.faces.runtimes import openvino_available
 from tests.onnx_graphs import (
     CENTROID_POINT,
     DEFAULT_KEYPOINTS,

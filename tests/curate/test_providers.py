@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from curate.errors import FacesmithError
-from curate.providers import CPU, CUDA, available_providers, resolve_providers
+from curate.faces.providers import CPU, CUDA, available_providers, resolve_providers
 
 
 def test_auto_prefers_cuda_when_present():
@@ -20,7 +20,7 @@ def test_cpu_is_cpu_even_with_cuda():
 
 
 def test_cuda_without_cuda_falls_back_with_a_warning(caplog):
-    with caplog.at_level(logging.WARNING, logger="curate.providers"):
+    with caplog.at_level(logging.WARNING, logger="curate.faces.providers"):
         assert resolve_providers("cuda", [CPU]) == [CPU]
     assert "CUDA was asked for" in caplog.text
 

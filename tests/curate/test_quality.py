@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from curate import quality
-from curate.quality import (
+from curate.faces import quality
+from curate.faces.quality import (
     DEFAULTS,
     Band,
     ColorCast,

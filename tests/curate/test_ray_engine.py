@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 
 from curate.errors import FacesmithError
-from curate.scan import ScanSettings, scan_folder
+from curate.scan.pipeline import ScanSettings, scan_folder
 from tests.curate.conftest import load_bgr
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed")
 
-from curate.ray_engine import RayEngine, plan_resources, start_ray
+from curate.scan.ray_engine import RayEngine, plan_resources, start_ray
 
 SETTINGS = ScanSettings(resolution=128, batch_size=4)
 

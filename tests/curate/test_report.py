@@ -12,10 +12,10 @@ import duckdb
 import pytest
 from typer.testing import CliRunner
 
-from curate import report as report_module
-from curate.report import build_report, stale_kinds
-from curate.report_html import write_html_report
-from curate.scan import default_aligned_dir
+from curate.reports import report as report_module
+from curate.reports.report import build_report, stale_kinds
+from curate.reports.html import write_html_report
+from curate.scan.pipeline import default_aligned_dir
 from facesmith.cli import app
 
 

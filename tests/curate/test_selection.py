@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from curate.errors import StoreError
-from curate.selection import (
+from curate.analysis.selection import (
     MANIFEST_NAME, SelectionError, SelectionRow, SelectionSettings, load_exclusions, reason_category,
     select_and_export, select_faces,
 )

@@ -10,8 +10,8 @@ import duckdb
 import numpy as np
 import pytest
 
-from curate.scan import ScanSettings, scan_folder
-from curate.video import VideoError, extract_frames, frame_name
+from curate.scan.pipeline import ScanSettings, scan_folder
+from curate.scan.video import VideoError, extract_frames, frame_name
 from tests.curate.conftest import load_bgr
 
 WIDTH, HEIGHT = 320, 240

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from curate.align import invert_affine, transform_points
+from curate.faces.align import invert_affine, transform_points
 from merge.blend import (
     FaceToBlend,
     blend_face,

@@ -94,7 +94,7 @@ def test_not_a_model_folder(tmp_path, dst_frames):
 
 
 def test_frames_are_read_with_the_backend_that_curated_the_dst_faceset(tiny_model, training_facesets):
-    from curate.scan import analyzer_for_faceset
+    from curate.scan.pipeline import analyzer_for_faceset
     from merge.runner import _analyzer_for_model
 
     assert type(_analyzer_for_model(tiny_model)) is type(analyzer_for_faceset(training_facesets[1]))

@@ -17,7 +17,7 @@ import duckdb
 import numpy as np
 import pytest
 
-from curate.svg_plots import line_chart
+from curate.reports.svg_plots import line_chart
 from merge.checks import MergeCheckResult, check_model
 from merge.report import downsample_losses, training_report, write_training_html
 

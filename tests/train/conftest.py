@@ -30,7 +30,7 @@ def build_training_facesets(root: Path, samples_dir: Path, analyzer) -> tuple[Pa
     import cv2
     import numpy as np
 
-    from curate.scan import ScanSettings, scan_folder
+    from curate.scan.pipeline import ScanSettings, scan_folder
 
     src_photos, dst_photos = root / "src_photos", root / "dst_photos"
     src_photos.mkdir(parents=True)

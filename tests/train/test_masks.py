@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from curate.align import face_transform, transform_points
-from curate.pts import read_pts
+from curate.faces.align import face_transform, transform_points
+from curate.interop.pts import read_pts
 from train.masks import (
     eyes_mask,
     eyes_mouth_mask,

@@ -18,7 +18,7 @@ from typing import Literal, Protocol, Sequence
 import numpy as np
 
 from curate.errors import FacesmithError, ModelPackError
-from curate.providers import CUDA
+from curate.faces.providers import CUDA
 
 logger = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 
 from curate.errors import ModelContractError, ModelPackError
-from curate.providers import resolve_providers
-from curate.runtimes import (
+from curate.faces.providers import resolve_providers
+from curate.faces.runtimes import (
     GraphRunner,
     OnnxRuntimeRunner,
     OpenVinoRunner,
@@ -34,7 +34,7 @@ class InputNormalisation:
 
 
 class OnnxModel:
-    """A wrapper around one loaded graph (see curate.runtimes) with a declared input/output contract.
+    """A wrapper around one loaded graph (see curate.faces.runtimes) with a declared input/output contract.
 
     Subclasses state `role`, the expected input rank and spatial size (None where dynamic) and
     the number of outputs; shapes only validate, they never select a behaviour.

@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-from curate.align import arcface_crop
+from curate.faces.align import arcface_crop
 from curate.records import DetectedFace, LocatedFace
 
 

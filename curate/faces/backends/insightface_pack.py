@@ -31,12 +31,12 @@ from typing import ClassVar, Sequence
 import cv2
 import numpy as np
 
-from curate.align import invert_affine, transform_points
-from curate.backends.base import FaceAnalyzer, ModelInfo
-from curate.boxes import nms
+from curate.faces.align import invert_affine, transform_points
+from curate.faces.backends.base import FaceAnalyzer, ModelInfo
+from curate.faces.boxes import nms
 from curate.errors import FacesmithError, ModelContractError, ModelPackError
-from curate.onnx_model import InputNormalisation, OnnxModel
-from curate.providers import resolve_providers
+from curate.faces.onnx_model import InputNormalisation, OnnxModel
+from curate.faces.providers import resolve_providers
 from curate.records import LocatedFace
 
 logger = logging.getLogger(__name__)
@@ -436,7 +436,7 @@ class InsightFacePack(FaceAnalyzer):
             self.files.detector, providers=wanted, det_size=det_size, threshold=det_threshold
         )
         self.landmarker = Landmark3D68(self.files.landmarks, providers=wanted)
-        # The recogniser is the pack's largest network per face: it runs where curate.runtimes
+        # The recogniser is the pack's largest network per face: it runs where curate.faces.runtimes
         # says large models run best (OpenVINO on a CPU, when installed).
         self.embedder = ArcFaceEmbedder(self.files.recogniser, providers=wanted, runtime=runtime)
         self.embedding_dim: int = self.embedder.embedding_dim

@@ -26,8 +26,8 @@ import numpy as np
 import pyarrow as pa
 
 from curate.errors import FacesmithError
-from curate.ingest import Decoded, FileEntry, IngestResult, Rejection
-from curate.scan import (
+from curate.scan.ingest import Decoded, FileEntry, IngestResult, Rejection
+from curate.scan.pipeline import (
     BatchOutcome,
     ImagePreparer,
     PreparedImage,
@@ -37,7 +37,7 @@ from curate.scan import (
     decode_entry,
     make_analyzer,
 )
-from curate.shards import Shard, shard_root, write_shard
+from curate.scan.shards import Shard, shard_root, write_shard
 
 logger = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ import duckdb
 import numpy as np
 
 from curate import __version__
-from curate.coverage import DEFAULT_LIGHT_THRESHOLD, degrees, light_bins, pose_bin
+from curate.analysis.coverage import DEFAULT_LIGHT_THRESHOLD, degrees, light_bins, pose_bin
 from curate.errors import FacesmithError, StoreError
 from curate.faceset import FaceTable, load_faces
 from curate.fileio import write_atomically
@@ -68,7 +68,7 @@ class SelectionSettings:
     yaw_bin: int = 15  # degrees
     pitch_bin: int = 15  # degrees
     lighting: bool = True  # count the lighting direction in the cells
-    light_threshold: float = DEFAULT_LIGHT_THRESHOLD  # see curate.coverage.light_bins
+    light_threshold: float = DEFAULT_LIGHT_THRESHOLD  # see curate.analysis.coverage.light_bins
     exclude_bad: tuple[str, ...] = DEFAULT_EXCLUDE_BAD  # measures whose 'bad' verdict excludes
 
     def __post_init__(self) -> None:

@@ -15,7 +15,7 @@ import numpy as np
 
 from curate.errors import FacesmithError
 from curate.faceset import FaceTable
-from curate.quality import DEFAULTS
+from curate.faces.quality import DEFAULTS
 
 LIGHT_BINS = ("even", "left", "right", "top", "bottom")
 UNKNOWN_LIGHT = "unknown"  # a face without lighting values

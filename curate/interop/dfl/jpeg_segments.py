@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from curate.dfl.errors import JpegStructureError, PayloadTooLargeError
+from curate.interop.dfl.errors import JpegStructureError, PayloadTooLargeError
 
 
 SOI = b"\xff\xd8"

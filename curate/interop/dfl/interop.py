@@ -12,11 +12,11 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 
-from curate.align import transform_points
-from curate.backends.base import FaceAnalyzer
-from curate.dfl.errors import DflError
-from curate.dfl.jpeg_segments import SOI
-from curate.dfl.metadata import (
+from curate.faces.align import transform_points
+from curate.faces.backends.base import FaceAnalyzer
+from curate.interop.dfl.errors import DflError
+from curate.interop.dfl.jpeg_segments import SOI
+from curate.interop.dfl.metadata import (
     DFL_FACE_TYPES,
     DflFaceMetadata,
     encode_dfl_jpeg,
@@ -25,9 +25,9 @@ from curate.dfl.metadata import (
 from curate.errors import FacesmithError
 from curate.faceset import open_faceset, table_exists
 from curate.fileio import write_atomically
-from curate.ingest import FileEntry, walk_files
+from curate.scan.ingest import FileEntry, walk_files
 from curate.progress import ProgressCallback
-from curate.scan import (
+from curate.scan.pipeline import (
     ScanSettings,
     ScanSummary,
     default_aligned_dir,

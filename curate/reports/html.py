@@ -12,8 +12,8 @@ import numpy as np
 
 from curate.faceset import load_faces, open_faceset
 from curate.fileio import write_atomically
-from curate.report import Report
-from curate.svg_plots import heatmap, histogram, scatter
+from curate.reports.report import Report
+from curate.reports.svg_plots import heatmap, histogram, scatter
 
 THUMBNAIL = 96
 

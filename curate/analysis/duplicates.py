@@ -31,8 +31,8 @@ import numpy as np
 
 from curate.errors import FacesmithError, StoreError
 from curate.faceset import FaceTable, load_faces
-from curate.ingest import FileEntry, read_image
-from curate.quality import PerceptualHash
+from curate.scan.ingest import FileEntry, read_image
+from curate.faces.quality import PerceptualHash
 from curate.store import FacesetStore
 
 logger = logging.getLogger(__name__)
@@ -374,7 +374,7 @@ def _exact_links(
 
 
 class PixelComparer:
-    """`pixel_equal` over scanned files: each file is decoded once (curate.ingest, EXIF
+    """`pixel_equal` over scanned files: each file is decoded once (curate.scan.ingest, EXIF
     orientation applied) and remembered as a digest of its pixels; a file that is missing or no
     longer decodes answers None, so its pair is simply not confirmed.
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from curate.duplicates import source_roots
+from curate.analysis.duplicates import source_roots
 from curate.errors import FacesmithError, StoreError
 from curate.faceset import FaceTable, load_faces
 from curate.store import FacesetStore

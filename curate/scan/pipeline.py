@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from curate import __version__
-from curate.align import (
+from curate.faces.align import (
     FACE_TYPES,
     aligned_face_size,
     arcface_crop,
@@ -28,10 +28,10 @@ from curate.align import (
     transform_points,
     warp_face,
 )
-from curate.backends.base import FaceAnalyzer
+from curate.faces.backends.base import FaceAnalyzer
 from curate.errors import FacesmithError
 from curate.fileio import write_atomically
-from curate.ingest import (
+from curate.scan.ingest import (
     DEFAULT_MAX_PIXELS,
     FileEntry,
     IngestResult,
@@ -40,11 +40,11 @@ from curate.ingest import (
     storable_name,
     walk_files,
 )
-from curate.pose import estimate_pose
+from curate.faces.pose import estimate_pose
 from curate.progress import ProgressCallback
-from curate.quality import check_rows, measure_all
+from curate.faces.quality import check_rows, measure_all
 from curate.records import FaceRecord, ImageRecord, LocatedFace
-from curate.runtimes import RUNTIMES
+from curate.faces.runtimes import RUNTIMES
 from curate.store import FacesetStore, FileState
 
 logger = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ class ScanSettings:
     models_dir: str | None = None  # insightface packs live in models_dir/pack/
     pack: str = "buffalo_l"
     device: str = "auto"  # auto | cpu | cuda
-    runtime: str = "auto"  # the embedder's: auto | onnxruntime | openvino (see curate.runtimes)
+    runtime: str = "auto"  # the embedder's: auto | onnxruntime | openvino (see curate.faces.runtimes)
     batch_size: int = 16  # images per inference batch and per database transaction
     workers: int = 2  # decoding threads
     max_pixels: int = DEFAULT_MAX_PIXELS
@@ -136,11 +136,11 @@ def make_analyzer(settings: ScanSettings, threads: int | None = None) -> FaceAna
     run several analysers side by side give each its share.
     """
     if settings.backend == "embedded":
-        from curate.backends.embedded import EmbeddedFaceAnalyzer
+        from curate.faces.backends.embedded import EmbeddedFaceAnalyzer
 
         return EmbeddedFaceAnalyzer(settings.device, settings.det_max_side, settings.det_threshold,
                                     threads=threads, runtime=settings.runtime)
-    from curate.backends.insightface_pack import DEFAULT_MODELS_DIR, InsightFacePack
+    from curate.faces.backends.insightface_pack import DEFAULT_MODELS_DIR, InsightFacePack
 
     # ScanSettings admits only these two backends.
     return InsightFacePack(settings.models_dir or DEFAULT_MODELS_DIR, settings.pack, settings.device,
@@ -425,7 +425,7 @@ def scan_folder(
     re-scan is cheap and a scan killed at any point resumes where it stopped: each batch of
     images and their faces is committed in one transaction, and crops are written atomically
     before their rows, so a killed batch is simply done again. `engine` runs the per-file work
-    (default: `LocalEngine`, threads on this machine; `curate.ray_engine.RayEngine` fans it out).
+    (default: `LocalEngine`, threads on this machine; `curate.scan.ray_engine.RayEngine` fans it out).
     """
     started = time.perf_counter()
     engine = engine or LocalEngine()

@@ -10,14 +10,14 @@ and numpy arrays need, to stand-ins written here, and builds the arrays itself f
 bytes. Everything else is refused before anything runs.
 """
 
-from curate.dfl.errors import (
+from curate.interop.dfl.errors import (
     BadMetadataError,
     DflError,
     JpegStructureError,
     PayloadTooLargeError,
     UnsafeMetadataError,
 )
-from curate.dfl.interop import (
+from curate.interop.dfl.interop import (
     DflFaceRow,
     DflImportSummary,
     export_dfl,
@@ -25,8 +25,8 @@ from curate.dfl.interop import (
     import_dfl_folder,
     read_dfl_rows,
 )
-from curate.dfl.jpeg_segments import MAX_PAYLOAD, read_app15, write_app15
-from curate.dfl.metadata import (
+from curate.interop.dfl.jpeg_segments import MAX_PAYLOAD, read_app15, write_app15
+from curate.interop.dfl.metadata import (
     DFL_FACE_TYPES,
     FACESMITH_FACE_TYPES,
     DflFaceMetadata,
@@ -36,7 +36,7 @@ from curate.dfl.metadata import (
     parse_dfl_metadata,
     read_dfl_metadata,
 )
-from curate.dfl.safe_pickle import ALLOWED_GLOBALS, safe_loads
+from curate.interop.dfl.safe_pickle import ALLOWED_GLOBALS, safe_loads
 
 __all__ = [
     "ALLOWED_GLOBALS", "BadMetadataError", "DFL_FACE_TYPES", "DflError", "DflFaceMetadata", "DflFaceRow",

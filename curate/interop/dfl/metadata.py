@@ -12,9 +12,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from curate.dfl.errors import BadMetadataError, DflError
-from curate.dfl.jpeg_segments import read_app15, write_app15
-from curate.dfl.safe_pickle import safe_loads
+from curate.interop.dfl.errors import BadMetadataError, DflError
+from curate.interop.dfl.jpeg_segments import read_app15, write_app15
+from curate.interop.dfl.safe_pickle import safe_loads
 from curate.errors import FacesmithError
 
 

@@ -14,7 +14,7 @@ import numpy as np
 from curate.faceset import load_faces, open_faceset, table_exists
 
 if TYPE_CHECKING:
-    from curate.coverage import CoverageSettings
+    from curate.analysis.coverage import CoverageSettings
 
 HISTOGRAM_MEASURES = ("sharpness", "brightness", "contrast", "face_size", "yaw", "pitch")
 
@@ -83,7 +83,7 @@ def stale_kinds(analysed_at: Mapping[str, datetime], newest_scan: datetime | Non
 
 def build_report(database: Path, coverage_settings: "CoverageSettings | None" = None) -> Report:
     """Read a faceset and summarise it: counts, rejects, quality, duplicates, identities, coverage."""
-    from curate.coverage import CoverageSettings, advice, coverage
+    from curate.analysis.coverage import CoverageSettings, advice, coverage
 
     coverage_settings = coverage_settings or CoverageSettings()
     connection = open_faceset(database)
@@ -149,7 +149,7 @@ def _identities_summary(connection: duckdb.DuckDBPyConnection) -> dict[str, Any]
 def _selection_summary(connection: duckdb.DuckDBPyConnection) -> dict[str, Any]:
     from collections import Counter
 
-    from curate.selection import reason_category
+    from curate.analysis.selection import reason_category
 
     rows = _rows(connection, "SELECT selected, reason FROM selection")
     excluded = Counter(reason_category(reason) for selected, reason in rows if not selected)

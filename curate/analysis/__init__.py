@@ -1,0 +1,1 @@
+"""Whole-set analysis: duplicates, identities, coverage and the training selection."""

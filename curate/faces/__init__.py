@@ -1,0 +1,1 @@
+"""Per-face models and measurements: detector/landmark/embedder backends and their runtimes, alignment, pose, quality checks."""

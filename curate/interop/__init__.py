@@ -1,0 +1,1 @@
+"""Other tools' formats: DeepFaceLab aligned folders and .pts landmark files."""

@@ -1,0 +1,1 @@
+"""Reports over a faceset: terminal data, self-contained HTML, SVG plots."""
