@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -10,8 +9,8 @@ from typing import Any
 import numpy as np
 
 from train.checkpoint import list_checkpoints
-from train.config import resolve_config
-from train.history import HISTORY_FILE, ModelHistory
+from train.history import ModelHistory
+from train.model_folder import open_model_folder
 from train.plateau import detect_plateau
 
 RECENT_ITERATIONS = 100
@@ -51,15 +50,14 @@ def _mean(values: np.ndarray) -> float | None:
 def training_status(model_dir: Path) -> TrainStatus:
     """The status of the model at `model_dir` (a clear error when it is not a model folder)."""
     model_dir = Path(model_dir)
-    model_file = model_dir / "model.json"
-    stored = json.loads(model_file.read_text(encoding="utf-8")) if model_file.is_file() else None
-    history = ModelHistory(model_dir, read_only=True) if (model_dir / HISTORY_FILE).is_file() else None
-    if stored is None or history is None:
-        from train.loop import TrainingError
+    folder = open_model_folder(model_dir)
+    history = ModelHistory(model_dir, read_only=True) if folder.history_file.is_file() else None
+    if not folder.exists or history is None:
+        from train.model_folder import ModelFolderError
 
-        raise TrainingError(f"{model_dir} is not a model folder: train one with 'facesmith train run'")
+        raise ModelFolderError(f"{model_dir} is not a model folder: train one with 'facesmith train run'")
     try:
-        config, _ = resolve_config(stored["requested"], stored["structure"])
+        config = folder.config()
         iterations, losses, ms = history.losses()
         row = history.connection.execute(
             "SELECT phase FROM history ORDER BY iteration DESC LIMIT 1").fetchone()
