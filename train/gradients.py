@@ -169,7 +169,7 @@ def _jax_step(trainer: Any) -> StepFunction:
     trainable_set = set(trainable_positions)
 
     def optimizer_positions(optimizer):
-        return ([position[id(v)] for v in optimizer.variables],
+        return ([position[id(v)] for v in optimizer.model_variables],
                 [[position[id(slot)] for slot in group] for group in optimizer.slots])
 
     def mapping(values):

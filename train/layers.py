@@ -82,6 +82,11 @@ class Module:
         self.name = _module_name(path)
         self.path = path
 
+    @property
+    def variables(self) -> list[Any]:
+        """Every variable under this module, in naming order."""
+        return list(named_variables(self).values())
+
     def submodules(self) -> list[Module]:
         """Every Module below this one (not itself), depth first in attribute order."""
         found: list[Module] = []

@@ -120,7 +120,7 @@ class _MaskedUpdateOptimizer:
             duplicated = sorted({n for n in names if names.count(n) > 1})
             raise ValueError(f"variable names must be unique, duplicated: {duplicated}")
         self.name = name
-        self.variables = tuple(variables)
+        self.model_variables = tuple(variables)
         self.variable_names = tuple(names)
         self.learning_rate = float(learning_rate)
         self.epsilon = float(epsilon)
@@ -130,7 +130,12 @@ class _MaskedUpdateOptimizer:
         self.slots = [tuple(make_variable(np.zeros(tuple(variable.shape), np.float32),
                                           f"{name}/{kind}/{variable_name}", trainable=False)
                             for kind in self.slot_kinds)
-                      for variable, variable_name in zip(self.variables, self.variable_names)]
+                      for variable, variable_name in zip(self.model_variables, self.variable_names)]
+
+    @property
+    def variables(self) -> list[Any]:
+        """The optimiser's own state (its slots), not the weights it updates."""
+        return list(self.slot_variables().values())
 
     def slot_variables(self) -> dict[str, Any]:
         """Optimiser state by stable name, e.g. 'adabelief/m/<variable name>'; insertion-ordered by kind."""
@@ -158,8 +163,8 @@ class _MaskedUpdateOptimizer:
         gradients). A flag with `where` rather than a branch, so every replica runs the same program.
         """
         gradients = list(gradients)
-        if len(gradients) != len(self.variables):
-            raise ValueError(f"got {len(gradients)} gradients for {len(self.variables)} variables")
+        if len(gradients) != len(self.model_variables):
+            raise ValueError(f"got {len(gradients)} gradients for {len(self.model_variables)} variables")
         if self.clip_norm > 0.0:
             gradients = clip_by_global_norm(gradients, self.clip_norm)
         learning_rate = learning_rate_at(step, self.learning_rate, self.dropout_on)
@@ -183,10 +188,10 @@ class _MaskedUpdateOptimizer:
     def apply_gradients(self, gradients: Sequence[Tensor | None], step: Tensor | int, seed: Tensor | int,
                         skip: Tensor | None = None) -> None:
         """`apply` on the variables given at construction, assigning the results (TensorFlow, torch)."""
-        values = [variable.value for variable in self.variables]
+        values = [variable.value for variable in self.model_variables]
         slots = [tuple(slot.value for slot in group) for group in self.slots]
         new_values, new_slots = self.apply(gradients, values, slots, step, seed, skip)
-        for gradient, variable, value, group, updated in zip(gradients, self.variables, new_values, self.slots,
+        for gradient, variable, value, group, updated in zip(gradients, self.model_variables, new_values, self.slots,
                                                              new_slots):
             if gradient is None:
                 continue

@@ -79,7 +79,7 @@ def test_float16_compute_trains_with_float32_weights(training_facesets):
     config, _ = resolve_config(dict(TINY_OPTIONS, sampler_workers=0))
     src, dst, settings = tiny_batches(training_facesets)
     trainer = SAEHDTrainer(config, compute_dtype="float16")
-    assert trainer.model.compute_dtype.name == "float16"  # the network itself computes in float16
+    assert trainer.model.compute_dtype == "float16"  # the network itself computes in float16
     before = {k: v.copy() for k, v in trainer.state_arrays().items() if k.startswith("model/")}
     results = [trainer.train_step(make_batch(step, src, dst, settings).tensors(), step, 0) for step in (1, 2, 3)]
     assert all(np.isfinite(r.src_loss) and np.isfinite(r.dst_loss) for r in results)
