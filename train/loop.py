@@ -185,7 +185,7 @@ def open_session(model_dir: Path, options: dict[str, Any], src_database: Path | 
         workers = config.sampler_workers or 2
         src_faces = load_face_arrays(src_train, config.face_type, config.resolution, workers)
         dst_faces = load_face_arrays(dst_train, config.face_type, config.resolution, workers)
-        trainer = SAEHDTrainer(config, device)
+        trainer = SAEHDTrainer(config, device.compute_dtype, device.strategy)
         iteration, salt = 0, 0
         if list_checkpoints(model_dir):
             checkpoint = restore_checkpoint(trainer, model_dir)
