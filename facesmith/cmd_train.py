@@ -6,7 +6,6 @@ type, default, range and help live in exactly one place.
 
 from __future__ import annotations
 
-import os
 import signal
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -21,8 +20,8 @@ from facesmith.render import OutputFormat, render_summary
 from train.config import load_toml, option_specs
 
 train_app = typer.Typer(
-    help="Train SAEHD (TensorFlow) on curated facesets: RW -> LRD -> GAN, with history, previews, "
-         "safe checkpoints, plateau advice and collapse rollback.",
+    help="Train SAEHD (Keras 3 on PyTorch, JAX or TensorFlow) on curated facesets: RW -> LRD -> GAN, with "
+         "history, previews, safe checkpoints, plateau advice, collapse rollback and a VRAM plan.",
     no_args_is_help=True,
 )
 
@@ -76,12 +75,20 @@ def register(app: typer.Typer) -> None:
         **options: Any,
     ) -> None:
         """Train (or resume) a SAEHD model; Ctrl-C saves and stops cleanly."""
-        # TensorFlow's C++ start-up chatter (CPU features, oneDNN) is not for users; errors still show.
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        from train.backend import quiet_framework_logs
+        from train.model_folder import plan_session
+
+        try:
+            values = _options_from(config, options)
+            # Every option, the structure and the facesets are checked here, before a framework loads.
+            plan_session(model_dir, values, src, dst)
+        except (FacesmithError, OSError) as error:
+            fail(error)
+        quiet_framework_logs()  # the frameworks' C++ start-up chatter is not for users; errors still show
         from train.loop import close_session, open_session, run_training
 
         try:
-            session = open_session(model_dir, _options_from(config, options), src, dst)
+            session = open_session(model_dir, values, src, dst)
         except (FacesmithError, OSError) as error:
             fail(error)
         warn(session.notes, output)
@@ -90,6 +97,7 @@ def register(app: typer.Typer) -> None:
                       f"{session.config.resolution} px, phase {session.config.phase}, "
                       f"{len(session.src_faces)} src / {len(session.dst_faces)} dst faces, "
                       f"from iteration {session.iteration}", highlight=False)
+        end = session.iteration + iterations if iterations else (session.config.target_iter or None)
         try:
             evaluators = ()
             if check_every:
@@ -99,7 +107,7 @@ def register(app: typer.Typer) -> None:
                     evaluators = (MergeChecker(session, every=check_every),)
                 except MergeCheckError as error:
                     warn([f"merge checks off: {error}"], output)
-            with _StopFlag() as stop, _iteration_display(output) as show:
+            with _StopFlag() as stop, _iteration_display(output, end) as show:
                 outcome = run_training(session, max_iterations=iterations, evaluators=evaluators,
                                        should_stop=lambda: stop.requested, on_iteration=show)
         except FacesmithError as error:
@@ -116,7 +124,7 @@ def register(app: typer.Typer) -> None:
         render_summary(summary, output, f"train {model_dir.name}", [
             ("iteration", f"{outcome.iteration} ({outcome.iterations_run} this session, {outcome.reason})"),
             ("phase", outcome.phase),
-            ("loss src / dst", f"{outcome.last_src_loss:.4f} / {outcome.last_dst_loss:.4f}"),
+            (f"loss src / dst at {outcome.iteration}", f"{outcome.last_src_loss:.4f} / {outcome.last_dst_loss:.4f}"),
             ("time", f"{outcome.seconds:.1f} s"),
             ("rollbacks", str(outcome.rollbacks)),
             ("advice", summary["advice"] or "-"),
@@ -129,7 +137,7 @@ def register(app: typer.Typer) -> None:
         output: FormatOption = OutputFormat.table,
     ) -> None:
         """Phase, iterations, ms/iteration, loss trend and what to do next (never imports TensorFlow)."""
-        from train.status import training_status
+        from train.status import RECENT_ITERATIONS, training_status
 
         try:
             state = training_status(model_dir)
@@ -144,7 +152,8 @@ def register(app: typer.Typer) -> None:
             ("phase", state.phase),
             ("iteration", str(state.iteration)),
             ("ms / iteration", number(state.ms_per_iteration, 1)),
-            ("loss src / dst", f"{number(state.src_loss)} / {number(state.dst_loss)}"),
+            (f"loss src / dst at {state.iteration}", f"{number(state.last_src_loss)} / {number(state.last_dst_loss)}"),
+            (f"mean of the last {RECENT_ITERATIONS}", f"{number(state.src_loss)} / {number(state.dst_loss)}"),
             ("loss trend", trend),
             ("advice", state.advice),
             ("checkpoints", ", ".join(str(step) for step in state.checkpoints) or "-"),
@@ -161,8 +170,23 @@ def register(app: typer.Typer) -> None:
         render_option_table(option_specs(), output, "SAEHD options (set in a TOML file or as --flags)")
 
 
-def _iteration_display(output: OutputFormat):
+def progress_line(phase: str, iteration: int, recent_ms: list[float], src_loss: float, dst_loss: float,
+                  end: int | None) -> str:
+    """The live line: phase, iteration (of the end), median ms/iteration of the recent ones, ETA, losses."""
+    import statistics
+
+    ms = statistics.median(recent_ms) if recent_ms else float("nan")
+    text = f"[{phase}] iteration {iteration}" + (f"/{end}" if end else "") + f"  {ms:.0f} ms/it"
+    if end and end > iteration and ms == ms:
+        seconds = int(round((end - iteration) * ms / 1000.0))
+        hours, rest = divmod(seconds, 3600)
+        text += f"  ETA {hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"  ETA {rest // 60}:{rest % 60:02d}"
+    return text + f"  src {src_loss:.4f}  dst {dst_loss:.4f}"
+
+
+def _iteration_display(output: OutputFormat, end: int | None = None):
     """A context giving an on_iteration callback that shows a live status line on a terminal."""
+    from collections import deque
     from contextlib import contextmanager
 
     from facesmith.console import wants_progress
@@ -176,9 +200,11 @@ def _iteration_display(output: OutputFormat):
         from rich.live import Live
 
         console = Console(stderr=True)
+        recent: deque[float] = deque(maxlen=50)
         with Live(console=console, transient=True, refresh_per_second=4) as live:
             def show(session, row) -> None:
-                live.update(f"[{session.config.phase}] iteration {row.iteration}  {row.ms:.0f} ms  "
-                            f"src {row.src_loss:.4f}  dst {row.dst_loss:.4f}")
+                recent.append(row.ms)
+                live.update(progress_line(session.config.phase, row.iteration, list(recent), row.src_loss,
+                                          row.dst_loss, end))
             yield show
     return display()

@@ -159,12 +159,42 @@ def _jax_step(trainer: Any) -> StepFunction:
     import jax
     import jax.numpy as jnp
 
+    pure, state = _jax_pure_step(trainer)
+    jitted = jax.jit(pure, donate_argnums=(0,))
+    shard = _jax_batch_placer(trainer.strategy)
+
+    def step_function(batch, step, seed):
+        values = [variable.value for variable in state]
+        new_values, reported = jitted(values, shard(batch), jnp.asarray(step, jnp.int32), jnp.asarray(seed, jnp.int32))
+        for variable, value in zip(state, new_values):
+            variable.assign(value)
+        return {name: np.asarray(value) for name, value in reported.items()}
+
+    return step_function
+
+
+def lowered_jax_step(trainer: Any, batch: Sequence[np.ndarray]) -> Any:
+    """The JAX step lowered for `batch` (its compiled form reports XLA's memory analysis)."""
+    import jax
+    import jax.numpy as jnp
+
+    pure, state = _jax_pure_step(trainer)
+    shard = _jax_batch_placer(trainer.strategy)
+    return jax.jit(pure, donate_argnums=(0,)).lower([v.value for v in state], shard(batch), jnp.asarray(1, jnp.int32),
+                                                    jnp.asarray(0, jnp.int32))
+
+
+def _jax_pure_step(trainer: Any) -> tuple[Callable[..., Any], list[Any]]:
+    """The step as a pure function of (variable values, batch, step, seed) -> (new values, reported),
+    and the variables, in the order of the values."""
+    import jax
+    import jax.numpy as jnp
+
     from train.step import LOSS_SCALE, GeneratorLosses
     from train.model import Forward
 
     state = list(trainer.named_state().values())
     position = {id(variable): index for index, variable in enumerate(state)}
-    model_positions = [position[id(v)] for v in trainer.model.named_variables().values()]
     trainable_positions = [position[id(v)] for v in trainer.trainable_model_variables()]
     trainable_set = set(trainable_positions)
 
@@ -231,18 +261,7 @@ def _jax_step(trainer: Any) -> StepFunction:
             reported = trainer.reported(generated, step)
         return new_values, reported
 
-    jitted = jax.jit(pure, donate_argnums=(0,))
-    shard = _jax_batch_placer(trainer.strategy)
-
-    def step_function(batch, step, seed):
-        values = [variable.value for variable in state]
-        new_values, reported = jitted(values, shard(batch), jnp.asarray(step, jnp.int32), jnp.asarray(seed, jnp.int32))
-        for variable, value in zip(state, new_values):
-            variable.assign(value)
-        return {name: np.asarray(value) for name, value in reported.items()}
-
-    del model_positions
-    return step_function
+    return pure, state
 
 
 def _jax_batch_placer(distribution: Any) -> Callable[[Sequence[np.ndarray]], tuple[Any, ...]]:

@@ -8,6 +8,8 @@ numbers describe.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -190,3 +192,41 @@ def model_shape(config: Any) -> ModelShape:
                        ae_dims=config.ae_dims, e_dims=config.e_dims, d_dims=config.d_dims,
                        d_mask_dims=config.effective_d_mask_dims)
     return shape.validate()
+
+
+def receptive_field(layers: Sequence[tuple[int, int]]) -> int:
+    """Receptive field of stacked (kernel, stride) convs: 1 + Σ (k_i − 1)·Π_{j<i} s_j.
+
+    e.g. [(3, 2), (3, 1), (3, 2)] -> 1 + 2·1 + 2·2 + 2·2 = 11.
+    """
+    field, jump = 1, 1
+    for kernel, stride in layers:
+        field += (kernel - 1) * jump
+        jump *= stride
+    return field
+
+
+def patch_discriminator_layers(patch_size: int, max_layers: int = 9) -> list[tuple[int, int]]:
+    """(kernel 3, stride) per conv for a patch discriminator whose receptive field is closest to
+    ``patch_size``: the first stride is 2, each later one 1 or 2, at most ``max_layers`` convs.
+
+    Ranking: distance |rf − patch_size|, then fewer layers, then more downsampling (more stride-2
+    convs), then the smaller receptive field, then downsampling earlier. Every rf reachable this way
+    is ≡ 3 (mod 4), so an even patch size always sits between two candidates; the order above decides.
+    """
+    if isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size < 1:
+        raise ValueError(f"patch_size must be a positive integer, got {patch_size!r}")
+    if isinstance(max_layers, bool) or not isinstance(max_layers, int) or max_layers < 1:
+        raise ValueError(f"max_layers must be a positive integer, got {max_layers!r}")
+
+    def rank(layers: list[tuple[int, int]]) -> tuple[int, ...]:
+        strides = tuple(s for _, s in layers)
+        rf = receptive_field(layers)
+        return (abs(rf - patch_size), len(layers), -strides.count(2), rf, *(-s for s in strides))
+
+    candidates = (
+        [(3, s) for s in (2, *later)]
+        for count in range(1, max_layers + 1)
+        for later in itertools.product((1, 2), repeat=count - 1)
+    )
+    return min(candidates, key=rank)

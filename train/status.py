@@ -27,6 +27,8 @@ class TrainStatus:
     ms_per_iteration: float | None  # median over the last 100 iterations
     src_loss: float | None  # mean over the last 100 iterations
     dst_loss: float | None
+    last_src_loss: float | None  # the last iteration's, what `train run` reports as it stops
+    last_dst_loss: float | None
     trend_per_decade: float | None  # fractional loss change per ×10 iterations in this phase
     plateaued: bool
     advice: str
@@ -45,6 +47,10 @@ class TrainStatus:
 def _mean(values: np.ndarray) -> float | None:
     finite = values[np.isfinite(values)]
     return float(finite.mean()) if finite.size else None
+
+
+def _last(values: np.ndarray) -> float | None:
+    return float(values[-1]) if values.size and np.isfinite(values[-1]) else None
 
 
 def training_status(model_dir: Path) -> TrainStatus:
@@ -77,6 +83,8 @@ def training_status(model_dir: Path) -> TrainStatus:
             ms_per_iteration=float(np.median(ms[recent])) if ms.size else None,
             src_loss=_mean(losses[recent, 0]) if losses.size else None,
             dst_loss=_mean(losses[recent, 1]) if losses.size else None,
+            last_src_loss=_last(losses[:, 0]) if losses.size else None,
+            last_dst_loss=_last(losses[:, 1]) if losses.size else None,
             trend_per_decade=None if verdict.trend is None else verdict.trend.relative_slope,
             plateaued=verdict.plateaued, advice=verdict.advice, rollbacks=rollbacks, sessions=sessions,
             architecture=config.archi, resolution=config.resolution,
