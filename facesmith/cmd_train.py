@@ -164,6 +164,39 @@ def register(app: typer.Typer) -> None:
             ("last device", state.device or "-"),
         ])
 
+    @train_app.command("plan")
+    @with_option_flags(option_specs(), "Training options", "Model structure (fixed when the model is created)")
+    def plan(
+        model_dir: Annotated[Optional[Path], typer.Option("--model-dir", help="Plan an existing model folder "
+                                                          "(its structure and options); without it, the "
+                                                          "options given.")] = None,
+        config: Annotated[Optional[Path], typer.Option("--config", help="TOML file of options; flags override "
+                                                       "it.")] = None,
+        memory_gib: Annotated[Optional[float], typer.Option("--memory-gib", min=0.1, help="GPU memory to plan "
+                                                             "for, in GiB: reports the largest batch that fits "
+                                                             "(e.g. 24 for an RTX 4090, 139 for an H200).")] = None,
+        output: FormatOption = OutputFormat.table,
+        **options: Any,
+    ) -> None:
+        """Estimate GPU memory (weights, gradients, optimiser state, activations) and FLOPs of a training
+        step before training, and the largest batch that fits a given memory. Imports no framework."""
+        from train.config import resolve_config
+        from train.model_folder import open_model_folder, merge_requested
+        from train.plan import GIB, describe, plan_memory
+
+        try:
+            values = _options_from(config, options)
+            folder = open_model_folder(model_dir) if model_dir is not None else None
+            stored = folder.requested if folder is not None and folder.exists else {}
+            structure = folder.structure if folder is not None and folder.exists else None
+            resolved, notes = resolve_config(merge_requested(stored, values), structure)
+            memory = int(memory_gib * GIB) if memory_gib is not None else None
+            result = plan_memory(resolved, backend=resolved.backend, memory_available=memory)
+        except (FacesmithError, OSError) as error:
+            fail(error)
+        warn(notes, output)
+        render_summary(result.to_dict(), output, "training memory plan", describe(result))
+
     @train_app.command("options")
     def options(output: FormatOption = OutputFormat.table) -> None:
         """Every training option: type, default, allowed values, whether it is fixed at creation, help."""

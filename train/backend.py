@@ -100,6 +100,10 @@ def choose_backend(requested: str = "auto") -> str:
                        and backend_sees_gpu(name)), None)
         chosen = chosen or ("tensorflow" if "tensorflow" in installed else installed[0])
     os.environ["KERAS_BACKEND"] = chosen
+    if chosen == "jax":
+        # XLA compiles the step anew in every process (tens of seconds for a large model); its
+        # persistent cache makes a resumed run, a merge check or a second session start at once.
+        os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path.home() / ".cache" / "facesmith" / "jax"))
     quiet_framework_logs()
     return chosen
 

@@ -61,6 +61,25 @@ def select_device(backend: str = "auto", requested: str = "auto", precision: str
                    description=f"{device.description}; {describe_strategy(built, role)}")
 
 
+def device_memory(device: TrainDevice) -> int | None:
+    """Bytes of memory on the training GPU as the backend reports it (None on a CPU or when unknown)."""
+    if device.kind != "gpu":
+        return None
+    try:
+        if device.backend == "torch":
+            import torch
+
+            return int(torch.cuda.get_device_properties(0).total_memory)
+        if device.backend == "jax":
+            import jax
+
+            stats = jax.devices()[0].memory_stats() or {}
+            return int(stats["bytes_limit"]) if "bytes_limit" in stats else None
+    except Exception as error:  # noqa: BLE001 - the preflight is advice; training goes on without it
+        log.warning("cannot read the GPU's memory size: %s", error)
+    return None
+
+
 def _precision_text(precision: str) -> str:
     return {"float32": "float32", "bfloat16": "mixed bfloat16", "float16": "mixed float16"}[precision]
 

@@ -169,6 +169,7 @@ def open_session(model_dir: Path, options: dict[str, Any], src_database: Path | 
 
     model_dir = plan.folder.path
     check_batch_split(config.batch_size, device.replicas)
+    notes.extend(_memory_preflight(config, device))
     if device.role.worker_count > 1 and not workers_agree(device, _lockstep_fingerprint(config)):
         raise TrainingError("the workers of this cluster resolved different training options: start every "
                             "worker with the same options (a worker that can read the model folder takes "
@@ -220,6 +221,19 @@ def open_session(model_dir: Path, options: dict[str, Any], src_database: Path | 
             shutil.rmtree(made, ignore_errors=True)
         raise
     return session
+
+
+def _memory_preflight(config: TrainConfig, device: TrainDevice) -> list[str]:
+    """A warning when the plan says this batch will not fit the GPU (`facesmith train plan`)."""
+    from train.device import device_memory
+    from train.plan import check_fits, plan_memory
+
+    memory = device_memory(device)
+    if memory is None:
+        return []
+    share = config.batch_size // max(device.replicas, 1)
+    warning = check_fits(plan_memory(config, device.backend, device.compute_dtype, "gpu", share), memory)
+    return [f"memory plan: {warning} per device (facesmith train plan --memory-gib)"] if warning else []
 
 
 def _make_folder(model_dir: Path) -> Path | None:

@@ -45,12 +45,14 @@ STEPS = 2
 LOSS_RTOL = 1e-4
 WEIGHT_RTOL = 1e-4
 
-pytestmark = pytest.mark.slow
+# Four backend processes, each building five models and training through the loop: minutes on 2 cores.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
 
-def _environment(backend: str) -> dict[str, str]:
+def _environment(backend: str, work: Path) -> dict[str, str]:
+    # One XLA compilation cache for the JAX process: the loop's sessions reuse the case's compiled step.
     environment = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="",
-                       JAX_PLATFORMS="cpu")
+                       JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(work / "jax_cache"))
     environment.pop("XLA_FLAGS", None)
     return environment
 
@@ -58,7 +60,7 @@ def _environment(backend: str) -> dict[str, str]:
 def _run(work: Path, backend: str, mode: str, *extra: str) -> None:
     started = time.perf_counter()
     completed = subprocess.run([sys.executable, str(SCRIPT), str(work), mode, *extra], capture_output=True,
-                               text=True, env=_environment(backend), timeout=900, check=False)
+                               text=True, env=_environment(backend, work), timeout=1200, check=False)
     assert completed.returncode == 0, f"{backend} {mode}:\n{completed.stderr[-5000:]}"
     with open(work / "durations.txt", "a", encoding="utf-8") as log:
         log.write(f"{backend} {mode}: {time.perf_counter() - started:.1f} s\n")
