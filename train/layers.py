@@ -229,14 +229,22 @@ class Dense(ParamLayer):
         return ops.matmul(x, ops.cast(self.kernel, x.dtype)) + ops.cast(self.bias, x.dtype)
 
 
+# JAX's leaky ReLU takes the slope 1 at exactly x = 0, TensorFlow's and torch's the negative slope. The
+# discriminators meet many exact zeros (convolutions of the zeros outside the mask with zero biases), so
+# on JAX the activation is written from relu, whose slope at 0 is 0 everywhere: slope·x + (1 − slope)·relu(x).
+_JAX = keras.backend.backend() == "jax"
+
+
 def leaky_relu(x: Tensor, slope: float) -> Tensor:
-    """max(x, slope·x) elementwise for 0 <= slope <= 1; same shape and dtype as x."""
+    """max(x, slope·x) elementwise for 0 <= slope <= 1; same shape and dtype as x; slope `slope` at 0."""
+    if _JAX:
+        return slope * x + (1.0 - slope) * ops.relu(x)
     return ops.leaky_relu(x, negative_slope=slope)
 
 
 def leaky_relu_01(x: Tensor) -> Tensor:
     """SAEHD's default activation, leaky ReLU with slope 0.1."""
-    return ops.leaky_relu(x, negative_slope=0.1)
+    return leaky_relu(x, 0.1)
 
 
 def cos_activation(x: Tensor) -> Tensor:

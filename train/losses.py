@@ -230,10 +230,15 @@ def background_style_loss(
 def binary_cross_entropy_logits(labels_value: float, logits: Tensor) -> Tensor:
     """Sigmoid cross-entropy against a constant label, mean over all non-batch axes: (B, ...) -> (B,).
 
-    The overflow-free form max(x, 0) − x·z + log(1 + e^−|x|), as TensorFlow computes it.
+    The overflow-free form max(x, 0) − x·z + log(1 + e^−|x|), written with `where` as TensorFlow writes
+    it: at a logit of exactly 0 (a patch discriminator sees many, on the zeros outside the mask) relu
+    and abs have no slope and would drop the true gradient σ(0) − z = 0.5 − z.
     """
     logits = _float32(logits)
-    elementwise = ops.relu(logits) - logits * labels_value + ops.log1p(ops.exp(-ops.abs(logits)))
+    positive = ops.greater_equal(logits, 0.0)
+    relu_logits = ops.where(positive, logits, ops.zeros_like(logits))
+    negative_abs = ops.where(positive, -logits, logits)
+    elementwise = relu_logits - logits * labels_value + ops.log1p(ops.exp(negative_abs))
     return _per_sample_mean(elementwise)
 
 

@@ -12,7 +12,7 @@ list of {"name", "options", "legacy"}. MODE:
 - "keras": today's trainer on this process's backend loads each case's old checkpoint through
   `train.checkpoint.load_checkpoint`, trains the same steps and records the same
   (WORK/<backend>/<case>.npz); then, with SRC_DB and DST_DB, trains through the real loop for exact
-  resume (4 straight against 2 + resume + 2) and continues the chain folder WORK/chain, which every
+  resume (2 straight against 1 + resume + 1) and continues the chain folder WORK/chain, which every
   backend in turn resumes for 2 iterations.
 """
 
@@ -108,9 +108,9 @@ def _loop_checks(work: Path, backend: str, src: Path, dst: Path) -> dict:
     from train.checkpoint import load_checkpoint
 
     loop = work / f"loop_{backend}"
-    _train(loop / "straight", src, dst, 4, **LOOP_OPTIONS)
-    _train(loop / "resumed", src, dst, 2, **LOOP_OPTIONS)
-    iteration, device = _train(loop / "resumed", src, dst, 2, **LOOP_OPTIONS)
+    _train(loop / "straight", src, dst, 2, **LOOP_OPTIONS)
+    _train(loop / "resumed", src, dst, 1, **LOOP_OPTIONS)
+    iteration, device = _train(loop / "resumed", src, dst, 1, **LOOP_OPTIONS)
     straight, resumed = load_checkpoint(loop / "straight").arrays, load_checkpoint(loop / "resumed").arrays
     largest = max(float(np.max(np.abs(straight[k] - resumed[k]))) for k in straight)
     chain_start = load_checkpoint(work / "chain").step if (work / "chain" / "model.json").is_file() else 0
