@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 
 from curate.errors import FacesmithError
-from facesmith.console import FormatOption, fail, warn
+from facesmith.console import FormatOption, fail, quiet_framework_startup, warn
 from facesmith.option_flags import given, render_option_table, with_option_flags
 from facesmith.render import OutputFormat, render_summary
 from train.config import load_toml, option_specs
@@ -85,10 +85,11 @@ def register(app: typer.Typer) -> None:
         except (FacesmithError, OSError) as error:
             fail(error)
         quiet_framework_logs()  # the frameworks' C++ start-up chatter is not for users; errors still show
-        from train.loop import close_session, open_session, run_training
-
         try:
-            session = open_session(model_dir, values, src, dst)
+            with quiet_framework_startup():
+                from train.loop import close_session, open_session, run_training
+
+                session = open_session(model_dir, values, src, dst)
         except (FacesmithError, OSError) as error:
             fail(error)
         warn(session.notes, output)

@@ -390,6 +390,13 @@ class _Tensorboard:
     writer: Any = None
 
     def _write(self, iteration: int, values: list[Any]) -> None:
+        import sys
+        import types
+
+        if "tensorflow" not in sys.modules:
+            # tensorboard's writer imports TensorFlow for its file I/O when it is installed, unless its
+            # "notf" marker module exists: a JAX or torch run must not start TensorFlow for a log file.
+            sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
         try:
             from tensorboard.compat.proto import event_pb2, summary_pb2
             from tensorboard.summary.writer.event_file_writer import EventFileWriter
