@@ -171,7 +171,7 @@ def plan_session(path: Path, options: dict[str, Any], src: Path | None = None,
         if given is not None:
             given = Path(given)
             if not given.is_file():
-                raise ModelFolderError(f"no {side} faceset at {given}: give the .duckdb file 'curate scan' wrote")
+                raise ModelFolderError(f"no faceset at {given} (--{side}): give the .duckdb file 'curate scan' wrote")
             facesets.append(given.resolve())
         else:
             facesets.append(folder.faceset(side))

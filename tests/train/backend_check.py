@@ -86,9 +86,30 @@ def run_keras(work: Path, cases: list[dict], batches, facesets: list[str]) -> di
         missing = trainer.load_arrays(load_checkpoint(work / "checkpoints" / case["name"]).arrays)
         summary["cases"][case["name"]] = {"missing": missing}
         np.savez(out / f"{case['name']}.npz", **_record(trainer, batches, 5))
+    if backend == "jax":
+        summary["memory"] = _memory_against_xla(cases[0])
     if facesets:
         summary["loop"] = _loop_checks(work, backend, Path(facesets[0]), Path(facesets[1]))
     return summary
+
+
+def _memory_against_xla(case: dict) -> dict:
+    """`train plan`'s estimate and XLA's buffer assignment of the compiled step at two batch sizes."""
+    from train.config import resolve_config
+    from train.plan import measure_jax_step, plan_memory
+    from train.step import SAEHDTrainer
+
+    config, _ = resolve_config(case["options"])
+    trainer = SAEHDTrainer(config)
+    side = config.resolution
+    figures = {}
+    for batch in (2, 8):
+        arrays = tuple(np.zeros((batch, side, side, channels), np.float32) for channels in (3, 3, 1, 1, 3, 3, 1, 1))
+        xla = measure_jax_step(trainer, arrays)
+        plan = plan_memory(config, "jax", "float32", "cpu", batch)
+        figures[batch] = {"xla": xla["argument"] + xla["output"] + xla["temp"] - xla["alias"], "plan": plan.total,
+                          "plan_per_sample": plan.activations_per_sample, "plan_fixed": plan.fixed}
+    return figures
 
 
 def _train(model_dir: Path, src: Path, dst: Path, iterations: int, **options) -> tuple[int, str]:

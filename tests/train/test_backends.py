@@ -158,6 +158,17 @@ def test_exact_resume_through_the_loop_on_each_backend(work, backend):
     assert loop["resume_largest_difference"] < 1e-6
 
 
+@pytest.mark.skipif("jax" not in BACKENDS, reason="XLA's memory analysis needs JAX")
+def test_the_memory_plan_against_xla_s_buffer_assignment(work):
+    """The plan's fixed part (weights, gradients, slots) within 15 % of XLA's, its per-face activations
+    at least XLA's (which fuses activations into convolutions) and at most twice them."""
+    memory = {int(k): v for k, v in _summary(work, "jax")["memory"].items()}
+    xla_per_sample = (memory[8]["xla"] - memory[2]["xla"]) / 6
+    xla_fixed = memory[2]["xla"] - 2 * xla_per_sample
+    assert abs(memory[2]["plan_fixed"] / xla_fixed - 1) < 0.15, (memory, xla_fixed)
+    assert 1.0 <= memory[2]["plan_per_sample"] / xla_per_sample <= 2.0, (memory, xla_per_sample)
+
+
 def test_one_model_folder_resumed_by_each_backend_in_turn(work):
     chain = [(_summary(work, b)["loop"]["chain_from"], _summary(work, b)["loop"]["chain_to"]) for b in BACKENDS]
     assert chain == [(2 * i, 2 * i + 2) for i in range(len(BACKENDS))]
