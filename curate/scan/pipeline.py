@@ -42,7 +42,7 @@ from curate.scan.ingest import (
 )
 from curate.faces.pose import estimate_pose
 from curate.progress import ProgressCallback
-from curate.faces.quality import check_rows, measure_all
+from curate.faces.quality import FaceGeometry, check_rows, frame_edge_share, geometry_check_rows, measure_all
 from curate.records import FaceRecord, ImageRecord, LocatedFace
 from curate.faces.runtimes import RUNTIMES
 from curate.store import FacesetStore, FileState
@@ -254,7 +254,10 @@ class ImagePreparer:
             image_to_face=[float(v) for v in matrix.ravel()],
             aligned_path=os.path.relpath(crop_path, self.database_dir).replace(os.sep, "/"),
         )
-        return record, check_rows(face_id, scores, face_size)
+        height, width = image_bgr.shape[:2]
+        geometry = FaceGeometry(frame_edge=frame_edge_share(face.landmarks68, width, height),
+                                alignment=pose.fit_error, detection=float(face.det_score))
+        return record, check_rows(face_id, scores, face_size) + geometry_check_rows(face_id, geometry)
 
 
 def decode_entry(entry: FileEntry, known_hash: str | None, max_pixels: int) -> tuple[IngestResult, bool]:
