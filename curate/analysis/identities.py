@@ -103,11 +103,12 @@ class IdentityRow:
     reason: str
 
     def to_row(self) -> tuple:
-        return (self.face_id, self.cluster, self.label, self.distance, self.reason)
+        # reliable (schema 6) is left NULL until the identities analysis fills it (issue 13, main)
+        return (self.face_id, self.cluster, self.label, self.distance, self.reason, None)
 
     @classmethod
     def from_row(cls, row: tuple) -> IdentityRow:
-        face_id, cluster, label, distance, reason = row
+        face_id, cluster, label, distance, reason = row[:5]
         return cls(face_id, int(cluster), label, float(distance), reason)
 
 

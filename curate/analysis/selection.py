@@ -104,12 +104,13 @@ class SelectionRow:
     reason: str  # 'selected' or why the face was left out
 
     def to_row(self) -> tuple:
+        # expression_bin (schema 6) is left NULL until the selection fills it (issue 13, main)
         return (self.face_id, self.selected, self.pick_order, self.yaw_bin, self.pitch_bin,
-                self.light_bin, self.reason)
+                self.light_bin, self.reason, None)
 
     @classmethod
     def from_row(cls, row: tuple) -> "SelectionRow":
-        return cls(*row)
+        return cls(*row[:7])
 
 
 def _bins(values: np.ndarray, width: int) -> list[int | None]:
