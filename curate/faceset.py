@@ -318,13 +318,15 @@ class FacesetReader:
 
     @classmethod
     def on(cls, connection: duckdb.DuckDBPyConnection, path: Path,
-           quality_gates: Sequence[str] = QUALITY_GATES) -> "FacesetReader":
+           quality_gates: Sequence[str] = QUALITY_GATES, faces: FaceTable | None = None) -> "FacesetReader":
+        """`faces`: the faces table the caller already holds for this file (only a scan changes it),
+        so a long-lived caller such as the review server does not load it again per request."""
         reader = cls.__new__(cls)
         reader.path = Path(path).resolve()
         reader.connection = connection
         reader._owned = False
         reader.quality_gates = tuple(quality_gates)
-        reader._faces = None
+        reader._faces = faces
         return reader
 
     def __enter__(self) -> "FacesetReader":
