@@ -42,8 +42,9 @@ def embedding_map(embeddings: np.ndarray) -> np.ndarray:
     # Fix each axis' sign (eigenvectors have none of their own) so the map does not flip between runs.
     components *= np.where(components[np.abs(components).argmax(axis=0), [0, 1]] < 0, -1.0, 1.0)
     points = centred @ components
-    scale = np.abs(points).max(axis=0)
-    return points / np.where(scale > 0, scale, 1.0)
+    # One scale for both axes: distances on the map keep their proportions.
+    scale = np.abs(points).max()
+    return points / scale if scale > 0 else points
 
 
 @dataclass(frozen=True)
