@@ -31,7 +31,7 @@ import numpy as np
 from curate import __version__
 from curate.analysis.coverage import DEFAULT_LIGHT_THRESHOLD, degrees, light_bins, pose_bin
 from curate.errors import FacesmithError, StoreError
-from curate.faceset import FaceTable, load_faces
+from curate.faceset import FacesetReader, FaceTable, load_faces
 from curate.fileio import write_atomically
 from curate.progress import ProgressCallback
 from curate.store import FacesetStore
@@ -246,7 +246,8 @@ def reason_category(reason: str) -> str:
     """The kind of a reason, for counts: selected, duplicate, other person, outlier, over budget,
     aligned crop missing, or the quality words ('blurry', 'too small', …)."""
     first = reason.split("; ")[0]
-    for prefix in ("selected", "duplicate", "other person", "outlier", "over budget", "aligned crop missing"):
+    for prefix in ("selected", "duplicate", "other person", "outlier", "over budget", "aligned crop missing",
+                   "excluded by hand"):
         if first.startswith(prefix):
             return prefix
     return first.split(" (")[0]
@@ -350,6 +351,16 @@ def select_and_export(database: Path, out_dir: Path, settings: SelectionSettings
         # Analysis tables may still name faces a later scan removed.
         excluded = {face_id: reason for face_id, reason in load_exclusions(connection, settings.exclude_bad).items()
                     if face_id in known}
+        # Stopgap until issue 13 moves selection onto FacesetReader.statuses(): a person's
+        # decisions win (exclude keeps a face out, include lets it in, a hand label overrides).
+        for face_id, decided in FacesetReader.on(connection, database).decisions().items():
+            if face_id not in known:
+                continue
+            if decided.inclusion == "exclude" or (decided.inclusion is None and decided.label == "other-person"):
+                why = f": {decided.inclusion_why}" if decided.inclusion_why else ""
+                excluded[face_id] = ("excluded by hand" + why) if decided.inclusion == "exclude" else "other person (labelled by hand)"
+            elif decided.inclusion == "include" or decided.label == "main":
+                excluded.pop(face_id, None)
         warnings = stale_analyses(connection)
         roots = dict(connection.execute(
             "SELECT i.image_id, r.source_root FROM images i LEFT JOIN runs r USING (run_id)").fetchall())
