@@ -440,15 +440,17 @@ class FacesetReader:
 
     # -- which faces train ------------------------------------------------------------------
 
-    def statuses(self, use_selection: bool = True) -> list[FaceStatus]:
+    def statuses(self, use_selection: bool = True, as_role: str | None = None) -> list[FaceStatus]:
         """Every face (face_id order) with whether it trains and why not.
 
         use_selection: for a src faceset with a selection, faces the selection did not pick do
         not train; without it (what the selection itself asks), every eligible face trains.
+        as_role: read the faceset as this role instead of its stored one (training reads its
+        --dst faceset as a dst whatever it was scanned as).
         """
         table = self.faces()
         decisions = self.decisions()
-        if self.role == "dst":
+        if (as_role or self.role) == "dst":
             automatic: dict[str, list[Exclusion]] = {}
         else:
             automatic = self._automatic_exclusions(table, decisions, use_selection)
@@ -495,17 +497,18 @@ class FacesetReader:
         order = {kind: i for i, kind in enumerate(EXCLUSION_KINDS)}
         return {face_id: sorted(found, key=lambda e: order[e.kind]) for face_id, found in reasons.items()}
 
-    def trainable_ids(self, use_selection: bool = True) -> list[str]:
+    def trainable_ids(self, use_selection: bool = True, as_role: str | None = None) -> list[str]:
         """The faces that train, in face_id order."""
-        return [status.face_id for status in self.statuses(use_selection) if status.trains]
+        return [status.face_id for status in self.statuses(use_selection, as_role) if status.trains]
 
     def crop_path(self, aligned_path: str) -> Path:
         """The absolute path of a stored crop (aligned_path is relative to the database's folder)."""
         return self.path.parent / aligned_path
 
-    def training_faces(self, use_selection: bool = True, face_ids: Sequence[str] | None = None) -> list[TrainingFace]:
+    def training_faces(self, use_selection: bool = True, face_ids: Sequence[str] | None = None,
+                       as_role: str | None = None) -> list[TrainingFace]:
         """The faces that train (or exactly `face_ids`, in their order), as training needs them."""
-        wanted = list(face_ids) if face_ids is not None else self.trainable_ids(use_selection)
+        wanted = list(face_ids) if face_ids is not None else self.trainable_ids(use_selection, as_role)
         if not wanted:
             return []
         rows = self.connection.execute(

@@ -14,7 +14,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import duckdb
 
 from curate.errors import ReadOnlyQueryError, StoreError
-from curate.faceset import table_exists
+from curate.faceset import check_role, table_exists
 from curate.records import FaceRecord, ImageRecord
 
 logger = logging.getLogger(__name__)
@@ -484,6 +484,17 @@ def _insert_rows(connection: duckdb.DuckDBPyConnection, target: str, rows: list[
             f"INSERT INTO {target} VALUES {', '.join([one_row] * len(chunk))}",
             [value for row in chunk for value in row],
         )
+
+
+def set_role(database: Path, role: str) -> None:
+    """Record whether the faceset at `database` is a src (the face to learn) or a dst (the frames
+    to merge into); see curate.faceset for what the role changes."""
+    check_role(role)
+    database = Path(database)
+    if not database.is_file():
+        raise StoreError(f"no faceset at {database}: run 'facesmith curate scan' first")
+    with FacesetStore(database) as store:
+        store.set_meta("role", role)
 
 
 # -- read-only queries ---------------------------------------------------------------------
