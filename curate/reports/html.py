@@ -87,7 +87,6 @@ class PageData:
     without_faces: list[str]  # images read fine but with no face found
     selected: list[str]  # face ids in pick order
     bands: dict[str, tuple]  # measure -> (bad_low, ok_low, ok_high, bad_high) most faces were checked with
-    decided: dict[str, int]  # hand decisions standing: excluded, included, labelled, keepers, tagged
 
 
 def page_data(database: Path) -> PageData:
@@ -104,17 +103,11 @@ def page_data(database: Path) -> PageData:
                 "GROUP BY ALL ORDER BY count(*) DESC, measure").fetchall():
             bands.setdefault(measure, tuple(band))
         picked = reader.selected()
-        standing = reader.decisions().values()
     return PageData(
         names={f: f"{path} #{index}" for f, path, index in zip(table.face_ids, table.paths, table.face_index.tolist())},
         aligned_paths=dict(zip(table.face_ids, table.aligned_paths, strict=True)),
         rejected=[(path, reason or "") for path, reason in rejected], without_faces=without,
-        selected=sorted(picked, key=picked.get), bands=bands,
-        decided={"excluded": sum(d.inclusion == "exclude" for d in standing),
-                 "included": sum(d.inclusion == "include" for d in standing),
-                 "labelled": sum(d.label is not None for d in standing),
-                 "keepers": sum(d.keeper for d in standing),
-                 "tagged": sum(bool(d.tags) for d in standing)})
+        selected=sorted(picked, key=picked.get), bands=bands)
 
 
 def _file_list(paths: Sequence[str], limit: int) -> str:
@@ -174,7 +167,7 @@ def write_html_report(report: Report, out: Path, contact_limit: int = 60, list_l
         sections.append(f'<p class="stale">Scanned again after these analyses ran: {escape(", ".join(report.stale))}. '
                         "Run <code>facesmith curate analyze</code> to refresh them.</p>")
     counts = list(report.counts.items()) + [(f"decided by hand: {kind}", number)
-                                            for kind, number in data.decided.items() if number]
+                                            for kind, number in report.decisions.items() if number]
     sections.append("<h2>Counts</h2>" + _table(["what", "number"], counts))
     sections.append('<h2>Advice</h2><ul class="advice">' +
                     "".join(f"<li>{escape(line)}</li>" for line in report.advice) + "</ul>")
