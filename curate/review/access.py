@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+
 from curate.decisions import Decision, DecisionRow, record_decisions
 from curate.errors import FacesmithError, StoreError
 from curate.faceset import FacesetReader, FaceTable, open_faceset
-from curate.review.index import StaticColumns, build_index, statuses_for
+from curate.review.index import StaticColumns, build_index, patch_statuses, statuses_for
+from curate.review.index_cache import IndexCache, StoredIndex, fingerprint
 from curate.store import QueryResult, query_read_only
 
 
@@ -51,43 +53,48 @@ SELECT face_id FROM faces_view WHERE (
 
 
 class FacesetAccess:
-    """Per-request access to one faceset, with what only a scan changes cached in memory."""
+    """Per-request access to one faceset, with the face index and the faces table kept in memory
+    (and the index on disk in `cache_dir`) for as long as the faceset's fingerprint holds."""
 
-    def __init__(self, database: Path) -> None:
+    def __init__(self, database: Path, cache_dir: Path | None = None) -> None:
         self.database = Path(database).resolve()
         self._lock = threading.Lock()
-        self._faces: tuple[tuple, FaceTable] | None = None  # (scan key, the faces)
+        self._faces: tuple[str, FaceTable] | None = None  # (scan key, the faces)
         self._static: tuple[FaceTable, StaticColumns] | None = None
+        self._index: StoredIndex | None = None
+        self._crops: tuple[str, dict[str, Path]] | None = None  # (scan key, face_id -> crop)
+        self._store = IndexCache(cache_dir) if cache_dir is not None else None
+
+    def _open(self) -> duckdb.DuckDBPyConnection:
+        try:
+            return open_faceset(self.database, read_only=True)
+        except StoreError as error:
+            if _is_lock_error(error):
+                raise FacesetBusy("the faceset is being written by another facesmith command; "
+                                  "try again when it finishes") from error
+            raise
+
+    @contextmanager
+    def _reader(self, connection: duckdb.DuckDBPyConnection, scan_key: str) -> Iterator[FacesetReader]:
+        """A reader on `connection` holding the faces table cached since the last scan (loading it
+        is most of a request's cost at 10 000 faces)."""
+        cached = self._faces[1] if self._faces is not None and self._faces[0] == scan_key else None
+        reader = FacesetReader.on(connection, self.database, faces=cached)
+        if cached is None:
+            self._faces = (scan_key, reader.faces())
+            self._static = None
+        yield reader
 
     @contextmanager
     def reader(self) -> Iterator[FacesetReader]:
-        """A read-only reader, open for the block only, holding the faces table cached since the
-        last scan (loading it is most of a request's cost at 10 000 faces)."""
+        """A read-only reader, open for the block only."""
         with self._lock:
+            connection = self._open()
             try:
-                connection = open_faceset(self.database, read_only=True)
-            except StoreError as error:
-                if _is_lock_error(error):
-                    raise FacesetBusy("the faceset is being written by another facesmith command; "
-                                      "try again when it finishes") from error
-                raise
-            try:
-                key = self._scan_key(connection)
-                cached = self._faces if self._faces is not None and self._faces[0] == key else None
-                reader = FacesetReader.on(connection, self.database, faces=cached[1] if cached else None)
-                if cached is None:
-                    self._faces = (key, reader.faces())
-                    self._static = None
-                yield reader
+                with self._reader(connection, fingerprint(connection)[0]) as reader:
+                    yield reader
             finally:
                 connection.close()
-
-    @staticmethod
-    def _scan_key(connection: duckdb.DuckDBPyConnection) -> tuple:
-        """Changes whenever a scan added, changed or removed faces."""
-        return tuple(connection.execute(
-            "SELECT (SELECT count(*) FROM runs), (SELECT max(finished_at) FROM runs), "
-            "(SELECT max(started_at) FROM runs), (SELECT count(*) FROM faces)").fetchone())
 
     def static_columns(self, reader: FacesetReader) -> StaticColumns:
         """The columns only a scan changes, for the faces `reader` holds (built once per scan)."""
@@ -96,22 +103,68 @@ class FacesetAccess:
             self._static = (table, StaticColumns.build(table))
         return self._static[1]
 
+    def index_gzip(self) -> bytes:
+        """The whole face index as gzipped JSON: from memory, from the cache folder (a warm start
+        reads no face at all), or built through the reader."""
+        with self._lock:
+            connection = self._open()
+            try:
+                scan_key, key = fingerprint(connection)
+                if self._index is None or self._index.key != key:
+                    stored = self._store.load_index(key) if self._store else None
+                    if stored is None:
+                        with self._reader(connection, scan_key) as reader:
+                            stored = StoredIndex(key, build_index(reader, self.static_columns(reader)))
+                            self._remember_crops(scan_key, reader)
+                        if self._store:
+                            self._store.save_index(stored)
+                    self._index = stored
+                fresh = self._index.compressed is None
+                data = self._index.gzipped()
+                if fresh and self._store:  # patched by decisions since it was stored
+                    self._store.save_index(self._index)
+                return data
+            finally:
+                connection.close()
+
     def index(self) -> dict[str, Any]:
-        with self.reader() as reader:
-            static = self.static_columns(reader)
-            return build_index(reader, static)
+        self.index_gzip()
+        return self._index.document
+
+    def _remember_crops(self, scan_key: str, reader: FacesetReader) -> None:
+        table = reader.faces()
+        relative = dict(zip(table.face_ids, table.aligned_paths, strict=True))
+        self._crops = (scan_key, {f: reader.crop_path(a) for f, a in relative.items()})
+        if self._store:
+            self._store.save_crops(scan_key, relative)
 
     def crop_paths(self) -> dict[str, Path]:
-        """face_id -> its aligned crop (absolute)."""
-        with self.reader() as reader:
-            table = reader.faces()
-            return {face_id: reader.crop_path(aligned) for face_id, aligned in
-                    zip(table.face_ids, table.aligned_paths, strict=True)}
+        """face_id -> its aligned crop (absolute); from the cache folder on a warm start."""
+        with self._lock:
+            connection = self._open()
+            try:
+                scan_key = fingerprint(connection)[0]
+                if self._crops is None or self._crops[0] != scan_key:
+                    relative = self._store.load_crops(scan_key) if self._store else None
+                    if relative is not None:
+                        self._crops = (scan_key, {f: self.database.parent / a for f, a in relative.items()})
+                    else:
+                        with self._reader(connection, scan_key) as reader:
+                            self._remember_crops(scan_key, reader)
+                return self._crops[1]
+            finally:
+                connection.close()
 
     def record(self, decisions: Sequence[Decision], who: str) -> tuple[list[DecisionRow], dict[str, Any]]:
         """Append decisions (read-write only for that moment) and return the rows with the
-        decided faces' new statuses, as the reader now rules."""
+        decided faces' new statuses, as the reader now rules. A decision changes only its own
+        face's status, so the index in memory is patched rather than built again."""
         with self._lock:
+            connection = self._open()
+            try:
+                before = fingerprint(connection)[1]
+            finally:
+                connection.close()
             try:
                 rows = record_decisions(self.database, decisions, who)
             except StoreError as error:
@@ -119,8 +172,17 @@ class FacesetAccess:
                     raise FacesetBusy("the faceset is being written by another facesmith command; "
                                       "the decision was not recorded, try again") from error
                 raise
-        with self.reader() as reader:
-            return rows, statuses_for(reader, sorted({d.face_id for d in decisions}))
+            connection = self._open()
+            try:
+                scan_key, after = fingerprint(connection)
+                with self._reader(connection, scan_key) as reader:
+                    statuses = statuses_for(reader, sorted({d.face_id for d in decisions}))
+                    if self._index is not None and self._index.key == before:
+                        patch_statuses(self._index.document, statuses, len(reader.decision_log()))
+                        self._index.key, self._index.compressed = after, None
+            finally:
+                connection.close()
+        return rows, statuses
 
     def query_where(self, where: str) -> QueryResult:
         """face_ids of the faces view rows that `where` keeps, through the read-only SQL door."""

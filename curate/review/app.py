@@ -7,6 +7,7 @@ unexpected a 500 JSON error; the server goes on either way.
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import time
@@ -14,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -30,7 +30,7 @@ from curate.errors import FacesmithError, ReadOnlyQueryError
 from curate.faceset import DECISION_ACTIONS
 from curate.review.access import FacesetAccess, FacesetBusy
 from curate.review.security import Guard, GuardMiddleware
-from curate.review.thumbnails import SAFE_FACE_ID, ThumbnailCache
+from curate.review.thumbnails import SAFE_FACE_ID, ThumbnailCache, thumbnail_dir
 from curate.scan.ingest import Decoded, decode_bytes
 
 logger = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ class ReviewSettings:
     """What one review server serves, and to whom."""
 
     database: Path
-    cache_dir: Path  # thumbnails
+    cache_dir: Path  # thumbnails and the face index, kept between starts
     who: str  # recorded with every decision
     guard: Guard
 
@@ -67,8 +67,8 @@ def _json(value: Any, status: int = 200, headers: dict | None = None) -> Respons
 def create_app(settings: ReviewSettings, access: FacesetAccess | None = None) -> Starlette:
     """The Starlette application behind `facesmith curate review` (`access`: share the server's
     per-request door with other threads of the process, e.g. the thumbnail builder)."""
-    access = access or FacesetAccess(settings.database)
-    thumbnails = ThumbnailCache(settings.cache_dir)
+    access = access or FacesetAccess(settings.database, settings.cache_dir)
+    thumbnails = ThumbnailCache(thumbnail_dir(settings.cache_dir))
     crops: dict[str, Path] = {}
 
     def crop_for(face_id: str) -> Path:
@@ -85,9 +85,14 @@ def create_app(settings: ReviewSettings, access: FacesetAccess | None = None) ->
         return FileResponse(STATIC / "index.html", headers={"cache-control": "no-store"})
 
     def faces(request: Request) -> Response:
+        # The index is kept gzipped (memory and cache folder): sent as it is to any browser.
         started = time.perf_counter()
-        index = access.index()
-        return _json(index, headers={"server-timing": f"index;dur={(time.perf_counter() - started) * 1000:.1f}"})
+        data = access.index_gzip()
+        headers = {"cache-control": "no-store", "vary": "Accept-Encoding",
+                   "server-timing": f"index;dur={(time.perf_counter() - started) * 1000:.1f}"}
+        if "gzip" in request.headers.get("accept-encoding", "").lower():
+            return Response(data, media_type="application/json", headers={**headers, "content-encoding": "gzip"})
+        return Response(gzip.decompress(data), media_type="application/json", headers=headers)
 
     def thumbnail(request: Request) -> Response:
         face_id = request.path_params["face_id"]
@@ -268,6 +273,8 @@ def source_image(access: FacesetAccess, face_id: str) -> Response:
             raise JsonError(404, "no such face") from error
         root = reader.info().source_root
     path = face.source_path
+    import cv2  # here, not at import: the server starts faster without it
+
     if path is None:
         raise JsonError(404, "the faceset does not record the scanned folder")
     # The stored path is relative to the scanned folder; one that climbs out of it is not served.

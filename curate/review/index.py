@@ -20,7 +20,7 @@ from curate.faceset import FaceDecisions, FacesetReader, FaceStatus, FaceTable, 
 # One letter per verdict in the per-face verdict strings ('-': the measure was not checked).
 VERDICT_LETTERS = {"ok": "o", "warn": "w", "bad": "b"}
 # How the pose heat map bins faces: the `coverage` view's bins (15°, yaw −90..90, pitch −60..60).
-POSE_BINS = {"yaw_bin": 15, "pitch_bin": 15, "yaw_range": (-90, 90), "pitch_range": (-60, 60)}
+POSE_BINS = {"yaw_bin": 15, "pitch_bin": 15, "yaw_range": [-90, 90], "pitch_range": [-60, 60]}
 
 
 def _rounded(values: np.ndarray, digits: int) -> list[float | None]:
@@ -141,6 +141,18 @@ def statuses_for(reader: FacesetReader, face_ids: Sequence[str] | None = None) -
         wanted = set(face_ids)
         statuses = [s for s in statuses if s.face_id in wanted]
     return {"id": [s.face_id for s in statuses], **status_columns(statuses, reader.decisions())}
+
+
+def patch_statuses(index: dict[str, Any], statuses: dict[str, Any], decisions: int) -> None:
+    """Write the new status columns of some faces (statuses_for's answer) into a built index."""
+    columns = index["columns"]
+    position = {face_id: i for i, face_id in enumerate(columns["id"])}
+    for k, face_id in enumerate(statuses["id"]):
+        i = position[face_id]
+        for name, values in statuses.items():
+            if name != "id":
+                columns[name][i] = values[k]
+    index["faceset"]["decisions"] = decisions
 
 
 def faceset_summary(reader: FacesetReader) -> dict[str, Any]:

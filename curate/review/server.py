@@ -12,12 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import duckdb
+
 from curate.decisions import default_who
 from curate.errors import FacesmithError
-from curate.faceset import FacesetReader
+from curate.faceset import open_faceset
 from curate.review.access import FacesetAccess
+from curate.review.index_cache import fingerprint
 from curate.review.security import Guard
-from curate.review.thumbnails import ThumbnailCache, default_cache_dir
+from curate.review.thumbnails import ThumbnailCache, default_cache_dir, thumbnail_dir
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +75,18 @@ def address_of(listener: socket.socket, host: str, token: str | None) -> ReviewA
     return ReviewAddress(host, port, url, token)
 
 
+def check_faceset(database: Path) -> None:
+    """Fail now, with a clear message, on a file that is not a faceset (cheaply: a warm start
+    must not pay for reading the faces)."""
+    connection = open_faceset(database, read_only=True)
+    try:
+        fingerprint(connection)
+    except duckdb.Error as error:
+        raise ReviewError(f"{database} is not a faceset facesmith can review: {error}") from error
+    finally:
+        connection.close()
+
+
 def build_thumbnails_in_background(access: FacesetAccess, cache: ThumbnailCache) -> threading.Thread:
     """Make every missing thumbnail on one thread while the server answers (requests for a
     thumbnail not made yet make it on the spot)."""
@@ -100,15 +115,15 @@ def serve(database: Path, host: str = LOOPBACK, port: int | None = None, cache_d
     from curate.review.app import ReviewSettings, create_app
 
     database = Path(database).resolve()
-    with FacesetReader(database) as reader:  # fail now, with the reader's message, on a bad file
-        reader.info()
+    check_faceset(database)
     token = None if is_loopback(host) else secrets.token_urlsafe(18)
     listener = bind(host, port)
     address = address_of(listener, host, token)
-    cache = ThumbnailCache(cache_dir or default_cache_dir(database))
-    settings = ReviewSettings(database=database, cache_dir=cache.folder, who=default_who(),
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir(database)
+    cache = ThumbnailCache(thumbnail_dir(cache_dir))
+    settings = ReviewSettings(database=database, cache_dir=cache_dir, who=default_who(),
                               guard=Guard.for_binding(host.strip("[]"), address.port, token))
-    access = FacesetAccess(database)
+    access = FacesetAccess(database, cache_dir)
     app = create_app(settings, access)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
                             server_header=False, timeout_graceful_shutdown=2)

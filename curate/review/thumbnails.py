@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-import cv2
-
 from curate.errors import FacesmithError
 from curate.fileio import write_atomically
 from curate.progress import ProgressCallback
@@ -26,7 +24,12 @@ SAFE_FACE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
 
 def default_cache_dir(database: Path) -> Path:
-    return Path(database).parent / f"{Path(database).stem}_review" / f"thumbnails_{THUMBNAIL_SIZE}"
+    """The review app's cache folder: thumbnails and the face index, next to the database."""
+    return Path(database).parent / f"{Path(database).stem}_review"
+
+
+def thumbnail_dir(cache_dir: Path, size: int = THUMBNAIL_SIZE) -> Path:
+    return Path(cache_dir) / f"thumbnails_{size}"
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,8 @@ class ThumbnailCache:
 
     def make(self, face_id: str, crop: Path) -> bytes | None:
         """Encode and store the thumbnail of `crop` (None when the crop cannot be read)."""
+        import cv2  # here, not at import: the server starts faster without it
+
         image = cv2.imread(str(crop), cv2.IMREAD_COLOR)
         if image is None:
             return None

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
-from curate.decisions import list_decisions
+from curate.decisions import Decision, list_decisions
 from curate.faceset import FacesetReader
 from curate.review.app import ReviewSettings, create_app
 from curate.review.index import embedding_map
@@ -41,7 +41,7 @@ def faceset(analysed_faceset, tmp_path) -> Path:
 
 
 def client_for(database: Path, host: str = "127.0.0.1", token: str | None = None, base: str = BASE) -> TestClient:
-    settings = ReviewSettings(database=database, cache_dir=database.parent / "thumbs", who="tester",
+    settings = ReviewSettings(database=database, cache_dir=database.parent / "review_cache", who="tester",
                               guard=Guard.for_binding(host, 8765, token))
     return TestClient(create_app(settings), base_url=base, raise_server_exceptions=False)
 
@@ -82,7 +82,7 @@ def test_thumbnails_and_crops_are_served_by_face_id_only(faceset):
     assert response.status_code == 200 and response.headers["content-type"] == "image/jpeg"
     image = cv2.imdecode(np.frombuffer(response.content, np.uint8), cv2.IMREAD_COLOR)
     assert image.shape == (128, 128, 3) and image.std() > 5
-    assert (faceset.parent / "thumbs" / f"{face_id}.jpg").read_bytes() == response.content  # cached
+    assert (faceset.parent / "review_cache" / "thumbnails_128" / f"{face_id}.jpg").read_bytes() == response.content  # cached
     crop = client.get(f"/api/crops/{face_id}")
     assert crop.status_code == 200 and cv2.imdecode(np.frombuffer(crop.content, np.uint8), cv2.IMREAD_COLOR).shape[0] == 128
     for bad in ["nope_00", "..%2Ffaceset.duckdb", "..%2F..%2Fetc%2Fpasswd", "%2Fetc%2Fpasswd", "a" * 300]:
@@ -274,3 +274,36 @@ def test_embedding_map_is_deterministic_and_separates_people():
     spread = max(points[:40].std(axis=0).max(), points[40:].std(axis=0).max())
     assert gap > 5 * spread
     assert embedding_map(embeddings[:2]).shape == (2, 2)
+
+
+def test_the_index_is_kept_between_starts_and_follows_the_faceset(faceset, tmp_path):
+    from curate.analysis.identities import analyze_identities
+    from curate.review.access import FacesetAccess
+
+    cache = tmp_path / "cache"
+    first = FacesetAccess(faceset, cache)
+    built = first.index()
+    assert list(cache.glob("index-*.json.gz")) and list(cache.glob("crops-*.json"))
+    # a warm start: the stored index is served and no face is read from the database
+    warm = FacesetAccess(faceset, cache)
+    assert warm.index() == built and warm._faces is None
+    assert warm.crop_paths() == first.crop_paths() and warm._faces is None
+    # decisions patch the index in memory; the patched one equals one built from scratch
+    columns = built["columns"]
+    face_ids = [f for f, t in zip(columns["id"], columns["trains"]) if t][:2]
+    warm.record([Decision(face_ids[0], "exclude", why="test"), Decision(face_ids[1], "label", "other-person"),
+                 Decision(face_ids[1], "tag", "look again")], "tester")
+    patched = warm.index()
+    assert patched == FacesetAccess(faceset, tmp_path / "fresh").index()
+    assert patched["faceset"]["decisions"] == 3 and not patched["columns"]["trains"][columns["id"].index(face_ids[0])]
+    assert FacesetAccess(faceset, cache).index() == patched  # and it was stored
+    # an analysis run by another command changes the fingerprint: the index is built again
+    analyze_identities(faceset, pin_image="biden.jpg")
+    again = warm.index()
+    with FacesetReader(faceset) as reader:
+        labels = reader.identity_labels()
+    assert again["columns"]["label"] == [labels[f][0] for f in again["columns"]["id"]] != columns["label"]
+    # a torn file in the cache is ignored and replaced
+    for stored in cache.glob("index-*.json.gz"):
+        stored.write_bytes(b"\x1f\x8b torn")
+    assert FacesetAccess(faceset, cache).index() == again

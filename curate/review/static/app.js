@@ -30,6 +30,7 @@ const probe = { firstPaint: null, indexLoaded: null, lastFilterMs: null, filters
 window.__review = probe;
 
 const grid = new Grid($("grid"), $("grid-spacer"), { onClick: (index, event) => clicked(index, event) });
+probe.grid = grid;
 const duplicateView = new DuplicateView($("duplicates"), { onClick: (index, event) => clicked(index, event) });
 const map = new EmbeddingMap($("map-canvas"), $("map-hover"), {
   onSelect: (chosen, additive) => {
@@ -274,6 +275,7 @@ async function decide(action, value = null, why = null) {
   const decisions = chosen.map((i) => ({ face_id: c.id[i], action, value, why: why || "review app" }));
   for (const i of chosen) state.pending.add(i);
   redraw();
+  const started = performance.now();
   try {
     const answer = await postJson("/api/decisions", { decisions },
       () => say("the faceset is busy (another facesmith command is writing it); retrying…"));
@@ -285,6 +287,7 @@ async function decide(action, value = null, why = null) {
       }
     });
     probe.decisions += answer.recorded;
+    probe.lastDecisionMs = performance.now() - started;
     say(`${action}${value ? " " + value : ""}: ${answer.recorded} face${answer.recorded === 1 ? "" : "s"} recorded`);
   } catch (error) {
     say(`not recorded: ${error.message}`, true);
