@@ -64,6 +64,7 @@ class FacesetAccess:
         self._index: StoredIndex | None = None
         self._crops: tuple[str, dict[str, Path]] | None = None  # (scan key, face_id -> crop)
         self._store = IndexCache(cache_dir) if cache_dir is not None else None
+        self.index_served = threading.Event()  # set once a page has its index: background work may start
 
     def _open(self) -> duckdb.DuckDBPyConnection:
         try:
@@ -123,6 +124,7 @@ class FacesetAccess:
                 data = self._index.gzipped()
                 if fresh and self._store:  # patched by decisions since it was stored
                     self._store.save_index(self._index)
+                self.index_served.set()
                 return data
             finally:
                 connection.close()
@@ -179,7 +181,7 @@ class FacesetAccess:
                     statuses = statuses_for(reader, sorted({d.face_id for d in decisions}))
                     if self._index is not None and self._index.key == before:
                         patch_statuses(self._index.document, statuses, len(reader.decision_log()))
-                        self._index.key, self._index.compressed = after, None
+                        self._index.changed(after)
             finally:
                 connection.close()
         return rows, statuses

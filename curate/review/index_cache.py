@@ -46,11 +46,23 @@ def _digest(value: Any) -> str:
 
 @dataclass
 class StoredIndex:
-    """One index in memory: the document, and its gzipped JSON once serialised."""
+    """One index in memory: the document and its gzipped JSON, each made from the other when
+    first needed (a warm start serves the stored bytes without parsing them)."""
 
     key: str
-    document: dict[str, Any]
+    _document: dict[str, Any] | None = None
     compressed: bytes | None = None
+
+    @property
+    def document(self) -> dict[str, Any]:
+        if self._document is None:
+            self._document = json.loads(gzip.decompress(self.compressed))
+        return self._document
+
+    def changed(self, key: str) -> None:
+        """The document was patched in place: it now answers for `key`, its bytes are stale."""
+        self.document  # noqa: B018 (parse before the bytes go)
+        self.key, self.compressed = key, None
 
     def gzipped(self) -> bytes:
         if self.compressed is None:
@@ -68,8 +80,10 @@ class IndexCache:
     def load_index(self, key: str) -> StoredIndex | None:
         try:
             compressed = (self.folder / f"index-{key}.json.gz").read_bytes()
-            return StoredIndex(key, json.loads(gzip.decompress(compressed)), compressed)
-        except (OSError, ValueError, EOFError):  # missing, torn or foreign: build it again
+            # test the whole stream now (a torn file must not be served): ~10 ms at 10 000 faces
+            gzip.decompress(compressed)
+            return StoredIndex(key, compressed=compressed)
+        except (OSError, ValueError, EOFError, gzip.BadGzipFile):  # missing, torn or foreign: build it again
             return None
 
     def save_index(self, stored: StoredIndex) -> None:

@@ -8,6 +8,7 @@ import logging
 import secrets
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -88,9 +89,11 @@ def check_faceset(database: Path) -> None:
 
 
 def build_thumbnails_in_background(access: FacesetAccess, cache: ThumbnailCache) -> threading.Thread:
-    """Make every missing thumbnail on one thread while the server answers (requests for a
-    thumbnail not made yet make it on the spot)."""
+    """Make every missing thumbnail on one thread, once the first page has its index and its first
+    thumbnails (those, and any asked for before this thread reaches them, are made on request)."""
     def work() -> None:
+        access.index_served.wait(timeout=15)
+        time.sleep(2.0)
         try:
             summary = cache.build(sorted(access.crop_paths().items()), workers=1)
             logger.info("thumbnails: %s", summary.to_dict())

@@ -3,7 +3,7 @@
 
 import { thumbnailUrl } from "./api.js";
 
-const BUFFER_ROWS = 3;
+const BUFFER_ROWS = 2;
 
 function baseName(path) {
   const cut = path.lastIndexOf("/");
@@ -161,7 +161,8 @@ export class Grid {
 
   // Resolves once every thumbnail in view has loaded (or failed): the "grid painted" moment.
   whenPainted() {
-    const images = [...this.tiles.values()].map((tile) => tile.firstChild);
+    const bottom = this.element.scrollTop + this.element.clientHeight;
+    const images = [...this.tiles.values()].filter((tile) => parseFloat(tile.style.top) < bottom).map((tile) => tile.firstChild);
     return Promise.all(images.map((img) => (img.complete ? Promise.resolve() : new Promise((resolve) => {
       img.addEventListener("load", resolve, { once: true });
       img.addEventListener("error", resolve, { once: true });
