@@ -120,6 +120,8 @@ class FacesetAccess:
                         if self._store:
                             self._store.save_index(stored)
                     self._index = stored
+                if self._crops is None or self._crops[0] != scan_key:
+                    self._load_crops(connection, scan_key)  # the page asks for thumbnails next
                 fresh = self._index.compressed is None
                 data = self._index.gzipped()
                 if fresh and self._store:  # patched by decisions since it was stored
@@ -140,6 +142,14 @@ class FacesetAccess:
         if self._store:
             self._store.save_crops(scan_key, relative)
 
+    def _load_crops(self, connection: duckdb.DuckDBPyConnection, scan_key: str) -> None:
+        relative = self._store.load_crops(scan_key) if self._store else None
+        if relative is not None:
+            self._crops = (scan_key, {f: self.database.parent / a for f, a in relative.items()})
+        else:
+            with self._reader(connection, scan_key) as reader:
+                self._remember_crops(scan_key, reader)
+
     def crop_paths(self) -> dict[str, Path]:
         """face_id -> its aligned crop (absolute); from the cache folder on a warm start."""
         with self._lock:
@@ -147,15 +157,18 @@ class FacesetAccess:
             try:
                 scan_key = fingerprint(connection)[0]
                 if self._crops is None or self._crops[0] != scan_key:
-                    relative = self._store.load_crops(scan_key) if self._store else None
-                    if relative is not None:
-                        self._crops = (scan_key, {f: self.database.parent / a for f, a in relative.items()})
-                    else:
-                        with self._reader(connection, scan_key) as reader:
-                            self._remember_crops(scan_key, reader)
+                    self._load_crops(connection, scan_key)
                 return self._crops[1]
             finally:
                 connection.close()
+
+    def crop_path(self, face_id: str) -> Path | None:
+        """One face's crop: from memory while the face is known (a thumbnail request opens no
+        database), else after checking the faceset again (a scan may have added it)."""
+        known = self._crops
+        if known is not None and face_id in known[1]:
+            return known[1][face_id]
+        return self.crop_paths().get(face_id)
 
     def record(self, decisions: Sequence[Decision], who: str) -> tuple[list[DecisionRow], dict[str, Any]]:
         """Append decisions (read-write only for that moment) and return the rows with the

@@ -69,17 +69,13 @@ def create_app(settings: ReviewSettings, access: FacesetAccess | None = None) ->
     per-request door with other threads of the process, e.g. the thumbnail builder)."""
     access = access or FacesetAccess(settings.database, settings.cache_dir)
     thumbnails = ThumbnailCache(thumbnail_dir(settings.cache_dir))
-    crops: dict[str, Path] = {}
-
     def crop_for(face_id: str) -> Path:
         if not SAFE_FACE_ID.match(face_id):
             raise JsonError(404, "no such face")
-        if face_id not in crops:
-            crops.clear()  # a scan may have changed the faces: read them again
-            crops.update(access.crop_paths())
-        if face_id not in crops:
+        path = access.crop_path(face_id)
+        if path is None:
             raise JsonError(404, "no such face")
-        return crops[face_id]
+        return path
 
     def page(request: Request) -> Response:
         return FileResponse(STATIC / "index.html", headers={"cache-control": "no-store"})

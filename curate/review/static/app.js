@@ -51,6 +51,7 @@ function say(text, error = false) {
 
 async function load() {
   const started = performance.now();
+  probe.scriptStarted = started;
   const data = await getJson("/api/faces", () => say("the faceset is busy (another facesmith command is writing it); waiting…"));
   probe.indexLoaded = performance.now() - started;
   state.data = data;
@@ -60,7 +61,9 @@ async function load() {
   const measures = $("f-measure");
   measures.replaceChildren(new Option("any measure", ""), ...data.measures.map((m) => new Option(m, m)));
   measures.value = state.filters.measure;
+  probe.indexParsed = performance.now();
   apply();
+  probe.applied = performance.now();
   await grid.whenPainted();
   probe.firstPaint = performance.now();
   document.body.dataset.painted = "1";
