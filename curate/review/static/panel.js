@@ -76,6 +76,6 @@ export async function showPanel(panel, id, { buttons: actions, showGroup }) {
   const groupButton = detail.duplicate
     ? element("button", { onclick: () => showGroup(detail.duplicate.group) }, "show its duplicate group")
     : null;
-  panel.replaceChildren(crop, status, buttons, facts, groupButton, source, element("h3", {}, "checks"), checks,
-    element("h3", {}, "decisions"), history);
+  panel.replaceChildren(...[crop, status, buttons, facts, groupButton, source, element("h3", {}, "checks"), checks,
+    element("h3", {}, "decisions"), history].filter((part) => part !== null));
 }
