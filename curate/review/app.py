@@ -239,8 +239,14 @@ def face_detail(access: FacesetAccess, face_id: str) -> dict[str, Any]:
         identity = reader.identity_labels().get(face_id)
         selection = connection.execute("SELECT selected, pick_order, reason FROM selection WHERE face_id = ?",
                                        [face_id]).fetchone()
-        status = next(s for s in reader.statuses() if s.face_id == face_id)
         log = [r.to_dict() for r in reader.decision_log() if r.face_id == face_id]
+    # Whether it trains comes from the index (the reader's statuses, kept current by the access
+    # layer): working the whole set's statuses out again for one face would hold up decisions.
+    columns = access.index()["columns"]
+    try:
+        position = columns["id"].index(face_id)
+    except ValueError as error:
+        raise JsonError(404, "no such face") from error
     finite = (lambda v: None if v is None or v != v else round(float(v), 3))  # NaN -> null
     return {
         "id": face_id, "path": path, "index": index, "width": width, "height": height,
@@ -252,8 +258,9 @@ def face_detail(access: FacesetAccess, face_id: str) -> dict[str, Any]:
         if duplicate else None,
         "identity": {"label": identity[0], "distance": round(identity[1], 3), "reason": identity[2]} if identity else None,
         "selection": dict(zip(("selected", "pick", "reason"), selection)) if selection else None,
-        "trains": status.trains, "reasons": [{"kind": r.kind, "text": r.text} for r in status.reasons],
-        "decided": status.decided, "decisions": log,
+        "trains": columns["trains"][position], "reason": columns["reason"][position],
+        "reason_kinds": columns["reason_kinds"][position], "decided": columns["decided"][position],
+        "decisions": log,
     }
 
 

@@ -140,6 +140,9 @@ def test_decisions_are_recorded_and_the_reader_honours_them(faceset):
     position = again["id"].index(training[0])
     assert again["inclusion"][position] == "exclude" and not again["trains"][position]
     assert again["tags"][again["id"].index(other[0])] == ["check later"]
+    detail = client.get(f"/api/faces/{training[0]}").json()
+    assert not detail["trains"] and detail["reason"] == by_id[training[0]].reason and detail["decided"]
+    assert [d["action"] for d in detail["decisions"]] == ["exclude"]
     log = client.get("/api/decisions").json()
     assert [entry["action"] for entry in log] == ["exclude", "include", "tag"]
 

@@ -58,7 +58,7 @@ export async function showPanel(panel, id, { buttons: actions, showGroup }) {
   const status = detail.trains
     ? element("p", { class: "trains" }, "trains" + (detail.decided ? " (included by hand)" : ""))
     : element("div", {}, element("p", { class: "out" }, "does not train"),
-      element("ul", {}, ...detail.reasons.map((r) => element("li", {}, `${r.kind}: ${r.text}`))));
+      element("ul", {}, ...detail.reason.split("; ").map((text) => element("li", {}, text))));
   const buttons = element("div", { class: "actions" }, ...actions.map(([label, key, run]) =>
     element("button", { title: `key ${key}`, onclick: run }, label)));
   const checks = table(detail.checks.map((c) => [c.measure, `${c.value === null ? "–" : c.value} (${c.verdict}, score ${c.score ?? "–"})`, `v-${c.verdict}`]));
