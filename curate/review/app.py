@@ -31,7 +31,6 @@ from curate.faceset import DECISION_ACTIONS
 from curate.review.access import FacesetAccess, FacesetBusy
 from curate.review.security import Guard, GuardMiddleware
 from curate.review.thumbnails import SAFE_FACE_ID, ThumbnailCache, thumbnail_dir
-from curate.scan.ingest import Decoded, decode_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -236,7 +235,8 @@ def face_detail(access: FacesetAccess, face_id: str) -> dict[str, Any]:
         duplicate = connection.execute(
             "SELECT group_id, kind, keep, similarity, phash_distance, reason FROM duplicates WHERE face_id = ?",
             [face_id]).fetchone()
-        identity = reader.identity_labels().get(face_id)
+        identity = connection.execute("SELECT label, distance, reason FROM identities WHERE face_id = ?",
+                                      [face_id]).fetchone()
         selection = connection.execute("SELECT selected, pick_order, reason FROM selection WHERE face_id = ?",
                                        [face_id]).fetchone()
         log = [r.to_dict() for r in reader.decision_log() if r.face_id == face_id]
@@ -276,7 +276,9 @@ def source_image(access: FacesetAccess, face_id: str) -> Response:
             raise JsonError(404, "no such face") from error
         root = reader.info().source_root
     path = face.source_path
-    import cv2  # here, not at import: the server starts faster without it
+    import cv2  # here, not at import: the server starts faster without OpenCV and Pillow
+
+    from curate.scan.ingest import Decoded, decode_bytes
 
     if path is None:
         raise JsonError(404, "the faceset does not record the scanned folder")

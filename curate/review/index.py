@@ -14,7 +14,6 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from curate.analysis.coverage import light_bins
 from curate.faceset import FaceDecisions, FacesetReader, FaceStatus, FaceTable, table_exists
 
 # One letter per verdict in the per-face verdict strings ('-': the measure was not checked).
@@ -56,6 +55,9 @@ class StaticColumns:
 
     @classmethod
     def build(cls, table: FaceTable) -> "StaticColumns":
+        # here, not at import: coverage brings OpenCV, and a warm server start never builds this
+        from curate.analysis.coverage import light_bins
+
         points = embedding_map(table.embeddings)
         columns: dict[str, list] = {
             "id": list(table.face_ids),
