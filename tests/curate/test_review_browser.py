@@ -220,3 +220,32 @@ def test_the_grid_paints_real_thumbnails(served, browser, tmp_path):
     browser.find_element(By.CSS_SELECTOR, "#grid .tile").click()
     wait_for(browser, "document.querySelector('#panel .source svg circle') !== null")
     assert browser.execute_script("return document.querySelectorAll('#panel .source svg circle').length") == 68
+
+
+def test_lasso_on_the_embeddings_map_selects_faces_and_filters_the_grid(served, browser):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    _, url = served
+    load(browser, url)
+    total = int(browser.find_element(By.ID, "status").get_attribute("data-shown"))
+    browser.find_element(By.TAG_NAME, "body").send_keys("e")
+    canvas = browser.find_element(By.ID, "map-canvas")
+    wait_for(browser, "document.getElementById('map').hidden === false")
+    # the left half of the map, as a lasso; the faces inside it by the page's own placement
+    width, height = canvas.size["width"], canvas.size["height"]
+    expected = browser.execute_script("""
+        const c = window.__review.state.data.columns, w = arguments[0], h = arguments[1];
+        return c.x.filter((x, i) => x !== null && 24 + ((x + 1) / 2) * (w - 48) < Math.floor(w / 2) - 2).length;""", width, height)
+    assert 0 < expected < total
+    corners = [(-width // 2 + 2, -height // 2 + 2), (-2, -height // 2 + 2), (-2, height // 2 - 2), (-width // 2 + 2, height // 2 - 2)]
+    chain = ActionChains(browser).move_to_element_with_offset(canvas, *corners[0]).click_and_hold()
+    for (x0, y0), (x1, y1) in zip(corners, corners[1:] + corners[:1]):
+        for step in range(1, 5):  # several points per side: a lasso, not a click
+            chain = chain.move_by_offset((x1 - x0) * step // 4 - (x1 - x0) * (step - 1) // 4,
+                                         (y1 - y0) * step // 4 - (y1 - y0) * (step - 1) // 4)
+    chain.release().perform()
+    assert wait_for(browser, "window.__review.state.selection.size") == expected
+    browser.find_element(By.ID, "map-show").click()
+    wait_for(browser, f"document.getElementById('status').dataset.shown === '{expected}'")
+    assert browser.execute_script("return document.getElementById('grid').hidden") is False
