@@ -357,3 +357,40 @@ def interview(actors: dict[str, Actor], folder: Path, fps: float = 30.0, scale: 
         Shot("zoom", ((main, Motion(pitch=lambda t: 12 * math.sin(2 * math.pi * t))),), frames(1.5), zoom=(0.9, 1.2)),
     ]
     return write_clip(shots, folder, fps=fps, seed=seed)
+
+
+def main() -> None:
+    """Write the interview clip of the sample photos (tools/fetch_samples.py) to a folder."""
+    import argparse
+    import sys
+
+    repo = Path(__file__).resolve().parent.parent
+    sys.path.insert(0, str(repo))
+    from PIL import Image
+
+    from curate.faces.backends.embedded import EmbeddedFaceAnalyzer
+
+    parser = argparse.ArgumentParser(description="Render the interview clip of the sample faces as JPEG frames.")
+    parser.add_argument("--samples", type=Path, default=repo / "samples", help="fetched sample photos")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the frames")
+    parser.add_argument("--fps", type=float, default=30.0)
+    parser.add_argument("--scale", type=float, default=1.0, help="shot lengths × this (0.5: half as long)")
+    args = parser.parse_args()
+
+    def load(name: str) -> np.ndarray:
+        path = args.samples / "face_recognition" / name
+        if not path.is_file():
+            raise SystemExit(f"{path} is missing: run python tools/fetch_samples.py --dest {args.samples}")
+        return cv2.cvtColor(np.asarray(Image.open(path).convert("RGB")), cv2.COLOR_RGB2BGR)
+
+    analyzer = EmbeddedFaceAnalyzer()
+    actors = {"main": actor_from_photo("obama", load("obama.jpg"), analyzer.locate),
+              "main2": actor_from_photo("obama", load("obama2.jpg"), analyzer.locate),
+              "other": actor_from_photo("biden", load("biden.jpg"), analyzer.locate)}
+    clip = interview(actors, args.out, fps=args.fps, scale=args.scale)
+    shots = ", ".join(f"{shot} {len(clip.of_shot(shot))}" for shot in dict.fromkeys(f.shot for f in clip.frames))
+    print(f"{len(clip.frames)} frames at {args.fps:g} fps in {args.out} ({shots})")
+
+
+if __name__ == "__main__":
+    main()

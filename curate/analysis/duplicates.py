@@ -508,7 +508,7 @@ class PixelComparer:
     longer decodes answers None, so its pair is simply not confirmed.
 
     `root` is the folder every path is relative to, or a mapping from each path to its own
-    folder (see source_roots); a path without a folder is never checked.
+    folder (see FacesetReader.source_roots); a path without a folder is never checked.
     """
 
     def __init__(self, root: Path | Mapping[str, Path] | None, max_pixels: int | None = None) -> None:
@@ -779,14 +779,6 @@ def _group_rows(
 # -- the analysis over a faceset file -----------------------------------------------------------
 
 
-def source_roots(connection) -> dict[str, Path]:
-    """images.path -> the folder it is relative to: the source folder of the scan that read that
-    image (images.run_id -> runs.source_root), not the latest scan's for every image."""
-    rows = connection.execute(
-        "SELECT i.path, r.source_root FROM images i JOIN runs r USING (run_id)").fetchall()
-    return {path: Path(root) for path, root in rows if root}
-
-
 def mirrored_phashes(table: FaceTable, database_dir: Path) -> np.ndarray:
     """(N,) uint64 perceptual hash of each face's aligned crop flipped left-right; a face whose
     crop cannot be read keeps its own phash (so it only matches unmirrored)."""
@@ -821,7 +813,7 @@ def analyze_duplicates(database: Path, settings: DuplicateSettings = DuplicateSe
         keepers = {face_id for face_id, decided in reader.decisions().items() if decided.keeper}
         pixel_equal = None
         if settings.check_pixels:
-            roots = source_roots(store.connection)
+            roots = reader.source_roots()
             found = {folder: folder.is_dir() for folder in set(roots.values())}
             for folder in sorted(folder for folder, present in found.items() if not present):
                 logger.warning("scanned folder %s not found: exact-pixels checks of its images skipped", folder)

@@ -287,7 +287,7 @@ def _scanned_pin(
     The path is relative to the scanned folder or absolute; a relative path that is no scanned
     image but names an existing file from the working directory is taken as that file (so both
     `--identity others/biden.jpg` and `--identity photos/others/biden.jpg` work). `roots` maps each
-    scanned image's path to the folder its scan read (see source_roots).
+    scanned image's path to the folder its scan read (FacesetReader.source_roots).
     """
     path = Path(pin_image)
     scanned_paths = set(table.paths) | scanned

@@ -70,11 +70,15 @@ def widening(face_size: np.ndarray) -> np.ndarray:
 def expression_delta(first: np.ndarray, second: np.ndarray, widen: np.ndarray | float = 1.0) -> np.ndarray:
     """How far apart two faces' expressions are, in units of the tolerances (times `widen`, one
     factor per pair, see widening()): the largest |difference| / tolerance over the features
-    (≤ 1: the same expression). Broadcasts over leading axes of (..., 5) feature arrays; NaN
-    features count as infinitely far."""
+    (≤ 1: the same expression). Broadcasts over leading axes of (..., 5) feature arrays. A
+    feature unknown for one face counts as infinitely far; unknown for both, as no difference
+    (nothing tells them apart)."""
+    first, second = np.asarray(first, np.float64), np.asarray(second, np.float64)
     scale = TOLERANCES * np.asarray(widen, np.float64)[..., None]
-    difference = np.abs(np.asarray(first, np.float64) - np.asarray(second, np.float64)) / scale
-    return np.where(np.isnan(difference), np.inf, difference).max(axis=-1)
+    difference = np.abs(first - second) / scale
+    one_missing = np.isnan(first) != np.isnan(second)
+    difference = np.where(one_missing, np.inf, np.nan_to_num(difference, nan=0.0))
+    return difference.max(axis=-1)
 
 
 def expression_bin(features: np.ndarray) -> str:
