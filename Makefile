@@ -26,11 +26,12 @@ samples: install
 	$(PY) tools/fetch_samples.py --dest samples
 
 demo: samples
-	$(VENV)/bin/facesmith curate scan samples --db $(DEMO)/faceset.duckdb
-	$(VENV)/bin/facesmith curate analyze --db $(DEMO)/faceset.duckdb --identity face_recognition/obama.jpg
-	$(VENV)/bin/facesmith curate select --db $(DEMO)/faceset.duckdb --budget 12 --out $(DEMO)/selected
+	@[ -f $(DEMO)/clip.done ] || { $(PY) tools/footage.py --samples samples --out $(DEMO)/clip --fps 25 --scale 0.6 && touch $(DEMO)/clip.done; }
+	$(VENV)/bin/facesmith curate scan $(DEMO)/clip --db $(DEMO)/faceset.duckdb --role src
+	$(VENV)/bin/facesmith curate analyze --db $(DEMO)/faceset.duckdb --identity samples/face_recognition/obama3.jpg
+	$(VENV)/bin/facesmith curate select --db $(DEMO)/faceset.duckdb --budget 24 --out $(DEMO)/selected
 	$(VENV)/bin/facesmith curate report --db $(DEMO)/faceset.duckdb --html $(DEMO)/report.html
-	$(VENV)/bin/facesmith curate scan samples/insightface --db $(DEMO)/dst.duckdb
+	$(VENV)/bin/facesmith curate scan samples/insightface --db $(DEMO)/dst.duckdb --role dst
 	$(VENV)/bin/facesmith train run --model-dir $(DEMO)/model --src $(DEMO)/faceset.duckdb --dst $(DEMO)/dst.duckdb \
 	  --resolution 64 --ae-dims 64 --e-dims 32 --d-dims 32 --d-mask-dims 16 --batch-size 4 \
 	  --preview-every 100 --save-every 100 --iterations 200
@@ -41,13 +42,15 @@ demo: samples
 	@echo "  $(VENV)/bin/facesmith sql --db $(DEMO)/faceset.duckdb \"SELECT * FROM summary\""
 	@echo "  $(VENV)/bin/facesmith sql --db $(DEMO)/model/model.duckdb \"SELECT * FROM loss_by_phase\""
 
-# The HTML report test renders the page in Debian's headless Chromium; install it when missing
-# (as root with apt-get, as on CI). Without it that one test is skipped, with the reason.
+# The HTML report test and the review app's end-to-end tests drive Debian's headless Chromium
+# (the review tests through its chromedriver); install both when missing (as root with apt-get,
+# as on CI). Without them those tests are skipped, with the reason.
 browser:
-	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	@{ command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; } && \
+	  command -v chromedriver >/dev/null 2>&1 || \
 	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) ; } || \
-	  echo "chromium not installed: the HTML render test will be skipped"
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) ; } || \
+	  echo "chromium or chromium-driver not installed: the browser tests will be skipped"
 
 test: samples browser
 	$(PY) -m pytest -q
@@ -58,6 +61,7 @@ bench: samples
 	$(PY) tools/bench_train.py
 	$(PY) tools/bench_merge.py
 	$(PY) tools/bench_ray.py
+	$(PY) tools/bench_review.py
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

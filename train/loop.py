@@ -163,7 +163,7 @@ def open_session(model_dir: Path, options: dict[str, Any], src_database: Path | 
     plan = plan_session(Path(model_dir), options, src_database, dst_database)
     config, notes = plan.config, list(plan.notes)
     src_all = read_curated_faces(plan.src, config.use_selection)
-    dst_all = read_curated_faces(plan.dst, config.use_selection)
+    dst_all = read_curated_faces(plan.dst, config.use_selection, role="dst")
     device = select_device(config.backend, config.device, config.precision, config.strategy)
     from train.step import SAEHDTrainer
 
