@@ -13,6 +13,7 @@
 #
 # Writes $OUT/device_train.json (every figure, the targets checked) and $OUT/device_check.log.
 set -uo pipefail
+PYTHON="${PYTHON:-python3}"  # the device image's python3 holds torch and jax
 cd "$(dirname "$0")/.."
 OUT="${OUT:-build/device}"
 mkdir -p "$OUT"
@@ -28,16 +29,17 @@ for name in $(find .whl -name '*.whl.part-*' -printf '%f\n' 2>/dev/null | sed 's
 done
 want="$wheels"/*.whl
 [ "$what" = train ] && want=$(ls "$wheels"/{keras,namex,optree,duckdb}-*.whl 2>/dev/null)
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" \
+[ "$what" = smoke ] || "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" \
   $want >>"$OUT/device_check.log" 2>&1 || echo "wheel install failed" | tee -a "$OUT/device_check.log"
-export PYTHONPATH="$site:$PWD" PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=3
+if [ "$what" = smoke ]; then export PYTHONPATH="$PWD"; else export PYTHONPATH="$site:$PWD"; fi
+export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=3
 # a machine-local XLA cache: the bench runs of one model share their compilation
 export JAX_COMPILATION_CACHE_DIR=/tmp/facesmith-jax-cache
-{ nvidia-smi; python3 -c "import torch, jax, keras; print('torch', torch.__version__, 'jax', jax.__version__, 'keras', keras.__version__, jax.devices())"; } \
+{ nvidia-smi; "$PYTHON" -c "import torch, jax, keras; print('torch', torch.__version__, 'jax', jax.__version__, 'keras', keras.__version__, jax.devices())"; } \
   >>"$OUT/device_check.log" 2>&1
 case "$what" in
-  train) python3 tools/device_check.py --out "$OUT" --only train --budget 540 ;;
-  scan) python3 tools/device_check.py --out "$OUT" --only scan --budget 540 ;;
-  smoke) python3 tools/device_check.py --out "$OUT" --only train --cpu-smoke --budget 1500 ;;
+  train) "$PYTHON" tools/device_check.py --out "$OUT" --only train --budget 540 ;;
+  scan) "$PYTHON" tools/device_check.py --out "$OUT" --only scan --budget 540 ;;
+  smoke) "$PYTHON" tools/device_check.py --out "$OUT" --only train --cpu-smoke --budget 1500 ;;
   *) echo "usage: $0 train|scan|smoke"; exit 2 ;;
 esac

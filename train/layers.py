@@ -265,7 +265,7 @@ def pixel_norm(x: Tensor) -> Tensor:
 def depth_to_space(x: Tensor, block: int = 2) -> Tensor:
     """(B, H, W, b²·C) -> (B, b·H, b·W, C), TensorFlow's NHWC order: channel (i·b + j)·C + c goes to
     sub-pixel (i, j)."""
-    batch, height, width, channels = ops.shape(x)
+    _, height, width, channels = ops.shape(x)
     out = int(channels) // (block * block)
     x = ops.reshape(x, (-1, height, width, block, block, out))
     x = ops.transpose(x, (0, 1, 3, 2, 4, 5))

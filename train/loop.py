@@ -24,8 +24,6 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from curate.errors import FacesmithError
-from curate.fileio import write_atomically
 from train.checkpoint import (
     CHECKPOINT_DIR,
     Checkpoint,
@@ -38,6 +36,7 @@ from train.collapse import CollapseVerdict, check_collapse
 from train.config import PHASES, TrainConfig, resolve_config, structure_of
 from train.device import TrainDevice, select_device
 from train.distribute import WorkerRole, check_batch_split, workers_agree
+from train.errors import TrainingError
 from train.faceset_data import (
     CuratedFace,
     FaceArrays,
@@ -45,7 +44,6 @@ from train.faceset_data import (
     load_face_arrays,
     read_curated_faces,
 )
-from train.errors import TrainingError
 from train.history import HistoryRow, ModelHistory
 from train.model_folder import (
     PREVIEW_DIR,

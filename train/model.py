@@ -41,6 +41,9 @@ from train.shape import Architecture, ModelShape, _halve, expected_parameter_cou
 
 Tensor = Any
 COMPUTE_DTYPES = ("float32", "float16", "bfloat16")
+# The structure types live in train.shape (no framework); re-exported for callers of the model.
+__all__ = ["COMPUTE_DTYPES", "Architecture", "Decoder", "Encoder", "Forward", "Inter", "ModelShape", "SAEHDModel",
+           "expected_parameter_counts"]
 
 
 def _activation(archi: Architecture) -> Activation:

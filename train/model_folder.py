@@ -18,8 +18,14 @@ from typing import Any
 
 from curate.fileio import write_atomically
 from train.checkpoint import CHECKPOINT_DIR
+from train.config import (
+    TrainConfig,
+    config_to_toml,
+    phase_defaults,
+    resolve_config,
+    structure_of,
+)
 from train.errors import TrainingError
-from train.config import TrainConfig, config_to_toml, phase_defaults, resolve_config, structure_of
 from train.history import HISTORY_FILE
 
 MODEL_FILE = "model.json"

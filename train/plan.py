@@ -20,7 +20,12 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from train.config import TrainConfig
-from train.shape import Architecture, ModelShape, model_shape, patch_discriminator_layers
+from train.shape import (
+    Architecture,
+    ModelShape,
+    model_shape,
+    patch_discriminator_layers,
+)
 
 GIB = 1024 ** 3
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}

@@ -233,7 +233,6 @@ def test_forward_runs_compiled_and_in_half_precision(df_model: SAEHDModel) -> No
     faces = _faces(2, RES, 9)
     eager = df_model.forward(faces, faces)
     from train.gradients import compiled
-    from train.model import Forward
 
     traced = compiled(df_model.forward, df_model.variables, Forward)(faces.numpy(), faces.numpy())
     assert isinstance(traced, Forward)
