@@ -132,6 +132,11 @@ def _dfl_row(entry: FileEntry) -> DflFaceRow:
     except DflError as error:
         logger.warning("%s: %s", entry.rel_path, error)
         return DflFaceRow(image_id, "rejected", error.reason)
+    except (MemoryError, RecursionError) as error:
+        # safe_loads bounds what a payload can build; should a value still prove too big for this
+        # machine, it costs this file its metadata, not the import of every other file.
+        logger.warning("%s: metadata too large to read: %s", entry.rel_path, type(error).__name__)
+        return DflFaceRow(image_id, "rejected", f"too-large: metadata too large to read ({type(error).__name__})")
     if metadata is None:
         return DflFaceRow(image_id, "no-metadata", "no APP15 segment")
     return DflFaceRow.from_metadata(image_id, metadata)
