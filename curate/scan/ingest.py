@@ -19,6 +19,15 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from curate.limits import (
+    DEFAULT_MAX_FILE_BYTES,
+    DEFAULT_MAX_PIXELS,
+    HEADER_BYTES,
+    file_too_large,
+    pixels_too_many,
+)
+from curate.scan import jpeg_scan
+
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
@@ -34,10 +43,6 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     }
 )
 
-# Pixels (width × height) above which a file is rejected before its pixels are decoded. Pillow's
-# own guard (Image.MAX_IMAGE_PIXELS, process-global) still refuses anything over twice its limit
-# (~179 M pixels by default), so a larger max_pixels only helps if the application raises that.
-DEFAULT_MAX_PIXELS = 100_000_000
 
 REJECT_REASONS: dict[str, str] = {
     "empty-file": "the file has zero bytes",
@@ -47,7 +52,8 @@ REJECT_REASONS: dict[str, str] = {
     "broken-symlink": "the path is a symbolic link whose target does not exist",
     "not-an-image": "the bytes are not in any image format this tool decodes",
     "truncated": "the image data ends before the image does",
-    "too-large": "the header declares more pixels than the limit (possible decompression bomb)",
+    "too-large": "the file is larger than the byte limit, or its header declares more pixels than the "
+                 "limit (possible decompression bomb); neither is read",
     "unsupported-mode": "the image decoded but its colour mode cannot be converted to 8-bit colour",
     "decode-error": "the file looks like an image but the decoder failed on it",
     # Set by the scan, not by ingest: the image decoded but face analysis failed on it.
@@ -290,10 +296,13 @@ def _is_excluded(path: str, excluded_paths: set[str], excluded_files: set[str]) 
 
 
 def read_image(
-    entry: FileEntry, max_pixels: int = DEFAULT_MAX_PIXELS, known_hash: str | None = None
+    entry: FileEntry, max_pixels: int = DEFAULT_MAX_PIXELS, known_hash: str | None = None,
+    max_bytes: int = DEFAULT_MAX_FILE_BYTES,
 ) -> IngestResult:
     """Read, hash and decode one listed file; every failure is a Rejection, never an exception.
 
+    The file's size is checked before anything is read, and the size its header declares before
+    the rest is read: over `max_bytes` or `max_pixels` it is 'too-large', unread and unhashed.
     When the bytes hash to `known_hash` (a file touched but not changed) nothing is decoded: the
     result has the hash and neither pixels nor a rejection.
     """
@@ -301,43 +310,82 @@ def read_image(
         detail = f"{entry.rel_path}: {REJECT_REASONS.get(entry.problem, entry.problem)}"
         return IngestResult(None, entry.size, None, Rejection(entry.problem, detail))
     try:
-        data = _read_regular_file(entry.abs_path)
+        data = _read_regular_file(entry.abs_path, max_bytes, max_pixels)
     except OSError as exc:
         reason = "symlink-loop" if exc.errno == errno.ELOOP else "unreadable"
         detail = f"cannot read {entry.rel_path}: {exc.strerror or exc}"
         return IngestResult(None, entry.size, None, Rejection(reason, detail))
+    except MemoryError:
+        detail = f"{entry.rel_path}: not enough memory to read it"
+        return IngestResult(None, entry.size, None, Rejection("too-large", detail))
     if data is None:
         detail = f"{entry.rel_path} is no longer a regular file"
         return IngestResult(None, entry.size, None, Rejection("not-a-file", detail))
+    if isinstance(data, Rejection):
+        logger.debug("rejected %s unread: %s", entry.rel_path, data.detail)
+        return IngestResult(None, entry.size, None, data)
 
     content_hash = hashlib.sha256(data).hexdigest()
     if known_hash is not None and content_hash == known_hash:
         return IngestResult(content_hash, len(data), None, None)
-    outcome = decode_bytes(data, max_pixels)
+    try:
+        outcome = decode_bytes(data, max_pixels)
+    except MemoryError:
+        # Bounded above, so this means the machine is short of memory now: this file alone is
+        # refused (a re-scan reads it again only if it changes; 'too-large' says why).
+        outcome = Rejection("too-large", "not enough memory to decode it")
     if isinstance(outcome, Rejection):
         logger.debug("rejected %s: %s (%s)", entry.rel_path, outcome.reason, outcome.detail)
         return IngestResult(content_hash, len(data), None, outcome)
     return IngestResult(content_hash, len(data), outcome, None)
 
 
-def _read_regular_file(path: Path) -> bytes | None:
-    """All bytes of path, or None if it is not a regular file.
+def _read_regular_file(path: Path, max_bytes: int = DEFAULT_MAX_FILE_BYTES,
+                       max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes | Rejection | None:
+    """All bytes of path; None if it is not a regular file; a 'too-large' Rejection, read no
+    further, when its size or the pixels its header declares exceed the limits.
 
     O_NONBLOCK makes opening a FIFO return at once instead of waiting for a writer; fstat on the
     open descriptor then tells what was really opened, so a path swapped after listing cannot
-    fool us.
+    fool us. The size comes from that fstat (a sparse 40 GiB file costs nothing to refuse), and
+    the read stops one byte past the limit should the file grow meanwhile.
     """
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     flags |= getattr(os, "O_BINARY", 0)
     descriptor = os.open(path, flags)
     try:
-        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode):
             return None
+        too_large = file_too_large(info.st_size, max_bytes)
+        if too_large is not None:
+            return Rejection("too-large", too_large)
         os.set_blocking(descriptor, True)
         with os.fdopen(descriptor, "rb", closefd=False) as stream:
-            return stream.read()
+            head = stream.read(HEADER_BYTES)
+            if len(head) == HEADER_BYTES:
+                verdict = _header_verdict(head, max_pixels)
+                if verdict is not None:
+                    return verdict
+            data = head + stream.read(max(0, max_bytes + 1 - len(head)))
+        too_large = file_too_large(len(data), max_bytes)
+        return Rejection("too-large", too_large) if too_large is not None else data
     finally:
         os.close(descriptor)
+
+
+def _header_verdict(head: bytes, max_pixels: int) -> Rejection | None:
+    """'too-large' when the first bytes of a large file declare more pixels than the limit."""
+    try:
+        with Image.open(io.BytesIO(head), formats=_decodable_formats()) as image:
+            too_many = pixels_too_many(*image.size, max_pixels)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        return Rejection("too-large", f"{_bomb_detail(exc, max_pixels)} (body not read)")
+    except MemoryError:
+        raise
+    except Exception:  # header longer than `head`, or not an image: the full read decides
+        return None
+    return None if too_many is None else Rejection("too-large", f"{too_many} (body not read)")
 
 
 def decode_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded | Rejection:
@@ -383,14 +431,18 @@ def _decode(data: bytes, max_pixels: int) -> Decoded | Rejection:
         width, height = image.size
         if width <= 0 or height <= 0:
             return Rejection("decode-error", f"declared size {width}×{height} is empty")
-        if width * height > max_pixels:
-            detail = (
-                f"declared {width}×{height} = {width * height:.3g} pixels > limit {max_pixels:.3g}"
-            )
-            return Rejection("too-large", detail)
+        too_many = pixels_too_many(width, height, max_pixels)
+        if too_many is not None:
+            return Rejection("too-large", too_many)
+        if image_format == "JPEG":
+            missing = jpeg_scan.too_few_bytes(data)
+            if missing is not None:
+                return Rejection("truncated", f"JPEG {missing}")
         if _plain_jpeg(image, data):
             pixels = _decode_plain_jpeg(data, width, height)
             if pixels is not None:
+                if jpeg_scan.ends_in_fill_grey(pixels) and jpeg_scan.scan_data_ends_early(data):
+                    return Rejection("truncated", _SCAN_ENDS_EARLY)
                 return Decoded(pixels, width, height, image_format, original_mode)
         try:
             image.load()
@@ -401,6 +453,9 @@ def _decode(data: bytes, max_pixels: int) -> Decoded | Rejection:
                 return Rejection("truncated", f"{image_format} data ends early: {exc}")
             return Rejection("decode-error", f"{image_format} decoder failed: {exc}")
 
+        if image_format == "JPEG" and image.mode in ("RGB", "L") and _ends_in_fill_grey(image):
+            if jpeg_scan.scan_data_ends_early(data):
+                return Rejection("truncated", _SCAN_ENDS_EARLY)
         oriented = _apply_orientation(image)
         try:
             image_bgr = _to_bgr(oriented)
@@ -409,6 +464,16 @@ def _decode(data: bytes, max_pixels: int) -> Decoded | Rejection:
 
     height_out, width_out = image_bgr.shape[:2]
     return Decoded(image_bgr, width_out, height_out, image_format, original_mode)
+
+
+_SCAN_ENDS_EARLY = ("JPEG scan data ends before the last block (the decoder filled the rest with grey): "
+                    "the file was cut short")
+
+
+def _ends_in_fill_grey(image: Image.Image) -> bool:
+    width, height = image.size
+    tail = np.asarray(image.crop((max(0, width - 8), height - 1, width, height)))
+    return jpeg_scan.ends_in_fill_grey(tail.reshape(1, -1, *tail.shape[2:]))
 
 
 def _bomb_detail(exc: Exception, max_pixels: int) -> str:

@@ -31,6 +31,7 @@ from curate.faces.align import (
 from curate.faces.backends.base import FaceAnalyzer
 from curate.errors import FacesmithError
 from curate.fileio import write_atomically
+from curate.limits import DEFAULT_MAX_FILE_BYTES
 from curate.scan.ingest import (
     DEFAULT_MAX_PIXELS,
     FileEntry,
@@ -65,6 +66,7 @@ class ScanSettings:
     batch_size: int = 16  # images per inference batch and per database transaction
     workers: int = 2  # decoding threads
     max_pixels: int = DEFAULT_MAX_PIXELS
+    max_bytes: int = DEFAULT_MAX_FILE_BYTES  # larger files are rejected 'too-large' unread
     det_max_side: int = 640
     det_threshold: float = 0.6
     jpeg_quality: int = 95
@@ -82,6 +84,8 @@ class ScanSettings:
             raise FacesmithError(f"resolution must be an even number of pixels in 32..2048, got {self.resolution}")
         if self.batch_size < 1 or self.workers < 1:
             raise FacesmithError("batch size and workers must be at least 1")
+        if self.max_bytes < 1 or self.max_pixels < 1:
+            raise FacesmithError("the file size and pixel limits must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -194,7 +198,7 @@ class ImagePreparer:
     def __call__(self, entry: FileEntry) -> PreparedImage:
         previous = self.known.get(entry.rel_path)
         result, unchanged = decode_entry(entry, previous.content_hash if previous else None,
-                                         self.settings.max_pixels)
+                                         self.settings.max_pixels, self.settings.max_bytes)
         return self.analyse(entry, result, unchanged)
 
     def analyse(self, entry: FileEntry, result: IngestResult, unchanged: bool) -> PreparedImage:
@@ -257,9 +261,10 @@ class ImagePreparer:
         return record, check_rows(face_id, scores, face_size)
 
 
-def decode_entry(entry: FileEntry, known_hash: str | None, max_pixels: int) -> tuple[IngestResult, bool]:
+def decode_entry(entry: FileEntry, known_hash: str | None, max_pixels: int,
+                 max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> tuple[IngestResult, bool]:
     """Read and decode one file; the flag says its bytes equal the stored row's (`known_hash`)."""
-    result = read_image(entry, max_pixels, known_hash)
+    result = read_image(entry, max_pixels, known_hash, max_bytes)
     return result, bool(known_hash and result.content_hash == known_hash)
 
 
