@@ -104,3 +104,14 @@ def test_status_and_options_never_import_tensorflow(cli_model):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "TF False" in result.stdout
+
+
+@pytest.mark.parametrize("command", [("train", "run", "--model-dir", "m"),
+                                     ("merge", "run", "--model-dir", "m", "--frames", "f", "--out", "o")])
+def test_a_deeply_nested_config_is_a_one_line_error(tmp_path, command):
+    from tests.curate.test_options import deeply_nested_toml
+
+    config = tmp_path / "nested.toml"
+    config.write_text(deeply_nested_toml())
+    result = invoke(*command, "--config", config)
+    assert "nests arrays or tables too deeply" in assert_one_line_error(result)
