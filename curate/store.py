@@ -13,6 +13,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import duckdb
 
+from curate.environment import describe, environment_errors, is_environment_error
 from curate.errors import ReadOnlyQueryError, StoreError
 from curate.faceset import table_exists
 from curate.records import FaceRecord, ImageRecord
@@ -245,7 +246,9 @@ class FacesetStore:
         try:
             self.connection = duckdb.connect(str(self.path))
         except duckdb.Error as error:
-            raise StoreError(f"cannot open faceset {self.path}: {error}") from error
+            if is_environment_error(error):
+                raise describe(error, "open the faceset", self.path) from error
+            raise StoreError(f"cannot open faceset {self.path}: {_lock_hint(error, self.path)}") from error
         try:
             self._migrate()
         except BaseException as error:
@@ -262,7 +265,13 @@ class FacesetStore:
         self.close()
 
     def close(self) -> None:
-        self.connection.close()
+        with environment_errors("close the faceset", self.path):
+            self.connection.close()
+
+    def execute(self, statement: str, parameters: Sequence[Any] = ()) -> duckdb.DuckDBPyConnection:
+        """One statement outside a batch transaction, a full disk or read-only file worded for people."""
+        with environment_errors("write to the faceset", self.path):
+            return self.connection.execute(statement, list(parameters))
 
     # -- schema -----------------------------------------------------------------------------
 
@@ -296,7 +305,7 @@ class FacesetStore:
         """Record `value` under `key` the first time; refuse a different value later."""
         stored = self.meta(key)
         if stored is None:
-            self.connection.execute("INSERT INTO meta VALUES (?, ?)", [key, value])
+            self.execute("INSERT INTO meta VALUES (?, ?)", [key, value])
         elif stored != value:
             raise StoreError(
                 f"{self.path} was scanned with {what} {stored}; this scan asks for {value}. "
@@ -310,8 +319,8 @@ class FacesetStore:
         models: Any, settings: dict[str, Any], tool_version: str,
     ) -> None:
         # A run still 'running' in the file was killed: no two writers can hold the file at once.
-        self.connection.execute("UPDATE runs SET status = 'interrupted' WHERE status = 'running'")
-        self.connection.execute(
+        self.execute("UPDATE runs SET status = 'interrupted' WHERE status = 'running'")
+        self.execute(
             "INSERT INTO runs (run_id, started_at, status, source_root, backend, providers, device, "
             "models, settings, tool_version) VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?)",
             [run_id, _now(), source_root, backend, list(providers), device, json.dumps(models),
@@ -321,10 +330,17 @@ class FacesetStore:
     def finish_run(self, run_id: str, summary: dict[str, Any]) -> None:
         """Mark the run done; the summary's providers (those the analysers really used, which
         engines with remote workers only learn while running) replace the ones given at start."""
-        self.connection.execute(
+        self.execute(
             "UPDATE runs SET status = 'done', finished_at = ?, summary = ?, "
             "providers = coalesce(?, providers) WHERE run_id = ?",
             [_now(), json.dumps(summary), summary.get("providers") or None, run_id],
+        )
+
+    def interrupt_run(self, run_id: str, summary: dict[str, Any]) -> None:
+        """Mark a run that stopped early (Ctrl-C, a full disk) 'interrupted', with what it saved."""
+        self.execute(
+            "UPDATE runs SET status = 'interrupted', finished_at = ?, summary = ? WHERE run_id = ?",
+            [_now(), json.dumps(summary), run_id],
         )
 
     # -- images and faces ------------------------------------------------------------------
@@ -337,7 +353,7 @@ class FacesetStore:
 
     def touch(self, image_id: str, mtime_ns: int) -> None:
         """Remember a new mtime for a file whose bytes did not change."""
-        self.connection.execute("UPDATE images SET mtime_ns = ? WHERE image_id = ?", [mtime_ns, image_id])
+        self.execute("UPDATE images SET mtime_ns = ? WHERE image_id = ?", [mtime_ns, image_id])
 
     def delete_images(self, image_ids: Sequence[str]) -> None:
         """Forget files that are gone from the scanned folder, with their faces and checks."""
@@ -414,15 +430,35 @@ class FacesetStore:
         """BEGIN … COMMIT around the block; ROLLBACK on any error, a database error becoming a
         StoreError that says what could not be done ("cannot <action> <path>")."""
         connection = self.connection
-        connection.execute("BEGIN TRANSACTION")
+        with environment_errors(f"{action}", self.path):
+            connection.execute("BEGIN TRANSACTION")
         try:
             yield connection
             connection.execute("COMMIT")
         except BaseException as error:
-            connection.execute("ROLLBACK")
+            try:
+                connection.execute("ROLLBACK")
+            except duckdb.Error as rollback_error:
+                # After an I/O failure DuckDB may have aborted the transaction itself (or closed
+                # the database): the first error is the one that says what happened.
+                logger.debug("rollback after %s failed too: %s", type(error).__name__, rollback_error)
             if isinstance(error, duckdb.Error):
+                if is_environment_error(error):
+                    raise describe(error, action, self.path) from None
                 raise StoreError(f"cannot {action} {self.path}: {error}") from error
             raise
+
+
+def _lock_hint(error: duckdb.Error, path: Path) -> str:
+    """DuckDB's lock conflict, said with what to do: only one process may open a faceset while
+    another writes it (a scan, an import, an analysis)."""
+    text = str(error)
+    if "lock" not in text.lower():
+        return text
+    match = re.search(r"PID (\d+)", text)
+    holder = f"process {match.group(1)}" if match else "another process"
+    return (f"it is being written by {holder} (a scan, import or analysis holds it until it ends); "
+            "wait for that to finish, or stop it (a scan resumes where it stopped), then run this again")
 
 
 def _delete_scan_rows(connection: duckdb.DuckDBPyConnection, image_ids: list[str]) -> None:

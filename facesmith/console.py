@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from curate.errors import Interrupted
 from curate.progress import ProgressCallback
 from facesmith.render import OutputFormat
 
@@ -20,11 +21,14 @@ FormatOption = Annotated[
 
 
 def fail(error: Exception) -> None:
-    """Print `error: …` as one line on stderr and exit 1.
+    """Print `error: …` as one line on stderr and exit 1 (130 for a run the user interrupted).
 
     The message is data, not markup (paths and SQL hold brackets), and is never re-wrapped, so a
     path or file name in it stays whole on its line.
     """
+    if isinstance(error, Interrupted):
+        Console(stderr=True, soft_wrap=True).print(Text(str(error)), highlight=False)
+        raise typer.Exit(130)
     Console(stderr=True, soft_wrap=True).print(Text.assemble(("error:", "red"), " ", str(error)), highlight=False)
     raise typer.Exit(1)
 
