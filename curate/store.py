@@ -6,6 +6,7 @@ import json
 from contextlib import contextmanager
 import logging
 import re
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -248,7 +249,7 @@ class FacesetStore:
         except duckdb.Error as error:
             if is_environment_error(error):
                 raise describe(error, "open the faceset", self.path) from error
-            raise StoreError(f"cannot open faceset {self.path}: {_lock_hint(error, self.path)}") from error
+            raise StoreError(f"cannot open faceset {self.path}: {lock_hint(error)}") from error
         try:
             self._migrate()
         except BaseException as error:
@@ -449,16 +450,17 @@ class FacesetStore:
             raise
 
 
-def _lock_hint(error: duckdb.Error, path: Path) -> str:
-    """DuckDB's lock conflict, said with what to do: only one process may open a faceset while
-    another writes it (a scan, an import, an analysis)."""
+def lock_hint(error: duckdb.Error, writer: str = "a scan, import or analysis",
+              remedy: str = "stop it (a scan resumes where it stopped)") -> str:
+    """DuckDB's lock conflict, said with what to do: while one process writes a DuckDB file no
+    other may open it, not even to read. Other errors: their own text."""
     text = str(error)
     if "lock" not in text.lower():
         return text
     match = re.search(r"PID (\d+)", text)
     holder = f"process {match.group(1)}" if match else "another process"
-    return (f"it is being written by {holder} (a scan, import or analysis holds it until it ends); "
-            "wait for that to finish, or stop it (a scan resumes where it stopped), then run this again")
+    return (f"it is being written by {holder} ({writer} holds it until it ends); wait for that to "
+            f"finish, or {remedy}, then run this again")
 
 
 def _delete_scan_rows(connection: duckdb.DuckDBPyConnection, image_ids: list[str]) -> None:
@@ -498,23 +500,37 @@ class QueryResult:
     rows: list[tuple]
 
 
-def query_read_only(path: Path, sql: str) -> QueryResult:
+DEFAULT_QUERY_SECONDS = 60.0
+DEFAULT_QUERY_MEMORY = "2GB"
+_MEMORY_LIMIT = re.compile(r"\s*\d+(\.\d+)?\s*(B|KB|KiB|MB|MiB|GB|GiB|TB|TiB)\s*", re.I)
+
+
+def query_read_only(path: Path, sql: str, timeout_s: float = DEFAULT_QUERY_SECONDS,
+                    memory_limit: str = DEFAULT_QUERY_MEMORY) -> QueryResult:
     """Run `sql` on the faceset at `path` without any way to change it or touch other files.
 
     The file is opened read-only with file-system access from SQL switched off, and statements
-    other than queries (INSERT, COPY, ATTACH, …) are refused before anything runs.
+    other than queries (INSERT, COPY, ATTACH, …) are refused before anything runs. Each call is
+    bounded: it is stopped after `timeout_s` seconds and may use at most `memory_limit` (DuckDB's
+    notation, e.g. '2GB'), with no spilling to disk, so a recursive query cannot take the machine.
     """
     path = Path(path)
+    if not timeout_s > 0:
+        raise ReadOnlyQueryError(f"the time limit must be more than 0 seconds, got {timeout_s}")
+    if not _MEMORY_LIMIT.fullmatch(str(memory_limit)):
+        raise ReadOnlyQueryError(f"memory limit {memory_limit!r} is not a size like 512MB or 2GB")
     if not path.is_file():
         raise StoreError(f"no faceset at {path}")
     try:
         connection = duckdb.connect(
             str(path), read_only=True,
-            # locked, so no statement can switch file access (or logging to files) back on
-            config={"enable_external_access": False, "lock_configuration": True},
+            # locked, so no statement can switch file access (or logging to files) back on, nor
+            # lift the memory limit; an empty temp_directory turns spilling to disk off
+            config={"enable_external_access": False, "memory_limit": str(memory_limit).strip(),
+                    "temp_directory": "", "lock_configuration": True},
         )
     except duckdb.Error as error:
-        raise StoreError(f"cannot open {path} read-only: {error}") from error
+        raise StoreError(f"cannot open {path} read-only: {lock_hint(error)}") from error
     try:
         try:
             statements = connection.extract_statements(sql)
@@ -535,13 +551,29 @@ def query_read_only(path: Path, sql: str) -> QueryResult:
                     "facesmith sql only reads (SELECT, EXPLAIN, PRAGMA, DESCRIBE, SHOW)"
                 )
         result = None
+        timer = threading.Timer(timeout_s, connection.interrupt)
+        timer.daemon = True
+        timer.start()
         try:
             for statement in statements:
                 result = connection.execute(statement)
             columns = [column[0] for column in result.description] if result.description else []
             rows = result.fetchall() if result.description else []
+        except duckdb.InterruptException as error:
+            raise ReadOnlyQueryError(f"query stopped after {timeout_s:g} s (raise --timeout to let it run "
+                                     "longer)") from error
+        except duckdb.OutOfMemoryException as error:
+            raise ReadOnlyQueryError(f"query needs more than {memory_limit} of memory (raise --memory-limit, "
+                                     f"or select fewer rows or columns): {_first_line(error)}") from error
         except duckdb.Error as error:
             raise ReadOnlyQueryError(f"query failed: {error}") from error
+        finally:
+            timer.cancel()
         return QueryResult(columns, rows)
     finally:
         connection.close()
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

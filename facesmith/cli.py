@@ -27,7 +27,7 @@ from facesmith.console import (
     progress,
     wants_progress,
 )
-from facesmith.render import OutputFormat, render_rows, render_summary, stdout_console
+from facesmith.render import OutputFormat, printable, render_rows, render_summary, stdout_console
 
 app = typer.Typer(
     name="facesmith",
@@ -64,6 +64,17 @@ def main(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(existing, _PrintableLog) for existing in handler.filters):
+            handler.addFilter(_PrintableLog())
+
+
+class _PrintableLog(logging.Filter):
+    """Log messages name files: their control characters are shown escaped, never sent raw."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = printable(record.getMessage()), None
+        return True
 
 
 @curate_app.command("scan")
@@ -152,13 +163,18 @@ def ray_engine(address: str | None, cpus: int | None, actors: int | None, keep_s
 def sql(
     query: Annotated[str, typer.Argument(help="SQL to run (SELECT, DESCRIBE, SHOW, EXPLAIN, PRAGMA).")],
     db: ExistingDbOption = Path("faceset.duckdb"),
+    timeout: Annotated[float, typer.Option(
+        "--timeout", min=0.001, help="Stop the query after this many seconds.")] = 60.0,
+    memory_limit: Annotated[str, typer.Option(
+        "--memory-limit", help="Most memory the query may use (DuckDB sizes: 512MB, 2GB); nothing spills to disk.",
+    )] = "2GB",
     output: FormatOption = OutputFormat.table,
 ) -> None:
-    """Query a faceset read-only: statements that would change it are refused."""
+    """Query a faceset read-only: statements that would change it are refused; time and memory are bounded."""
     from curate.store import query_read_only
 
     try:
-        result = query_read_only(db, query)
+        result = query_read_only(db, query, timeout_s=timeout, memory_limit=memory_limit)
     except FacesmithError as error:
         fail(error)
     render_rows(result.columns, result.rows, output, stdout_console())

@@ -13,7 +13,7 @@ from rich.text import Text
 from curate.errors import FacesmithError
 from facesmith.console import FormatOption, fail, progress, wants_progress, warn
 from facesmith.option_flags import given, render_option_table, with_option_flags
-from facesmith.render import OutputFormat, render_rows, render_summary, stdout_console
+from facesmith.render import OutputFormat, printable, render_rows, render_summary, stdout_console
 from merge.settings import load_toml, option_specs
 
 merge_app = typer.Typer(
@@ -138,7 +138,7 @@ def register(app: typer.Typer) -> None:
         ])
         render_rows(*built.check_table(), output, stdout_console(), title="merge checks")
         if html is not None:
-            stdout_console().print(Text(f"HTML report: {html}"))
+            stdout_console().print(Text(printable(f"HTML report: {html}")))
 
     @merge_app.command("options")
     def options_list(output: FormatOption = OutputFormat.table) -> None:

@@ -13,7 +13,7 @@ from rich.text import Text
 
 from curate.errors import Interrupted
 from curate.progress import ProgressCallback
-from facesmith.render import OutputFormat
+from facesmith.render import OutputFormat, printable
 
 FormatOption = Annotated[
     OutputFormat, typer.Option("--format", "-f", help="Output as a table, JSON or CSV.")
@@ -27,9 +27,9 @@ def fail(error: Exception) -> None:
     path or file name in it stays whole on its line.
     """
     if isinstance(error, Interrupted):
-        Console(stderr=True, soft_wrap=True).print(Text(str(error)), highlight=False)
+        Console(stderr=True, soft_wrap=True).print(Text(printable(error)), highlight=False)
         raise typer.Exit(130)
-    Console(stderr=True, soft_wrap=True).print(Text.assemble(("error:", "red"), " ", str(error)), highlight=False)
+    Console(stderr=True, soft_wrap=True).print(Text.assemble(("error:", "red"), " ", printable(error)), highlight=False)
     raise typer.Exit(1)
 
 
@@ -37,7 +37,7 @@ def warn(warnings: list[str], output: OutputFormat) -> None:
     """Warnings on stderr beside a table; JSON and CSV carry them in their document instead."""
     if output is OutputFormat.table:
         for warning in warnings:
-            Console(stderr=True, soft_wrap=True).print(Text(f"warning: {warning}"), highlight=False)
+            Console(stderr=True, soft_wrap=True).print(Text(f"warning: {printable(warning)}"), highlight=False)
 
 
 def wants_progress(output: OutputFormat) -> bool:
