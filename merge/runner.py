@@ -226,7 +226,9 @@ def _analyzer_for_model(model_dir: Path) -> Any:
     """Detect and align frames with the backend that curated the model's dst faceset (embedded if gone)."""
     from curate.scan.pipeline import analyzer_for_faceset
 
-    stored = json.loads((model_dir / "model.json").read_text(encoding="utf-8"))
+    from train.checkpoint_guard import read_model_file
+
+    stored = read_model_file(model_dir / "model.json")
     dst = Path(stored.get("dst") or "")
     if dst.is_file():
         return analyzer_for_faceset(dst)
