@@ -56,6 +56,7 @@ REJECT_REASONS: dict[str, str] = {
                  "limit (possible decompression bomb); neither is read",
     "unsupported-mode": "the image decoded but its colour mode cannot be converted to 8-bit colour",
     "decode-error": "the file looks like an image but the decoder failed on it",
+    "unlistable": "a folder that cannot be listed (permissions, I/O error): its files were not seen",
     # Set by the scan, not by ingest: the image decoded but face analysis failed on it.
     "analysis-error": "the image decoded but finding or measuring its faces failed",
 }
@@ -174,7 +175,7 @@ def walk_files(root: Path, exclude: Collection[Path] = ()) -> Iterator[FileEntry
     root_stat = os.stat(root_path)
     visited_dirs = {(root_stat.st_dev, root_stat.st_ino)}
     # A stack of sorted listings gives pre-order output without recursion (deep trees are fine).
-    stack: list[Iterator[tuple[str, os.DirEntry[str]]]] = [_sorted_listing(root_path, "")]
+    stack: list[Iterator[_Listed]] = [_sorted_listing(root_path, "")]
     linked_dirs: deque[tuple[Path, str]] = deque()
 
     while stack or linked_dirs:
@@ -187,19 +188,20 @@ def walk_files(root: Path, exclude: Collection[Path] = ()) -> Iterator[FileEntry
             visited_dirs.add(key)
             stack.append(_sorted_listing(link_path, link_rel + "/"))
             continue
-        next_item = next(stack[-1], None)
-        if next_item is None:
+        listed = next(stack[-1], None)
+        if listed is None:
             stack.pop()
             continue
-        rel_path, dir_entry = next_item
-        path = Path(dir_entry.path)
-        if _is_excluded(dir_entry.path, excluded_paths, excluded_files):
+        if listed.problem is not None:  # a folder that could not be listed: it gets the row
+            yield FileEntry(listed.rel_path, listed.path, 0, 0, listed.problem)
             continue
-        is_link = dir_entry.is_symlink()
+        rel_path, path = listed.rel_path, listed.path
+        if _is_excluded(str(path), excluded_paths, excluded_files):
+            continue
         try:
-            target = os.stat(path)
+            target = stat_path(path)
         except OSError as exc:
-            entry = _unstattable_entry(path, rel_path, dir_entry.name, is_link, exc)
+            entry = _unstattable_entry(path, rel_path, listed.name, listed.is_link, exc)
             if entry is not None:
                 yield entry
             continue
@@ -208,31 +210,103 @@ def walk_files(root: Path, exclude: Collection[Path] = ()) -> Iterator[FileEntry
         if stat.S_ISREG(target.st_mode):
             yield FileEntry(rel_path, path, target.st_size, target.st_mtime_ns, None)
             continue
-        if has_image_extension(dir_entry.name):
+        if has_image_extension(listed.name):
             yield FileEntry(rel_path, path, 0, target.st_mtime_ns, "not-a-file")
         if not stat.S_ISDIR(target.st_mode):
             logger.debug("skipping %s: not a regular file or directory", rel_path)
-        elif is_link:
+        elif listed.is_link:
             linked_dirs.append((path, rel_path))
         elif (target.st_dev, target.st_ino) not in visited_dirs:
             visited_dirs.add((target.st_dev, target.st_ino))
-            stack.append(_sorted_listing(path, rel_path + "/"))
+            # A folder named like an image already has its 'not-a-file' row; one that cannot be
+            # listed gets an 'unlistable' row of its own otherwise.
+            stack.append(_sorted_listing(path, rel_path + "/", row_if_unlistable=not has_image_extension(listed.name)))
 
 
-def _sorted_listing(directory: Path, rel_prefix: str) -> Iterator[tuple[str, os.DirEntry[str]]]:
-    """(rel_path, entry) for each non-hidden entry of directory, sorted by the stored name."""
+@dataclass(frozen=True)
+class _Listed:
+    """One name of a listing (read eagerly: entries of a listing made through a descriptor cannot
+    be asked anything after it is closed), or the listing's own failure."""
+
+    rel_path: str
+    path: Path
+    name: str
+    is_link: bool
+    problem: str | None = None
+
+
+def _open_by_parts(path: Path, flags: int) -> int:
+    """os.open for a path longer than PATH_MAX: one component at a time, each opened relative to
+    the folder before it, so no single call sees the whole path."""
+    parts = Path(path).parts
+    descriptor = os.open(parts[0], os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
-        with os.scandir(directory) as listing:
-            entries = [entry for entry in listing if not entry.name.startswith(".")]
+        for part in parts[1:-1]:
+            inner = os.open(part, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0), dir_fd=descriptor)
+            os.close(descriptor)
+            descriptor = inner
+        return os.open(parts[-1], flags, dir_fd=descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def open_path(path: Path, flags: int) -> int:
+    """os.open, also for paths longer than PATH_MAX (deep trees): every file the walk lists can be read."""
+    try:
+        return os.open(path, flags)
+    except OSError as error:
+        if error.errno != errno.ENAMETOOLONG:
+            raise
+    return _open_by_parts(path, flags)
+
+
+def stat_path(path: Path) -> os.stat_result:
+    """os.stat (following links), also for paths longer than PATH_MAX."""
+    try:
+        return os.stat(path)
+    except OSError as error:
+        if error.errno != errno.ENAMETOOLONG:
+            raise
+    parent = _open_by_parts(Path(path).parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        return os.stat(Path(path).name, dir_fd=parent)
+    finally:
+        os.close(parent)
+
+
+def _sorted_listing(directory: Path, rel_prefix: str, row_if_unlistable: bool = True) -> Iterator[_Listed]:
+    """Each non-hidden entry of directory, sorted by the stored name; when the folder cannot be
+    listed, one _Listed carrying the problem ('unlistable'), so the folder still gets a row."""
+    try:
+        entries = _list(directory)
     except OSError as exc:
         if not rel_prefix:
             raise
         logger.warning("cannot list %s: %s", rel_prefix.rstrip("/"), exc.strerror or exc)
-        return iter(())
+        if not row_if_unlistable:
+            return iter(())
+        return iter([_Listed(rel_prefix.rstrip("/"), Path(directory), Path(directory).name, False, "unlistable")])
     # Sorting on the stored spelling makes the output order the order of the stored rel_paths;
     # the raw bytes break the (rare) tie between a raw name and its escaped look-alike.
-    entries.sort(key=lambda entry: (storable_name(entry.name), os.fsencode(entry.name)))
-    return iter([(rel_prefix + storable_name(entry.name), entry) for entry in entries])
+    entries.sort(key=lambda item: (storable_name(item[0]), os.fsencode(item[0])))
+    return iter([_Listed(rel_prefix + storable_name(name), Path(directory) / name, name, is_link)
+                 for name, is_link in entries])
+
+
+def _list(directory: Path) -> list[tuple[str, bool]]:
+    """(name, is a symbolic link) of each non-hidden entry, for folders at any depth."""
+    try:
+        with os.scandir(directory) as listing:
+            return [(entry.name, entry.is_symlink()) for entry in listing if not entry.name.startswith(".")]
+    except OSError as error:
+        if error.errno != errno.ENAMETOOLONG:
+            raise
+    descriptor = _open_by_parts(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        with os.scandir(descriptor) as listing:
+            return [(entry.name, entry.is_symlink()) for entry in listing if not entry.name.startswith(".")]
+    finally:
+        os.close(descriptor)
 
 
 def _unstattable_entry(
@@ -352,7 +426,7 @@ def _read_regular_file(path: Path, max_bytes: int = DEFAULT_MAX_FILE_BYTES,
     """
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     flags |= getattr(os, "O_BINARY", 0)
-    descriptor = os.open(path, flags)
+    descriptor = open_path(path, flags)
     try:
         info = os.fstat(descriptor)
         if not stat.S_ISREG(info.st_mode):

@@ -57,7 +57,7 @@ def _assert_colour(image: np.ndarray, rows: slice, columns: slice, bgr: tuple[in
 def test_reason_codes_are_the_documented_set() -> None:
     assert set(REJECT_REASONS) == {
         "empty-file", "unreadable", "not-a-file", "symlink-loop", "broken-symlink",
-        "not-an-image", "truncated", "too-large", "unsupported-mode", "decode-error",
+        "not-an-image", "truncated", "too-large", "unsupported-mode", "decode-error", "unlistable",
         "analysis-error",
     }
 
@@ -523,3 +523,74 @@ def test_a_tiny_jpeg_declaring_a_huge_size_is_truncated_not_decoded() -> None:
     assert isinstance(outcome, Rejection) and outcome.reason == "truncated", outcome
     assert "most of the image is missing" in outcome.detail
     assert _peak_rss_bytes() - before < 100 * 2**20
+
+
+# -- every file the walk meets gets a row (issue 17) ----------------------------------------------
+
+
+def _make_deep_tree(root: Path, levels: int = 24) -> list[str]:
+    """Folders of 200-character names, `levels` deep: a path far beyond PATH_MAX (4096), made one
+    level at a time relative to the last (no call ever sees the whole path)."""
+    names = [f"{index:02d}" + "d" * 198 for index in range(levels)]
+    descriptor = os.open(root, os.O_RDONLY)
+    try:
+        for name in names:
+            os.mkdir(name, dir_fd=descriptor)
+            inner = os.open(name, os.O_RDONLY, dir_fd=descriptor)
+            os.close(descriptor)
+            descriptor = inner
+        ok, encoded = cv2.imencode(".jpg", corpus.gradient_image())
+        file_descriptor = os.open("deep.jpg", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=descriptor)
+        os.write(file_descriptor, encoded.tobytes())
+        os.close(file_descriptor)
+    finally:
+        os.close(descriptor)
+    return names
+
+
+def test_a_file_beyond_path_max_gets_its_own_row_and_is_read(tmp_path: Path) -> None:
+    names = _make_deep_tree(tmp_path)
+    deep_rel = "/".join([*names, "deep.jpg"])
+    assert len(os.fsencode(str(tmp_path / deep_rel))) > 4096
+    entries = list(walk_files(tmp_path))
+    assert [entry.rel_path for entry in entries] == [deep_rel]
+    result = read_image(entries[0])
+    assert result.decoded is not None, result.rejection
+    assert result.decoded.image_bgr.shape[:2] == corpus.gradient_image().shape[:2]
+
+
+_WALK_AS_NOBODY = """
+import json, os, sys
+from curate.scan.ingest import walk_files  # imported as root: the interpreter's files may be root's only
+os.setgid(65534)
+os.setuid(65534)
+print(json.dumps([[entry.rel_path, entry.problem] for entry in walk_files(sys.argv[1])]))
+"""
+
+
+def test_a_folder_that_cannot_be_listed_gets_a_row(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="unlistable-", dir="/tmp"))
+    try:
+        root.chmod(0o755)
+        (root / "a.jpg").write_bytes(b"x")
+        (root / "locked").mkdir()
+        (root / "locked" / "inside.jpg").write_bytes(b"x")
+        (root / "locked").chmod(0)
+        if os.geteuid() == 0:  # root lists anything: walk as an ordinary user instead
+            environment = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+            output = subprocess.run([sys.executable, "-c", _WALK_AS_NOBODY, str(root)], capture_output=True,
+                                    text=True, env=environment, check=True).stdout
+            listed = [tuple(item) for item in json.loads(output)]
+        else:
+            listed = [(entry.rel_path, entry.problem) for entry in walk_files(root)]
+        assert listed == [("a.jpg", None), ("locked", "unlistable")]
+    finally:
+        (root / "locked").chmod(0o755)
+        import shutil
+
+        shutil.rmtree(root)
