@@ -91,6 +91,9 @@ def scan(
     aligned: AlignedOption = None,
     batch_size: Annotated[int, typer.Option(help="Images per inference batch and per transaction.")] = 16,
     workers: Annotated[int, typer.Option(help="Decoding threads (local engine).")] = 2,
+    max_file_mb: Annotated[int, typer.Option(
+        "--max-file-mb", min=1, help="Files larger than this many MiB are rejected 'too-large' without being read.",
+    )] = 1024,
     engine: Annotated[ScanEngineName, typer.Option(
         help="local: threads on this machine. ray: Ray Data workers and an actor pool (one actor per "
              "GPU), for hundreds of thousands of frames or several machines; needs the 'ray' extra.",
@@ -119,7 +122,7 @@ def scan(
         settings = ScanSettings(
             face_type=face_type, resolution=resolution, backend=backend,
             models_dir=str(models) if models else None, pack=pack, device=device, runtime=runtime,
-            batch_size=batch_size, workers=workers,
+            batch_size=batch_size, workers=workers, max_bytes=max_file_mb * 2**20,
         )
         scan_engine = None
         if engine is ScanEngineName.ray:

@@ -189,3 +189,24 @@ def test_ctrl_c_says_what_was_saved_and_exits_130(tmp_path, obama_paths, biden_p
     again = facesmith("curate", "scan", folder, "--db", database, "--resolution", "64", "--format", "json")
     assert again.returncode == 0, again.stderr
     assert rows(database, "SELECT count(*) FROM images")[0][0] == 120
+
+
+def test_crops_and_reports_are_written_with_the_users_umask(tmp_path, analyzer, obama_paths):
+    import stat
+
+    from curate.reports.html import write_html_report
+    from curate.reports.report import build_report
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(obama_paths[0], folder / "a.jpg")
+    previous = os.umask(0o022)
+    try:
+        scan_folder(folder, tmp_path / "f.duckdb", ScanSettings(resolution=64), analyzer=analyzer)
+        report = write_html_report(build_report(tmp_path / "f.duckdb"), tmp_path / "report.html")
+    finally:
+        os.umask(previous)
+    crops = list((tmp_path / "f_aligned").glob("*.jpg"))
+    assert crops
+    for path in [*crops, Path(report)]:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path  # mkstemp made them 0600
