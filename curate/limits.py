@@ -22,6 +22,10 @@ DEFAULT_MAX_PIXELS = 100_000_000
 # Bytes read first from an image to learn its declared size before the rest is read.
 HEADER_BYTES = 256 * 1024
 
+# A JPEG's header segments (APPn, tables) before its image data, where DFL keeps its metadata:
+# each segment is at most 64 KiB, and a camera writes a handful.
+MAX_JPEG_HEADER_BYTES = 16 * 2**20
+
 # A TOML options file: a real one is a few KiB; the parser recurses on nested arrays.
 MAX_CONFIG_BYTES = 1024 * 1024
 

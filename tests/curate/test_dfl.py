@@ -939,3 +939,20 @@ def test_hostile_metadata_costs_its_own_row_only(tmp_path, analyzer, exported):
         assert by_name[name].status == "rejected", (name, by_name[name])
         assert by_name[name].reason.startswith("bad-metadata"), by_name[name].reason
     assert (summary.files, summary.with_metadata, summary.rejected) == (4, 1, 3)
+
+
+def test_a_huge_sparse_jpeg_costs_its_header_not_its_size(tmp_path, analyzer, exported):
+    import resource
+
+    folder = tmp_path / "dfl"
+    folder.mkdir()
+    shutil.copy(exported[0], folder / "good.jpg")
+    with open(folder / "huge.jpg", "wb") as handle:  # a DFL face, then 3 GiB of nothing (sparse)
+        handle.write(exported[0].read_bytes())
+        handle.truncate(3 * 2**30)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    summary = import_dfl_folder(folder, tmp_path / "f.duckdb", ScanSettings(resolution=128), analyzer=analyzer)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before < 512 * 2**20
+    rows = {row.image_id: row for row in read_dfl_rows(tmp_path / "f.duckdb")}
+    assert rows[image_id_for("huge.jpg")].status == "ok"  # its metadata is in its first bytes
+    assert summary.scan.rejected_by_reason == {"too-large": 1}

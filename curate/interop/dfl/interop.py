@@ -16,6 +16,7 @@ from curate.faces.align import transform_points
 from curate.faces.backends.base import FaceAnalyzer
 from curate.interop.dfl.errors import DflError
 from curate.interop.dfl.jpeg_segments import SOI
+from curate.limits import MAX_JPEG_HEADER_BYTES as MAX_HEADER_BYTES
 from curate.interop.dfl.metadata import (
     DFL_FACE_TYPES,
     DflFaceMetadata,
@@ -124,7 +125,9 @@ def _dfl_row(entry: FileEntry) -> DflFaceRow:
         with open(entry.abs_path, "rb") as handle:
             if handle.read(2) != SOI:
                 return DflFaceRow(image_id, "no-metadata", "not a JPEG file")
-            data = SOI + handle.read()
+            # The metadata sits in the header, before the image data: read no further than the
+            # header can reach, so a multi-GiB (or sparse) "JPEG" costs a few MiB, not its size.
+            data = SOI + handle.read(MAX_HEADER_BYTES)
     except OSError as error:
         return DflFaceRow(image_id, "no-metadata", f"unreadable: {error.strerror or error}")
     try:
