@@ -293,8 +293,13 @@ class FacesetStore:
 
     def execute(self, statement: str, parameters: Sequence[Any] = ()) -> duckdb.DuckDBPyConnection:
         """One statement outside a batch transaction, a full disk or read-only file worded for people."""
-        with environment_errors("write to the faceset", self.path):
-            return self.connection.execute(statement, list(parameters))
+        try:
+            with environment_errors("write to the faceset", self.path):
+                return self.connection.execute(statement, list(parameters))
+        except Exception as error:
+            if _interrupted(error):
+                raise KeyboardInterrupt from None
+            raise
 
     # -- schema -----------------------------------------------------------------------------
 
@@ -325,7 +330,7 @@ class FacesetStore:
         return row[0] if row else None
 
     def set_meta(self, key: str, value: str) -> None:
-        self.connection.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
+        self.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
 
     def require_meta(self, key: str, value: str, what: str) -> None:
         """Record `value` under `key` the first time; refuse a different value later."""
@@ -474,15 +479,24 @@ class FacesetStore:
         except BaseException as error:
             try:
                 connection.execute("ROLLBACK")
-            except duckdb.Error as rollback_error:
+            except (duckdb.Error, RuntimeError) as rollback_error:
                 # After an I/O failure DuckDB may have aborted the transaction itself (or closed
                 # the database): the first error is the one that says what happened.
                 logger.debug("rollback after %s failed too: %s", type(error).__name__, rollback_error)
+            if _interrupted(error):
+                raise KeyboardInterrupt from None
             if isinstance(error, duckdb.Error):
                 if is_environment_error(error):
                     raise describe(error, action, self.path) from None
                 raise StoreError(f"cannot {action} {self.path}: {error}") from error
             raise
+
+
+def _interrupted(error: BaseException) -> bool:
+    """Ctrl-C that DuckDB caught inside a statement: it stops the query and raises an error of its
+    own ('Query interrupted') in place of the KeyboardInterrupt."""
+    return (isinstance(error, (RuntimeError, duckdb.InterruptException))
+            and "interrupted" in str(error).lower())
 
 
 def lock_hint(error: duckdb.Error, writer: str = "a scan, import or analysis",
