@@ -129,3 +129,16 @@ def check_writable_folder(folder: Path, what: str) -> None:
         raise describe(error, f"write {what} in", folder) from error
     os.close(descriptor)
     probe.unlink(missing_ok=True)
+
+
+def lock_hint(error: BaseException, writer: str = "a scan, import or analysis",
+              remedy: str = "stop it (a scan resumes where it stopped)") -> str:
+    """DuckDB's lock conflict, said with what to do: while one process writes a DuckDB file no
+    other may open it, not even to read. Other errors: their own text."""
+    text = str(error)
+    if "lock" not in text.lower():
+        return text
+    match = re.search(r"PID (\d+)", text)
+    holder = f"process {match.group(1)}" if match else "another process"
+    return (f"it is being written by {holder} ({writer} holds it until it ends); wait for that to "
+            f"finish, or {remedy}, then run this again")

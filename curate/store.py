@@ -14,7 +14,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import duckdb
 
-from curate.environment import describe, environment_errors, is_environment_error
+from curate.environment import describe, environment_errors, is_environment_error, lock_hint
 from curate.errors import ReadOnlyQueryError, StoreError
 from curate.faceset import check_role, table_exists
 from curate.records import FaceRecord, ImageRecord
@@ -497,19 +497,6 @@ def _interrupted(error: BaseException) -> bool:
     own ('Query interrupted') in place of the KeyboardInterrupt."""
     return (isinstance(error, (RuntimeError, duckdb.InterruptException))
             and "interrupted" in str(error).lower())
-
-
-def lock_hint(error: duckdb.Error, writer: str = "a scan, import or analysis",
-              remedy: str = "stop it (a scan resumes where it stopped)") -> str:
-    """DuckDB's lock conflict, said with what to do: while one process writes a DuckDB file no
-    other may open it, not even to read. Other errors: their own text."""
-    text = str(error)
-    if "lock" not in text.lower():
-        return text
-    match = re.search(r"PID (\d+)", text)
-    holder = f"process {match.group(1)}" if match else "another process"
-    return (f"it is being written by {holder} ({writer} holds it until it ends); wait for that to "
-            f"finish, or {remedy}, then run this again")
 
 
 def _delete_scan_rows(connection: duckdb.DuckDBPyConnection, image_ids: list[str]) -> None:

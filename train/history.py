@@ -12,7 +12,7 @@ import duckdb
 import numpy as np
 
 from curate.errors import StoreError
-from curate.store import lock_hint
+from curate.environment import lock_hint
 
 HISTORY_FILE = "model.duckdb"
 SCHEMA_VERSION = 1

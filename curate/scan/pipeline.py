@@ -475,7 +475,7 @@ def scan_folder(
         store.require_meta("source_root", source_root, "source folder")
         # Checked on every run, work or not: a re-scan with other settings must not record a run
         # row that later stages (merge's detector) would take as the faceset's backend.
-        store.require_meta("backend", settings.backend, "backend")
+        store.require_meta("backend", analyzer.name if analyzer else settings.backend, "backend")
         store.require_meta("face_type", settings.face_type, "face type")
         store.require_meta("resolution", str(settings.resolution), "resolution")
         if role is not None:

@@ -108,10 +108,21 @@ def test_reading_a_faceset_while_a_scan_writes_it_says_what_to_do(hostile_facese
 def test_train_status_while_training_holds_the_history_says_what_to_do(tmp_path):
     model_dir = tmp_path / "model"
     model_dir.mkdir()
-    (model_dir / "model.json").write_text("{}")
+    (model_dir / "model.json").write_text('{"requested": {}, "structure": {}}')
     holder = hold("history", model_dir)
     try:
         message = assert_one_line_error(invoke("train", "status", "--model-dir", model_dir))
     finally:
         holder.communicate("", timeout=60)
     assert "training holds it" in message and "Ctrl-C" in message
+
+
+def test_a_report_while_a_scan_writes_the_faceset_says_what_to_do(hostile_faceset, tmp_path):
+    copy = tmp_path / "busy.duckdb"
+    copy.write_bytes(hostile_faceset.read_bytes())
+    holder = hold("faceset", copy)
+    try:
+        message = assert_one_line_error(invoke("curate", "report", "--db", copy))
+    finally:
+        holder.communicate("", timeout=60)
+    assert f"it is being written by process {holder.pid}" in message
