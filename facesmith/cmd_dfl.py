@@ -24,6 +24,7 @@ from facesmith.console import (
 )
 from facesmith.render import (
     OutputFormat,
+    printable,
     render_rows,
     render_summary,
     stdout_console,

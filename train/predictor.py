@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from train.checkpoint_guard import read_model_file
 from train.checkpoint import load_checkpoint
+from train.checkpoint_guard import read_model_file
 from train.config import TrainConfig, resolve_config
 
 
