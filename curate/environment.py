@@ -140,5 +140,5 @@ def lock_hint(error: BaseException, writer: str = "a scan, import or analysis",
         return text
     match = re.search(r"PID (\d+)", text)
     holder = f"process {match.group(1)}" if match else "another process"
-    return (f"it is being written by {holder} ({writer} holds it until it ends); wait for that to "
-            f"finish, or {remedy}, then run this again")
+    return (f"it is being written by {holder}: its lock is held by {writer} until it ends; wait for "
+            f"that to finish, or {remedy}, then run this again")

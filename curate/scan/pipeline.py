@@ -546,10 +546,10 @@ def scan_folder(
                 if on_progress:
                     on_progress(counts["files"], len(todo))
         except BaseException as error:
-            partial = summarise()
+            partial = _as_committed(store, run_id, summarise())
             _record_interruption(store, run_id, partial)
             if isinstance(error, KeyboardInterrupt):
-                raise ScanInterrupted(partial, len(todo) - counts["files"]) from None
+                raise ScanInterrupted(partial, len(todo) - partial.images_processed - counts["touched"]) from None
             raise
         summary = summarise()
         store.finish_run(run_id, summary.to_dict())
@@ -565,6 +565,18 @@ class ScanInterrupted(Interrupted):
             f"scan interrupted: {summary.images_processed} images saved in {summary.database} "
             f"({summary.faces} faces), {left} left; run the same command again to continue"
         )
+
+
+def _as_committed(store: FacesetStore, run_id: str, summary: ScanSummary) -> ScanSummary:
+    """The summary with the images and faces this run committed, counted in the faceset: Ctrl-C
+    can land after a batch's commit and before the engine reports it."""
+    try:
+        images, faces = store.connection.execute(
+            "SELECT count(*), coalesce(sum(face_count), 0) FROM images WHERE run_id = ?", [run_id]).fetchone()
+    except Exception as error:  # a database that cannot answer keeps the engine's own counts
+        logger.debug("cannot count run %s's rows: %s", run_id, error)
+        return summary
+    return replace(summary, images_processed=int(images), faces=int(faces))
 
 
 def _record_interruption(store: FacesetStore, run_id: str, summary: ScanSummary) -> None:

@@ -114,7 +114,7 @@ def test_train_status_while_training_holds_the_history_says_what_to_do(tmp_path)
         message = assert_one_line_error(invoke("train", "status", "--model-dir", model_dir))
     finally:
         holder.communicate("", timeout=60)
-    assert "training holds it" in message and "Ctrl-C" in message
+    assert "lock is held by training" in message and "Ctrl-C" in message
 
 
 def test_a_report_while_a_scan_writes_the_faceset_says_what_to_do(hostile_faceset, tmp_path):
