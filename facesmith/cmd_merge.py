@@ -10,10 +10,10 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.text import Text
 
-from curate.errors import FacesmithError
+from curate.errors import FacesmithError, Interrupted
 from facesmith.console import FormatOption, fail, progress, wants_progress, warn
 from facesmith.option_flags import given, render_option_table, with_option_flags
-from facesmith.render import OutputFormat, render_rows, render_summary, stdout_console
+from facesmith.render import OutputFormat, printable, render_rows, render_summary, stdout_console
 from merge.settings import load_toml, option_specs
 
 merge_app = typer.Typer(
@@ -60,6 +60,10 @@ def register(app: typer.Typer) -> None:
             with progress("merging", wants_progress(output)) as on_progress:
                 summary = merge_frames(model_dir, frames, out, settings, video=video, step=step,
                                        on_progress=on_progress)
+        except KeyboardInterrupt:
+            saved = sum(1 for path in out.glob("*") if path.suffix.lower() in (".png", ".jpg"))
+            fail(Interrupted(f"merge interrupted: {saved} merged frames are in {out}; run the same command "
+                             "again to continue (frames already written are skipped)"))
         except (FacesmithError, OSError) as error:
             fail(error)
         warn(summary.warnings, output)
@@ -138,7 +142,7 @@ def register(app: typer.Typer) -> None:
         ])
         render_rows(*built.check_table(), output, stdout_console(), title="merge checks")
         if html is not None:
-            stdout_console().print(Text(f"HTML report: {html}"))
+            stdout_console().print(Text(printable(f"HTML report: {html}")))
 
     @merge_app.command("options")
     def options_list(output: FormatOption = OutputFormat.table) -> None:
@@ -150,7 +154,8 @@ def register(app: typer.Typer) -> None:
         files: Annotated[list[Path], typer.Argument(help="Images or videos to check.")],
         output: FormatOption = OutputFormat.table,
     ) -> None:
-        """Say whether files carry facesmith's synthetic label (metadata and/or invisible watermark)."""
+        """Say whether files carry facesmith's synthetic label (metadata and/or invisible watermark).
+        Exits 0 when every file does, 2 when any does not."""
         from merge.provenance import verify_file
 
         rows = []
@@ -161,5 +166,5 @@ def register(app: typer.Typer) -> None:
                 fail(error)
             rows.append([str(path), result.synthetic, result.summary])
         render_rows(["file", "synthetic", "evidence"], rows, output, stdout_console())
-        if not any(row[1] for row in rows):
+        if not all(row[1] for row in rows):  # a mix must not pass a script's `verify && …` check
             raise typer.Exit(2)

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 
-from curate.errors import FacesmithError
+from curate.errors import FacesmithError, Interrupted
 from facesmith.console import FormatOption, fail, warn
 from facesmith.option_flags import given, render_option_table, with_option_flags
 from facesmith.render import OutputFormat, render_summary
@@ -85,23 +85,30 @@ def register(app: typer.Typer) -> None:
         except (FacesmithError, OSError) as error:
             fail(error)
         warn(session.notes, output)
-        if output is OutputFormat.table:
-            Console(stderr=True, soft_wrap=True).print(f"training on {session.device.description}: {session.config.archi} "
-                      f"{session.config.resolution} px, phase {session.config.phase}, "
-                      f"{len(session.src_faces)} src / {len(session.dst_faces)} dst faces, "
-                      f"from iteration {session.iteration}", highlight=False)
+        stop = _StopFlag()
         try:
-            evaluators = ()
-            if check_every:
-                from merge.checks import MergeChecker, MergeCheckError
+            # From here Ctrl-C asks for a clean stop: caught before the first line that says training began.
+            with stop:
+                if output is OutputFormat.table:
+                    Console(stderr=True, soft_wrap=True).print(
+                        f"training on {session.device.description}: {session.config.archi} "
+                        f"{session.config.resolution} px, phase {session.config.phase}, "
+                        f"{len(session.src_faces)} src / {len(session.dst_faces)} dst faces, "
+                        f"from iteration {session.iteration}", highlight=False)
+                evaluators = ()
+                if check_every:
+                    from merge.checks import MergeChecker, MergeCheckError
 
-                try:
-                    evaluators = (MergeChecker(session, every=check_every),)
-                except MergeCheckError as error:
-                    warn([f"merge checks off: {error}"], output)
-            with _StopFlag() as stop, _iteration_display(output) as show:
-                outcome = run_training(session, max_iterations=iterations, evaluators=evaluators,
-                                       should_stop=lambda: stop.requested, on_iteration=show)
+                    try:
+                        evaluators = (MergeChecker(session, every=check_every),)
+                    except MergeCheckError as error:
+                        warn([f"merge checks off: {error}"], output)
+                with _iteration_display(output) as show:
+                    outcome = run_training(session, max_iterations=iterations, evaluators=evaluators,
+                                           should_stop=lambda: stop.requested, on_iteration=show)
+        except KeyboardInterrupt:  # a second Ctrl-C: run_training saved on its way out
+            fail(Interrupted(f"training interrupted at iteration {session.iteration}: saved in {model_dir}; "
+                             "run the same command again to resume"))
         except FacesmithError as error:
             fail(error)
         finally:
@@ -122,6 +129,9 @@ def register(app: typer.Typer) -> None:
             ("advice", summary["advice"] or "-"),
             ("device", session.device.description),
         ])
+        if stop.requested and outcome.reason == "stopped":
+            fail(Interrupted(f"training stopped by Ctrl-C at iteration {outcome.iteration}: saved in {model_dir}; "
+                             "run the same command again to resume"))
 
     @train_app.command("status")
     def status(

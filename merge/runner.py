@@ -23,7 +23,7 @@ import numpy as np
 
 from curate.faces.align import face_transform, transform_points, warp_face
 from curate.errors import FacesmithError
-from curate.fileio import write_atomically
+from curate.fileio import remove_stale_temporaries, write_atomically
 from curate.scan.ingest import IMAGE_EXTENSIONS
 from merge.settings import MergeSettings, settings_to_toml
 from train.sampler import landmark_masks
@@ -57,15 +57,27 @@ class MergeRunSummary:
         return asdict(self)
 
 
+def output_names(paths: list[Path]) -> list[str]:
+    """The output name (without suffix) of each frame file, one-to-one with the inputs.
+
+    A frame's stem, unless another frame shares it (`x.jpg` and `x.png`, or `X.jpg` on a folder
+    that ignores case): then its whole file name, `x.jpg` -> `x.jpg.png`, so no merged frame
+    overwrites another and the summary's count is the number of files written.
+    """
+    stems = [path.stem.lower() for path in paths]
+    shared = {stem for stem in stems if stems.count(stem) > 1}
+    return [path.name if path.stem.lower() in shared else path.stem for path in paths]
+
+
 def _frame_sources(source: Path) -> tuple[Iterator[tuple[str, np.ndarray | None]], int, float]:
     """(name, frame or None when undecodable) pairs, the frame count and the frame rate."""
     if source.is_dir():
         paths = sorted(p for p in source.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
         def from_folder() -> Iterator[tuple[str, np.ndarray | None]]:
-            for path in paths:
+            for path, name in zip(paths, output_names(paths)):
                 data = np.fromfile(path, dtype=np.uint8)
-                yield path.stem, cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+                yield name, cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
         return from_folder(), len(paths), 25.0
     if source.is_file() and source.suffix.lower() in VIDEO_SUFFIXES:
         capture = cv2.VideoCapture(str(source))
@@ -150,6 +162,9 @@ def merge_frames(model_dir: Path, source: Path, out_dir: Path, settings: MergeSe
     from train.predictor import Predictor
 
     model_dir, source, out_dir = Path(model_dir), Path(source), Path(out_dir)
+    if source.is_dir() and out_dir.exists() and out_dir.resolve() == source.resolve():
+        raise MergeRunError(f"--out {out_dir} is the --frames folder: merged frames would replace the "
+                            "originals; write them to another folder")
     if not (model_dir / "model.json").is_file():
         raise MergeRunError(f"{model_dir} is not a model folder: train one with 'facesmith train run'")
     predictor = Predictor(model_dir, step)
@@ -157,6 +172,7 @@ def merge_frames(model_dir: Path, source: Path, out_dir: Path, settings: MergeSe
         analyzer = _analyzer_for_model(model_dir)
     frames, total, fps = _frame_sources(source)
     out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out_dir)  # frames a killed run (even SIGKILL) was writing
     fingerprint = _fingerprint(model_dir, predictor.iteration, settings)
     session_path = out_dir / SESSION_FILE
     warnings: list[str] = []
@@ -210,7 +226,9 @@ def _analyzer_for_model(model_dir: Path) -> Any:
     """Detect and align frames with the backend that curated the model's dst faceset (embedded if gone)."""
     from curate.scan.pipeline import analyzer_for_faceset
 
-    stored = json.loads((model_dir / "model.json").read_text(encoding="utf-8"))
+    from train.checkpoint_guard import read_model_file
+
+    stored = read_model_file(model_dir / "model.json")
     dst = Path(stored.get("dst") or "")
     if dst.is_file():
         return analyzer_for_faceset(dst)

@@ -33,6 +33,7 @@ from train.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from train.checkpoint_guard import read_model_file
 from train.collapse import CollapseVerdict, check_collapse
 from train.config import (
     PHASES,
@@ -148,7 +149,7 @@ def _read_model_file(model_dir: Path) -> dict[str, Any] | None:
     path = model_dir / MODEL_FILE
     if not path.is_file():
         return None
-    return json.loads(path.read_text(encoding="utf-8"))
+    return read_model_file(path)
 
 
 def _write_model_file(session: TrainSession) -> None:
@@ -224,7 +225,7 @@ def open_session(model_dir: Path, options: dict[str, Any], src_database: Path | 
         trainer = SAEHDTrainer(config, device.compute_dtype, device.strategy)
         iteration, salt = 0, 0
         if list_checkpoints(model_dir):
-            checkpoint = load_checkpoint(model_dir)
+            checkpoint = load_checkpoint(model_dir, expected=_expected_shapes(trainer))
             trainer.load_arrays(checkpoint.arrays)
             iteration, salt = checkpoint.step, int(checkpoint.state.get("salt", 0))
             if checkpoint.state.get("config", {}).get("pretrain") and not config.pretrain:
@@ -255,6 +256,11 @@ def open_session(model_dir: Path, options: dict[str, Any], src_database: Path | 
                            best_iteration=_stored_best(history), scratch=scratch)
     _write_model_file(session)
     return session
+
+
+def _expected_shapes(trainer: Any) -> dict[str, tuple[int, ...]]:
+    """What a checkpoint of this model must hold: every array's name and shape."""
+    return {name: tuple(array.shape) for name, array in trainer.state_arrays().items()}
 
 
 def _lockstep_fingerprint(config: TrainConfig) -> int:
@@ -358,7 +364,8 @@ def rollback(session: TrainSession, verdict: CollapseVerdict, depth: int = 0) ->
     in case the newest checkpoint already carried the seed of the collapse.
     """
     steps = list_checkpoints(session.model_dir)
-    checkpoint = load_checkpoint(session.model_dir, steps[min(depth, len(steps) - 1)] if steps else None)
+    checkpoint = load_checkpoint(session.model_dir, steps[min(depth, len(steps) - 1)] if steps else None,
+                                 expected=_expected_shapes(session.trainer))
     session.trainer.load_arrays(checkpoint.arrays)
     session.iteration = checkpoint.step
     if session.device.role.worker_count > 1:  # a scratch folder's checkpoints may differ: the chief's win

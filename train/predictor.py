@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from train.checkpoint import load_checkpoint
+from train.checkpoint_guard import read_model_file
 from train.config import TrainConfig, resolve_config
 
 
@@ -33,12 +33,13 @@ class Predictor:
 
         self.model_dir = Path(model_dir)
         if model is None:
-            stored = json.loads((self.model_dir / "model.json").read_text(encoding="utf-8"))
+            stored = read_model_file(self.model_dir / "model.json")
             config, _ = resolve_config(stored["requested"], stored["structure"])
-            checkpoint = load_checkpoint(self.model_dir, step)
             from train.model import SAEHDModel
 
             model = SAEHDModel(model_shape(config), seed=config.seed)
+            expected = {f"model/{name}": tuple(variable.shape) for name, variable in model.named_variables().items()}
+            checkpoint = load_checkpoint(self.model_dir, step, expected=expected)
             for name, variable in model.named_variables().items():
                 variable.assign(checkpoint.arrays[f"model/{name}"])
             iteration = checkpoint.step

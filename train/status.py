@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from train.checkpoint import list_checkpoints
+from train.checkpoint_guard import read_model_file
 from train.config import resolve_config
 from train.history import HISTORY_FILE, ModelHistory
 from train.plateau import detect_plateau
@@ -52,7 +52,7 @@ def training_status(model_dir: Path) -> TrainStatus:
     """The status of the model at `model_dir` (a clear error when it is not a model folder)."""
     model_dir = Path(model_dir)
     model_file = model_dir / "model.json"
-    stored = json.loads(model_file.read_text(encoding="utf-8")) if model_file.is_file() else None
+    stored = read_model_file(model_file) if model_file.is_file() else None
     history = ModelHistory(model_dir, read_only=True) if (model_dir / HISTORY_FILE).is_file() else None
     if stored is None or history is None:
         from train.loop import TrainingError

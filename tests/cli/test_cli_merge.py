@@ -64,3 +64,11 @@ def test_train_with_merge_checks(tmp_path, training_facesets):
     assert cv2.imread(str(model_dir / "merge_checks" / "check_0000004.png")) is not None
     status = json.loads(invoke("train", "status", "--model-dir", model_dir, "--format", "json").stdout)
     assert status["best_iteration"] in (2, 4) and status["flag"] is None
+
+
+def test_verify_a_mix_of_labelled_and_unlabelled_files_exits_2(tmp_path, tiny_model, dst_frames):
+    out = tmp_path / "merged"
+    assert invoke("merge", "run", "--model-dir", tiny_model, "--frames", dst_frames, "--out", out).exit_code == 0
+    result = invoke("verify", out / "t1.png", dst_frames / "einstein.png", "--format", "json")
+    assert result.exit_code == 2, result.output
+    assert [row["synthetic"] for row in json.loads(result.stdout)] == [True, False]
