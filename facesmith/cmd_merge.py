@@ -45,21 +45,29 @@ def register(app: typer.Typer) -> None:
                                                        "keys or a 'merge' table); flags override it.")] = None,
         step: Annotated[Optional[int], typer.Option("--step", help="Use the checkpoint of this iteration "
                                                     "(default: the newest).")] = None,
+        frame_range: Annotated[Optional[str], typer.Option(
+            "--range", help="Merge only frames START:END of the source (0-based, END excluded, as a Python "
+                            "slice: 100:400, 100: or :400).")] = None,
+        fps: Annotated[Optional[float], typer.Option(
+            "--fps", help="Frame rate of --video (default: the source video's; 25 for a folder of frames).")] = None,
         output: FormatOption = OutputFormat.table,
         **options: Any,
     ) -> None:
-        """Merge every face of every frame with the model; frames and video carry the synthetic label."""
+        """Merge every face of every frame with the model; frames and video carry the synthetic label.
+
+        A video keeps the source video's frame rate and audio (cut to --range)."""
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        from merge.runner import merge_frames
+        from merge.runner import FrameRange, merge_frames, parse_frame_range
         from merge.settings import resolve_settings
 
         try:
             values = load_toml(config) if config is not None else {}
             values.update(given(options))
             settings = resolve_settings(values)
+            chosen = parse_frame_range(frame_range) if frame_range is not None else FrameRange()
             with progress("merging", wants_progress(output)) as on_progress:
                 summary = merge_frames(model_dir, frames, out, settings, video=video, step=step,
-                                       on_progress=on_progress)
+                                       on_progress=on_progress, frame_range=chosen, fps=fps)
         except (FacesmithError, OSError) as error:
             fail(error)
         warn(summary.warnings, output)
@@ -70,7 +78,42 @@ def register(app: typer.Typer) -> None:
             ("model iteration", str(summary.model_iteration)),
             ("time", f"{summary.seconds:.1f} s ({summary.frames_per_second:.2f} frames/s)"),
             ("frames written to", summary.out_dir),
-            ("video", summary.video or "-"),
+            ("video", "-" if not summary.video else
+             f"{summary.video} ({summary.fps:g} fps, {'with' if summary.audio else 'no'} audio)"),
+        ])
+
+    @merge_app.command("preview")
+    @with_option_flags(option_specs(), "Merge options")
+    def preview(
+        model_dir: ModelDirOption,
+        frames: Annotated[Path, typer.Option("--frames", help="A folder of frames (sorted by name) or a video file.")],
+        out: Annotated[Path, typer.Option("--out", help="The merged frame to write (.png or .jpg).")],
+        frame: Annotated[int, typer.Option("--frame", min=0, help="Which frame of the source (0-based, in "
+                                           "source order).")] = 0,
+        config: Annotated[Optional[Path], typer.Option("--config", help="TOML file of merge options (top-level "
+                                                       "keys or a 'merge' table); flags override it.")] = None,
+        step: Annotated[Optional[int], typer.Option("--step", help="Use the checkpoint of this iteration "
+                                                    "(default: the newest).")] = None,
+        output: FormatOption = OutputFormat.table,
+        **options: Any,
+    ) -> None:
+        """Merge one frame with the current settings and write it: try settings before a whole run."""
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        from merge.runner import merge_preview
+        from merge.settings import resolve_settings
+
+        try:
+            values = load_toml(config) if config is not None else {}
+            values.update(given(options))
+            result = merge_preview(model_dir, frames, out, resolve_settings(values), frame=frame, step=step)
+        except (FacesmithError, OSError) as error:
+            fail(error)
+        warn(result.warnings, output)
+        render_summary(result.to_dict(), output, f"merge preview of {result.frame}", [
+            ("frame", f"{result.frame} (number {result.frame_index})"),
+            ("faces", str(result.faces)),
+            ("model iteration", str(result.model_iteration)),
+            ("written to", result.out),
         ])
 
     @merge_app.command("check")
