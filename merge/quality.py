@@ -1,0 +1,189 @@
+"""The merge-quality score: a check's raw measures normalised to 0..1 and combined with stated weights.
+
+Pure functions over stored numbers (no I/O, no TensorFlow): a check stores its raw measures and the
+score computed from them, and the overtraining rule can recompute every earlier check's score with
+the current weights, so checks stay comparable when the weights change.
+
+Each component is 0..1, higher is better:
+- identity: how far the merged faces moved from the dst person towards the src person, measured by
+  the embedder's cosine to the src identity: 0 at the unmerged dst faces' similarity, 1 at the
+  held-out src faces' own similarity (what a real photo of the src person scores);
+- expression: 1 minus the eye and mouth landmark error (over the inter-ocular distance) as a share
+  of `expression_limit`, the error at which the expression no longer follows the dst at all;
+- sharpness: the merged face's Laplacian variance over the src faces' median, folded so that too
+  sharp (noise) counts like too soft: min(r, 1/r);
+- artefacts: 1 minus the share of face pixels driven to pure black or white, over `artefact_limit`;
+- held-out loss: 1 - loss / (2 × reference), the reference being the model's first check, so the
+  first check scores 0.5 and a loss halved since then 0.75.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Sequence
+
+from curate import options
+from curate.errors import FacesmithError
+from curate.options import OptionSpec, declare
+
+RULES = ("quality", "heldout-loss")
+COMPONENTS = ("identity", "expression", "sharpness", "artefacts", "heldout_loss")
+
+
+class CheckSettingsError(FacesmithError):
+    """A merge-check option has the wrong type, is out of range, or is unknown."""
+
+
+@dataclass(frozen=True)
+class CheckSettings:
+    """How merge checks judge a model: which rule decides, the score's weights and the flag's patience.
+
+    The weights were chosen from measured runs (see the README, "Merge checks"); they need not sum
+    to 1: the score is their weighted mean over the components a check could measure.
+    """
+
+    rule: str = declare("quality", "What decides the best iteration and the overtraining flag: quality (the "
+                        "merge-quality score of the merged held-out frames) or heldout-loss (the held-out "
+                        "src reconstruction loss alone).", choices=RULES)
+    weight_identity: float = declare(0.3, "Weight of identity (merged faces' likeness to the src person, from "
+                                     "the unmerged dst to a real src photo) in the quality score.",
+                                     minimum=0.0, maximum=10.0)
+    weight_expression: float = declare(0.3, "Weight of expression fidelity (eyes and mouth follow the dst) in "
+                                       "the quality score.", minimum=0.0, maximum=10.0)
+    weight_sharpness: float = declare(0.1, "Weight of sharpness relative to the src faces in the quality score.",
+                                      minimum=0.0, maximum=10.0)
+    weight_artefacts: float = declare(0.1, "Weight of artefacts (face pixels clipped to black or white) in the "
+                                      "quality score.", minimum=0.0, maximum=10.0)
+    weight_heldout_loss: float = declare(0.2, "Weight of the held-out src loss (relative to the first check) in "
+                                         "the quality score.", minimum=0.0, maximum=10.0)
+    expression_limit: float = declare(0.25, "Eye and mouth landmark error (over the inter-ocular distance) at "
+                                      "which expression scores 0.", minimum=0.01, maximum=2.0)
+    artefact_limit: float = declare(0.05, "Share of clipped face pixels at which artefacts score 0.",
+                                    minimum=0.001, maximum=1.0)
+    patience: int = declare(3, "Checks in a row worse than the best (training loss falling) that raise the "
+                            "overtraining flag.", minimum=1, maximum=100)
+    quality_margin: float = declare(0.03, "How far below its best the quality score must be to count as worse "
+                                    "(score units; smaller moves are noise).", minimum=0.0, maximum=1.0)
+    loss_margin: float = declare(0.05, "How far above its best the held-out loss must be to count as worse "
+                                 "(a share of the best) under the heldout-loss rule.", minimum=0.0, maximum=1.0)
+
+    def option_values(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @property
+    def weights(self) -> dict[str, float]:
+        return {name: getattr(self, f"weight_{name}") for name in COMPONENTS}
+
+
+def check_option_specs() -> tuple[OptionSpec, ...]:
+    """The declarations of every merge-check option."""
+    return options.option_specs(CheckSettings)
+
+
+def resolve_check_settings(values: dict[str, Any]) -> CheckSettings:
+    """Validated check settings from option values; missing ones default. Raises CheckSettingsError."""
+    specs = {spec.name: spec for spec in check_option_specs()}
+    unknown = sorted(set(values) - set(specs))
+    if unknown:
+        raise CheckSettingsError(f"unknown merge-check option(s): {', '.join(unknown)}")
+    coerced = {}
+    for name, value in values.items():
+        coerced[name] = options.coerce(specs[name], value, CheckSettingsError, "merge-check option")
+        options.check_range(specs[name], coerced[name], CheckSettingsError, "merge-check option")
+    settings = CheckSettings(**coerced)
+    if not any(weight > 0 for weight in settings.weights.values()):
+        raise CheckSettingsError("at least one quality weight must be above 0")
+    return settings
+
+
+@dataclass(frozen=True)
+class QualityComponents:
+    """One check's normalised components, 0..1 (higher is better), NaN where not measured."""
+
+    identity: float
+    expression: float
+    sharpness: float
+    artefacts: float
+    heldout_loss: float
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def _clip(value: float) -> float:
+    return min(1.0, max(0.0, value)) if math.isfinite(value) else math.nan
+
+
+def identity_component(merged: float, dst_baseline: float, src_reference: float) -> float:
+    """0 at the unmerged dst faces' cosine to the src identity, 1 at the held-out src faces' own."""
+    span = src_reference - dst_baseline
+    if not (math.isfinite(merged) and math.isfinite(span)) or span <= 0.05:
+        return math.nan  # the embedder cannot tell the two people apart: nothing to measure against
+    return _clip((merged - dst_baseline) / span)
+
+
+def expression_component(error: float, limit: float) -> float:
+    return _clip(1.0 - error / limit)
+
+
+def sharpness_component(ratio: float) -> float:
+    if not math.isfinite(ratio) or ratio <= 0:
+        return math.nan
+    return min(ratio, 1.0 / ratio)
+
+
+def artefact_component(share: float, limit: float) -> float:
+    return _clip(1.0 - share / limit)
+
+
+def loss_component(loss: float, reference: float) -> float:
+    if not (math.isfinite(loss) and math.isfinite(reference)) or reference <= 0:
+        return math.nan
+    return _clip(1.0 - loss / (2.0 * reference))
+
+
+def components(check: dict[str, Any], reference_loss: float, settings: CheckSettings) -> QualityComponents:
+    """Normalise one stored check (a merge_checks row as a dict; None where not measured)."""
+    def value(name: str) -> float:
+        raw = check.get(name)
+        return math.nan if raw is None else float(raw)
+
+    return QualityComponents(
+        identity=identity_component(value("identity_similarity"), value("dst_identity_similarity"),
+                                    value("src_identity_similarity")),
+        expression=expression_component(value("expression_error"), settings.expression_limit),
+        sharpness=sharpness_component(value("sharpness_ratio")),
+        artefacts=artefact_component(value("artefact_score"), settings.artefact_limit),
+        heldout_loss=loss_component(value("validation_src_loss"), reference_loss))
+
+
+def combine(parts: QualityComponents, weights: dict[str, float]) -> float:
+    """The weighted mean of the measured components (NaN when none was measured)."""
+    total = weight_sum = 0.0
+    for name, value in parts.to_dict().items():
+        weight = weights[name]
+        if weight > 0 and math.isfinite(value):
+            total += weight * value
+            weight_sum += weight
+    return total / weight_sum if weight_sum > 0 else math.nan
+
+
+def reference_loss(checks: Sequence[dict[str, Any]]) -> float:
+    """The held-out loss the loss component is measured against: the model's first measured check."""
+    for check in checks:
+        value = check.get("validation_src_loss")
+        if value is not None and math.isfinite(float(value)):
+            return float(value)
+    return math.nan
+
+
+def quality_scores(checks: Sequence[dict[str, Any]], settings: CheckSettings) -> list[float]:
+    """Every check's quality score (oldest first) under `settings`."""
+    reference = reference_loss(checks)
+    return [combine(components(check, reference, settings), settings.weights) for check in checks]
+
+
+__all__ = ["COMPONENTS", "RULES", "CheckSettings", "CheckSettingsError", "QualityComponents", "artefact_component",
+           "check_option_specs", "combine", "components", "expression_component", "identity_component",
+           "loss_component", "quality_scores", "reference_loss", "resolve_check_settings", "sharpness_component"]
