@@ -14,6 +14,7 @@ from curate.errors import FacesmithError
 from facesmith.console import FormatOption, fail, progress, wants_progress, warn
 from facesmith.option_flags import given, render_option_table, with_option_flags
 from facesmith.render import OutputFormat, render_rows, render_summary, stdout_console
+from merge.quality import check_option_specs
 from merge.settings import load_toml, option_specs
 
 merge_app = typer.Typer(
@@ -117,16 +118,26 @@ def register(app: typer.Typer) -> None:
         ])
 
     @merge_app.command("check")
-    def check(model_dir: ModelDirOption, output: FormatOption = OutputFormat.table) -> None:
+    @with_option_flags(check_option_specs(), "Merge-check options (kept by the model)")
+    def check(model_dir: ModelDirOption, output: FormatOption = OutputFormat.table, **options: Any) -> None:
         """Merge the model's held-out dst frames now and score them (stored in merge_checks)."""
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         from merge.checks import check_model
+        from merge.quality import resolve_check_settings
 
         try:
-            result = check_model(model_dir)
+            resolve_check_settings(given(options))  # refused before TensorFlow loads
+            result = check_model(model_dir, options=given(options))
         except (FacesmithError, OSError) as error:
             fail(error)
         render_summary(result.to_dict(), output, f"merge check at {result.iteration}", [
+            ("merge quality", f"{_number(result.quality_score, 3)} ({_number(result.change_since_best, 3)} vs the best "
+                              f"check) from identity {_number(result.identity_component, 2)}, expression "
+                              f"{_number(result.expression_component, 2)}, sharpness "
+                              f"{_number(result.sharpness_component, 2)}, artefacts "
+                              f"{_number(result.artefact_component, 2)}, held-out loss "
+                              f"{_number(result.loss_component, 2)}"),
+            ("decided by", result.rule),
             ("held-out src loss", f"{_number(result.validation_src_loss)} (training faces "
                                   f"{_number(result.train_src_loss)}, gap {_number(result.generalisation_gap)})"),
             ("identity similarity", f"{_number(result.identity_similarity, 3)} (dst before merging "

@@ -14,6 +14,7 @@ alone). Every check is a row of `merge_checks` in the model's DuckDB, with a con
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from dataclasses import asdict, dataclass, fields
@@ -28,7 +29,14 @@ import numpy as np
 from curate.faces.align import arcface_crop, warp_face
 from curate.errors import FacesmithError
 from curate.faceset import open_faceset
-from merge.quality import CheckSettings, combine, components, quality_scores, reference_loss
+from merge.quality import (
+    CheckSettings,
+    combine,
+    components,
+    quality_scores,
+    reference_loss,
+    resolve_check_settings,
+)
 from train.faceset_data import FaceArrays, load_face_arrays, read_curated_faces
 from train.sampler import landmark_masks
 
@@ -36,8 +44,8 @@ log = logging.getLogger(__name__)
 
 CHECK_DIR = "merge_checks"
 MAX_FRAMES = 8  # held-out dst frames merged per check; every one is on the contact sheet
-PATIENCE = CheckSettings().patience
-WORSE_MARGIN = CheckSettings().loss_margin
+PATIENCE = CheckSettings().check_patience
+WORSE_MARGIN = CheckSettings().check_loss_margin
 SHEET_LABEL_WIDTH = 132  # the contact sheet's left strip holding each row's frame name
 SHEET_HEADER_HEIGHT = 18
 SHEET_FONT_SCALE = 0.35
@@ -163,7 +171,7 @@ def overtraining_verdict(iterations: list[int], validation_losses: list[float], 
 
 
 def quality_verdict(iterations: list[int], scores: list[float], training_losses: list[float],
-                    patience: int = PATIENCE, margin: float = CheckSettings().quality_margin) -> OvertrainingVerdict:
+                    patience: int = PATIENCE, margin: float = CheckSettings().check_quality_margin) -> OvertrainingVerdict:
     """Flag when the last `patience` checks all scored at least `margin` below the best merge-quality
     score, while training loss kept falling (lower now than at the best check and at the window's start).
 
@@ -197,11 +205,11 @@ def judge(checks: list[dict[str, Any]], settings: CheckSettings) -> Overtraining
     """The verdict on a model's checks (merge_checks rows as dicts, oldest first) under the chosen rule."""
     iterations = [int(check["iteration"]) for check in checks]
     training = [_float(check.get("training_loss")) for check in checks]
-    if settings.rule == "heldout-loss":
+    if settings.check_rule == "heldout-loss":
         return overtraining_verdict(iterations, [_float(check.get("validation_src_loss")) for check in checks],
-                                    training, settings.patience, settings.loss_margin)
-    return quality_verdict(iterations, quality_scores(checks, settings), training, settings.patience,
-                           settings.quality_margin)
+                                    training, settings.check_patience, settings.check_loss_margin)
+    return quality_verdict(iterations, quality_scores(checks, settings), training, settings.check_patience,
+                           settings.check_quality_margin)
 
 
 # -- inputs -------------------------------------------------------------------------------------
@@ -279,7 +287,7 @@ class MergeChecker:
         from merge.settings import resolve_settings
 
         self.every = every
-        self.check_settings = settings or CheckSettings()
+        self.check_settings = settings or model_check_settings(session.history)
         self.session = session
         config = session.config
         if not session.src_validation:
@@ -447,7 +455,7 @@ class MergeChecker:
             src_identity_similarity=self.src_reference, quality_score=score,
             identity_component=parts.identity, expression_component=parts.expression,
             sharpness_component=parts.sharpness, artefact_component=parts.artefacts,
-            loss_component=parts.heldout_loss, rule=settings.rule,
+            loss_component=parts.heldout_loss, rule=settings.check_rule,
             frame_names="\n".join(sheet_names(merged)),
             change_since_best=verdict.change_since_best)
         columns = ", ".join(STORED_COLUMNS)
@@ -568,8 +576,23 @@ def read_checks(model_dir: Path) -> list[dict[str, Any]]:
         return _rows(history.connection)
 
 
-def check_model(model_dir: Path, analyzer: Any = None, settings: CheckSettings | None = None) -> MergeCheckResult:
-    """An on-demand check of a model folder's newest checkpoint (`facesmith merge check`)."""
+SETTINGS_META_KEY = "merge_check_options"
+
+
+def model_check_settings(history: Any, options: dict[str, Any] | None = None) -> CheckSettings:
+    """The model's merge-check settings: the options stored with it, updated by `options` (which are
+    then stored, so training and later on-demand checks judge alike). Raises CheckSettingsError."""
+    stored = json.loads(history.meta(SETTINGS_META_KEY) or "{}")
+    merged = {**stored, **(options or {})}
+    settings = resolve_check_settings(merged)
+    if options:
+        history.set_meta(SETTINGS_META_KEY, json.dumps(merged, sort_keys=True))
+    return settings
+
+
+def check_model(model_dir: Path, analyzer: Any = None, options: dict[str, Any] | None = None) -> MergeCheckResult:
+    """An on-demand check of a model folder's newest checkpoint (`facesmith merge check`), judged with
+    the model's stored check options updated by `options`."""
     from train.loop import (
         close_session,
         list_checkpoints,
@@ -580,7 +603,7 @@ def check_model(model_dir: Path, analyzer: Any = None, settings: CheckSettings |
 
     session = open_session(Path(model_dir), {})
     try:
-        checker = MergeChecker(session, analyzer=analyzer, settings=settings)
+        checker = MergeChecker(session, analyzer=analyzer, settings=model_check_settings(session.history, options))
         outcome = checker(session, session.iteration)
         # As in training: the best iteration is remembered (and kept) and a flag is shown by `train status`.
         record_evaluation(session, checker.name, session.iteration, outcome,

@@ -43,29 +43,29 @@ class CheckSettings:
     to 1: the score is their weighted mean over the components a check could measure.
     """
 
-    rule: str = declare("quality", "What decides the best iteration and the overtraining flag: quality (the "
+    check_rule: str = declare("quality", "What decides the best iteration and the overtraining flag: quality (the "
                         "merge-quality score of the merged held-out frames) or heldout-loss (the held-out "
                         "src reconstruction loss alone).", choices=RULES)
-    weight_identity: float = declare(0.3, "Weight of identity (merged faces' likeness to the src person, from "
+    check_weight_identity: float = declare(0.3, "Weight of identity (merged faces' likeness to the src person, from "
                                      "the unmerged dst to a real src photo) in the quality score.",
                                      minimum=0.0, maximum=10.0)
-    weight_expression: float = declare(0.3, "Weight of expression fidelity (eyes and mouth follow the dst) in "
+    check_weight_expression: float = declare(0.3, "Weight of expression fidelity (eyes and mouth follow the dst) in "
                                        "the quality score.", minimum=0.0, maximum=10.0)
-    weight_sharpness: float = declare(0.1, "Weight of sharpness relative to the src faces in the quality score.",
+    check_weight_sharpness: float = declare(0.1, "Weight of sharpness relative to the src faces in the quality score.",
                                       minimum=0.0, maximum=10.0)
-    weight_artefacts: float = declare(0.1, "Weight of artefacts (face pixels clipped to black or white) in the "
+    check_weight_artefacts: float = declare(0.1, "Weight of artefacts (face pixels clipped to black or white) in the "
                                       "quality score.", minimum=0.0, maximum=10.0)
-    weight_heldout_loss: float = declare(0.2, "Weight of the held-out src loss (relative to the first check) in "
+    check_weight_heldout_loss: float = declare(0.2, "Weight of the held-out src loss (relative to the first check) in "
                                          "the quality score.", minimum=0.0, maximum=10.0)
-    expression_limit: float = declare(0.25, "Eye and mouth landmark error (over the inter-ocular distance) at "
+    check_expression_limit: float = declare(0.25, "Eye and mouth landmark error (over the inter-ocular distance) at "
                                       "which expression scores 0.", minimum=0.01, maximum=2.0)
-    artefact_limit: float = declare(0.05, "Share of clipped face pixels at which artefacts score 0.",
+    check_artefact_limit: float = declare(0.05, "Share of clipped face pixels at which artefacts score 0.",
                                     minimum=0.001, maximum=1.0)
-    patience: int = declare(3, "Checks in a row worse than the best (training loss falling) that raise the "
+    check_patience: int = declare(3, "Checks in a row worse than the best (training loss falling) that raise the "
                             "overtraining flag.", minimum=1, maximum=100)
-    quality_margin: float = declare(0.03, "How far below its best the quality score must be to count as worse "
+    check_quality_margin: float = declare(0.03, "How far below its best the quality score must be to count as worse "
                                     "(score units; smaller moves are noise).", minimum=0.0, maximum=1.0)
-    loss_margin: float = declare(0.05, "How far above its best the held-out loss must be to count as worse "
+    check_loss_margin: float = declare(0.05, "How far above its best the held-out loss must be to count as worse "
                                  "(a share of the best) under the heldout-loss rule.", minimum=0.0, maximum=1.0)
 
     def option_values(self) -> dict[str, Any]:
@@ -73,7 +73,7 @@ class CheckSettings:
 
     @property
     def weights(self) -> dict[str, float]:
-        return {name: getattr(self, f"weight_{name}") for name in COMPONENTS}
+        return {name: getattr(self, f"check_weight_{name}") for name in COMPONENTS}
 
 
 def check_option_specs() -> tuple[OptionSpec, ...]:
@@ -152,9 +152,9 @@ def components(check: dict[str, Any], reference_loss: float, settings: CheckSett
     return QualityComponents(
         identity=identity_component(value("identity_similarity"), value("dst_identity_similarity"),
                                     value("src_identity_similarity")),
-        expression=expression_component(value("expression_error"), settings.expression_limit),
+        expression=expression_component(value("expression_error"), settings.check_expression_limit),
         sharpness=sharpness_component(value("sharpness_ratio")),
-        artefacts=artefact_component(value("artefact_score"), settings.artefact_limit),
+        artefacts=artefact_component(value("artefact_score"), settings.check_artefact_limit),
         heldout_loss=loss_component(value("validation_src_loss"), reference_loss))
 
 
