@@ -184,7 +184,8 @@ def register(app: typer.Typer) -> None:
             ("best iteration", "-" if built.best_iteration is None else str(built.best_iteration)),
             ("overtraining", built.warning or "none"),
             ("last merge check", "none" if last is None else (
-                f"at {last['iteration']}: held-out src loss {_number(last['validation_src_loss'])} (gap "
+                f"at {last['iteration']}: quality {_number(last.get('quality_score'), 3)} (decided by "
+                f"{last.get('rule') or '-'}), held-out src loss {_number(last['validation_src_loss'])} (gap "
                 f"{_number(last['generalisation_gap'])}), identity {_number(last['identity_similarity'], 3)}, "
                 f"expression error {_number(last['expression_error'], 3)}, sharpness "
                 f"{_number(last['sharpness_ratio'], 2)}, artefacts {_number(last['artefact_score'], 3)}")),

@@ -34,7 +34,7 @@ from merge.quality import (
     combine,
     components,
     quality_scores,
-    reference_loss,
+    best_loss,
     resolve_check_settings,
 )
 from train.faceset_data import FaceArrays, load_face_arrays, read_curated_faces
@@ -440,7 +440,7 @@ class MergeChecker:
                     "sharpness_ratio": sharpness / self.src_sharpness if self.src_sharpness > 0 else float("nan"),
                     "artefact_score": artefacts, "training_loss": training_loss}
         settings = self.check_settings
-        parts = components(measures, reference_loss([*previous, measures]), settings)
+        parts = components(measures, best_loss([*previous, measures]), settings)
         score = combine(parts, settings.weights)
         verdict = judge([*previous, measures], settings)
         sheet = self._contact_sheet(iteration, merged)

@@ -13,8 +13,9 @@ Each component is 0..1, higher is better:
 - sharpness: the merged face's Laplacian variance over the src faces' median, folded so that too
   sharp (noise) counts like too soft: min(r, 1/r);
 - artefacts: 1 minus the share of face pixels driven to pure black or white, over `artefact_limit`;
-- held-out loss: 1 - loss / (2 × reference), the reference being the model's first check, so the
-  first check scores 0.5 and a loss halved since then 0.75.
+- held-out loss: 1 at a new best (lowest) held-out src loss, falling as 1 - scale·ln(loss / best so
+  far) when the loss rises above it; the best so far counts the checks up to this one only, so a
+  stored score never changes afterwards.
 """
 
 from __future__ import annotations
@@ -55,15 +56,18 @@ class CheckSettings:
                                       minimum=0.0, maximum=10.0)
     check_weight_artefacts: float = declare(0.1, "Weight of artefacts (face pixels clipped to black or white) in the "
                                       "quality score.", minimum=0.0, maximum=10.0)
-    check_weight_heldout_loss: float = declare(0.2, "Weight of the held-out src loss (relative to the first check) in "
-                                         "the quality score.", minimum=0.0, maximum=10.0)
+    check_weight_heldout_loss: float = declare(0.3, "Weight of the held-out src loss (how far above its best so far) "
+                                               "in the quality score.", minimum=0.0, maximum=10.0)
     check_expression_limit: float = declare(0.25, "Eye and mouth landmark error (over the inter-ocular distance) at "
                                       "which expression scores 0.", minimum=0.01, maximum=2.0)
     check_artefact_limit: float = declare(0.05, "Share of clipped face pixels at which artefacts score 0.",
-                                    minimum=0.001, maximum=1.0)
+                                          minimum=0.001, maximum=1.0)
+    check_loss_scale: float = declare(4.0, "How fast the held-out loss component falls as the loss rises above its "
+                                      "best so far: 1 - scale*ln(loss/best); at 4, 10% above the best scores 0.62 "
+                                      "and 28% above scores 0.", minimum=0.1, maximum=100.0)
     check_patience: int = declare(3, "Checks in a row worse than the best (training loss falling) that raise the "
                             "overtraining flag.", minimum=1, maximum=100)
-    check_quality_margin: float = declare(0.03, "How far below its best the quality score must be to count as worse "
+    check_quality_margin: float = declare(0.075, "How far below its best the quality score must be to count as worse "
                                     "(score units; smaller moves are noise).", minimum=0.0, maximum=1.0)
     check_loss_margin: float = declare(0.05, "How far above its best the held-out loss must be to count as worse "
                                  "(a share of the best) under the heldout-loss rule.", minimum=0.0, maximum=1.0)
@@ -137,14 +141,16 @@ def artefact_component(share: float, limit: float) -> float:
     return _clip(1.0 - share / limit)
 
 
-def loss_component(loss: float, reference: float) -> float:
-    if not (math.isfinite(loss) and math.isfinite(reference)) or reference <= 0:
+def loss_component(loss: float, best: float, scale: float) -> float:
+    """1 when `loss` is the best (lowest) held-out loss so far, 1 - scale·ln(loss / best) above it."""
+    if not (math.isfinite(loss) and math.isfinite(best)) or best <= 0 or loss <= 0:
         return math.nan
-    return _clip(1.0 - loss / (2.0 * reference))
+    return _clip(1.0 - scale * math.log(loss / best))
 
 
-def components(check: dict[str, Any], reference_loss: float, settings: CheckSettings) -> QualityComponents:
-    """Normalise one stored check (a merge_checks row as a dict; None where not measured)."""
+def components(check: dict[str, Any], best_loss: float, settings: CheckSettings) -> QualityComponents:
+    """Normalise one stored check (a merge_checks row as a dict; None where not measured); `best_loss`
+    is the lowest held-out loss of the checks up to and including this one."""
     def value(name: str) -> float:
         raw = check.get(name)
         return math.nan if raw is None else float(raw)
@@ -155,7 +161,7 @@ def components(check: dict[str, Any], reference_loss: float, settings: CheckSett
         expression=expression_component(value("expression_error"), settings.check_expression_limit),
         sharpness=sharpness_component(value("sharpness_ratio")),
         artefacts=artefact_component(value("artefact_score"), settings.check_artefact_limit),
-        heldout_loss=loss_component(value("validation_src_loss"), reference_loss))
+        heldout_loss=loss_component(value("validation_src_loss"), best_loss, settings.check_loss_scale))
 
 
 def combine(parts: QualityComponents, weights: dict[str, float]) -> float:
@@ -169,21 +175,23 @@ def combine(parts: QualityComponents, weights: dict[str, float]) -> float:
     return total / weight_sum if weight_sum > 0 else math.nan
 
 
-def reference_loss(checks: Sequence[dict[str, Any]]) -> float:
-    """The held-out loss the loss component is measured against: the model's first measured check."""
-    for check in checks:
-        value = check.get("validation_src_loss")
-        if value is not None and math.isfinite(float(value)):
-            return float(value)
-    return math.nan
+def best_loss(checks: Sequence[dict[str, Any]]) -> float:
+    """The lowest finite held-out src loss of `checks` (NaN when none was measured)."""
+    values = [float(c["validation_src_loss"]) for c in checks if c.get("validation_src_loss") is not None]
+    finite = [value for value in values if math.isfinite(value)]
+    return min(finite) if finite else math.nan
 
 
 def quality_scores(checks: Sequence[dict[str, Any]], settings: CheckSettings) -> list[float]:
-    """Every check's quality score (oldest first) under `settings`."""
-    reference = reference_loss(checks)
-    return [combine(components(check, reference, settings), settings.weights) for check in checks]
+    """Every check's quality score (oldest first) under `settings`, each against the best loss up to it."""
+    scores, best = [], math.inf
+    for check in checks:
+        best = min(best, best_loss([check]) if check.get("validation_src_loss") is not None else math.inf)
+        scores.append(combine(components(check, best if math.isfinite(best) else math.nan, settings), settings.weights))
+    return scores
 
 
 __all__ = ["COMPONENTS", "RULES", "CheckSettings", "CheckSettingsError", "QualityComponents", "artefact_component",
+           "best_loss",
            "check_option_specs", "combine", "components", "expression_component", "identity_component",
-           "loss_component", "quality_scores", "reference_loss", "resolve_check_settings", "sharpness_component"]
+           "loss_component", "quality_scores", "resolve_check_settings", "sharpness_component"]

@@ -57,7 +57,7 @@ def time_quality_scoring(check: dict, history: int, repeats: int = 20) -> float:
     """Seconds the merge-quality score adds to one check whose model holds `history` earlier checks:
     the components and weighted mean of the new check and the verdict (all scores recomputed)."""
     from merge.checks import judge
-    from merge.quality import CheckSettings, combine, components, reference_loss
+    from merge.quality import CheckSettings, best_loss, combine, components
 
     rng = np.random.default_rng(0)
     rows = []
@@ -71,7 +71,7 @@ def time_quality_scoring(check: dict, history: int, repeats: int = 20) -> float:
     settings = CheckSettings()
     started = time.perf_counter()
     for _ in range(repeats):
-        combine(components(rows[-1], reference_loss(rows), settings), settings.weights)
+        combine(components(rows[-1], best_loss(rows), settings), settings.weights)
         judge(rows, settings)
     return (time.perf_counter() - started) / repeats
 

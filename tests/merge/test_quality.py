@@ -31,8 +31,11 @@ def test_components_run_from_the_unmerged_dst_to_a_real_src_photo():
     assert identity_component(0.5, 0.1, 0.9) == pytest.approx(0.5)
     assert identity_component(0.05, 0.1, 0.9) == 0 and identity_component(0.95, 0.1, 0.9) == 1  # clipped
     assert math.isnan(identity_component(0.5, 0.5, 0.52))  # the embedder cannot tell the two apart
-    parts = components(check(100), reference_loss=2.0, settings=CheckSettings())
-    assert parts.heldout_loss == pytest.approx(0.5)  # the first check: loss equal to the reference
+    parts = components(check(100), best_loss=2.0, settings=CheckSettings())
+    assert parts.heldout_loss == 1  # the best held-out loss so far
+    above = components(check(100, loss=2.2), best_loss=2.0, settings=CheckSettings(check_loss_scale=4))
+    assert above.heldout_loss == pytest.approx(1 - 4 * math.log(1.1))  # 10 % above its best
+    assert components(check(100, loss=3.0), 2.0, CheckSettings()).heldout_loss == 0
     assert parts.sharpness == pytest.approx(0.8)
     too_sharp = components(check(100, sharpness=1.25), 2.0, CheckSettings())
     assert too_sharp.sharpness == pytest.approx(0.8)  # noise counts like blur
@@ -44,9 +47,12 @@ def test_every_component_moves_the_score_its_way():
     base = quality_scores([check(100)], settings)[0]
     for worse in (dict(identity=0.2), dict(expression=0.15), dict(sharpness=0.4), dict(clipped=0.02)):
         assert quality_scores([check(100, **worse)], settings)[0] < base, worse
-    # the held-out loss is measured against the first check
-    assert quality_scores([check(100), check(200, loss=3.0)], settings)[1] < base
-    assert quality_scores([check(100), check(200, loss=1.0)], settings)[1] > base
+    # the held-out loss is measured against its best so far: a rise costs, a new best does not
+    assert quality_scores([check(100), check(200, loss=2.3)], settings)[1] < base
+    assert quality_scores([check(100), check(200, loss=1.0)], settings)[1] == pytest.approx(base)
+    # and a stored score never changes later: the best counts the checks up to it only
+    assert quality_scores([check(100), check(200, loss=2.3), check(300, loss=1.0)], settings)[:2] == \
+        quality_scores([check(100), check(200, loss=2.3)], settings)
 
 
 def test_unmeasured_components_leave_the_weighted_mean_of_the_rest():
@@ -60,18 +66,18 @@ def test_unmeasured_components_leave_the_weighted_mean_of_the_rest():
 
 def test_the_quality_rule_flags_a_falling_score_while_training_loss_falls():
     iterations = [100, 200, 300, 400, 500, 600]
-    scores = [0.40, 0.46, 0.44, 0.41, 0.40, 0.39]
+    scores = [0.40, 0.50, 0.47, 0.40, 0.39, 0.38]
     training = [5.0, 4.0, 3.5, 3.0, 2.6, 2.2]
-    verdict = quality_verdict(iterations, scores, training)
-    assert verdict.flagged and verdict.best_iteration == 200 and verdict.change_since_best == pytest.approx(-0.07)
-    assert not quality_verdict(iterations, scores, [5.0, 4.0, 3.5, 3.6, 3.8, 4.0]).flagged  # training not falling
-    assert not quality_verdict(iterations[:5], scores[:5], training[:5]).flagged  # two checks below, not three
-    assert not quality_verdict(iterations, [0.40, 0.46, 0.44, 0.44, 0.45, 0.44], training).flagged  # within the margin
+    verdict = quality_verdict(iterations, scores, training, margin=0.05)
+    assert verdict.flagged and verdict.best_iteration == 200 and verdict.change_since_best == pytest.approx(-0.12)
+    assert not quality_verdict(iterations, scores, [5.0, 4.0, 3.5, 3.6, 3.8, 4.0], margin=0.05).flagged  # training not falling
+    assert not quality_verdict(iterations[:5], scores[:5], training[:5], margin=0.05).flagged  # two checks below, not three
+    assert not quality_verdict(iterations, [0.40, 0.50, 0.47, 0.47, 0.48, 0.47], training, margin=0.05).flagged  # within the margin
 
 
 def test_the_rule_option_chooses_what_decides():
     # held-out loss keeps falling while the merged frames get worse: only the quality rule sees it
-    checks = [check(100 * (i + 1), loss=2.0 - 0.05 * i, expression=0.04 + 0.03 * i, training=5.0 - 0.4 * i)
+    checks = [check(100 * (i + 1), loss=2.0 - 0.05 * i, expression=0.04 + 0.05 * i, training=5.0 - 0.4 * i)
               for i in range(6)]
     by_quality = judge(checks, CheckSettings())
     by_loss = judge(checks, CheckSettings(check_rule="heldout-loss"))
