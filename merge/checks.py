@@ -429,6 +429,9 @@ class MergeChecker:
         connection = session.history.connection
         _ensure_table(connection)
         previous = _rows(connection, "WHERE iteration < ? ORDER BY iteration", [iteration])
+        for row in previous:  # checks stored before the quality score lack the identity scale's top: it is fixed
+            if row.get("src_identity_similarity") is None:
+                row["src_identity_similarity"] = self.src_reference
         last_iteration = previous[-1]["iteration"] if previous else 0
         training_row = connection.execute(
             "SELECT avg(src_loss + dst_loss) FROM history WHERE iteration > ? AND iteration <= ?",
