@@ -22,11 +22,12 @@ samples: install
 	$(PY) tools/fetch_samples.py --dest samples
 
 demo: samples
-	$(VENV)/bin/facesmith curate scan samples --db $(DEMO)/faceset.duckdb
-	$(VENV)/bin/facesmith curate analyze --db $(DEMO)/faceset.duckdb --identity face_recognition/obama.jpg
-	$(VENV)/bin/facesmith curate select --db $(DEMO)/faceset.duckdb --budget 12 --out $(DEMO)/selected
+	@[ -f $(DEMO)/clip.done ] || { $(PY) tools/footage.py --samples samples --out $(DEMO)/clip --fps 25 --scale 0.6 && touch $(DEMO)/clip.done; }
+	$(VENV)/bin/facesmith curate scan $(DEMO)/clip --db $(DEMO)/faceset.duckdb --role src
+	$(VENV)/bin/facesmith curate analyze --db $(DEMO)/faceset.duckdb --identity samples/face_recognition/obama3.jpg
+	$(VENV)/bin/facesmith curate select --db $(DEMO)/faceset.duckdb --budget 24 --out $(DEMO)/selected
 	$(VENV)/bin/facesmith curate report --db $(DEMO)/faceset.duckdb --html $(DEMO)/report.html
-	$(VENV)/bin/facesmith curate scan samples/insightface --db $(DEMO)/dst.duckdb
+	$(VENV)/bin/facesmith curate scan samples/insightface --db $(DEMO)/dst.duckdb --role dst
 	$(VENV)/bin/facesmith train run --model-dir $(DEMO)/model --src $(DEMO)/faceset.duckdb --dst $(DEMO)/dst.duckdb \
 	  --resolution 64 --ae-dims 64 --e-dims 32 --d-dims 32 --d-mask-dims 16 --batch-size 4 \
 	  --preview-every 100 --save-every 100 --iterations 200

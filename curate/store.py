@@ -14,12 +14,12 @@ from typing import Any, Iterable, Iterator, Sequence
 import duckdb
 
 from curate.errors import ReadOnlyQueryError, StoreError
-from curate.faceset import table_exists
+from curate.faceset import check_role, table_exists
 from curate.records import FaceRecord, ImageRecord
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 IMAGE_COLUMNS = (
     "image_id, path, content_hash, bytes, mtime_ns, width, height, format, mode, status, "
@@ -220,6 +220,28 @@ _MIGRATIONS: dict[int, list[str]] = {
     ],
     # `coverage` (version 4) answers what `pose_coverage` did, with the report's bins.
     5: ["DROP VIEW pose_coverage"],
+    # Curate decisions that hold on footage (curate/faceset.py): a person's decisions, how far each
+    # dropped duplicate is from its keeper in pose, expression and light, whether an identity
+    # verdict rests on a reliable embedding, and the expression each selected face shows.
+    6: [
+        """CREATE TABLE decisions (
+            decision_id BIGINT PRIMARY KEY,       -- 1, 2, …: the order they were made; the latest wins
+            face_id VARCHAR NOT NULL,
+            content_hash VARCHAR,                 -- sha256 of the face's image (decisions move by it)
+            face_index INTEGER,                   -- the face's index in that image
+            action VARCHAR NOT NULL CHECK (action IN
+                ('exclude', 'include', 'reset', 'keeper', 'label', 'tag', 'untag')),
+            value VARCHAR,                        -- label: main | other-person | NULL; tag: the tag
+            who VARCHAR NOT NULL,
+            decided_at TIMESTAMPTZ NOT NULL,
+            why VARCHAR
+        )""",
+        "ALTER TABLE duplicates ADD COLUMN pose_delta DOUBLE",        # degrees to the kept face
+        "ALTER TABLE duplicates ADD COLUMN expression_delta DOUBLE",  # in expression tolerances
+        "ALTER TABLE duplicates ADD COLUMN light_delta DOUBLE",       # lighting asymmetry
+        "ALTER TABLE identities ADD COLUMN reliable BOOLEAN",         # the embedding can be trusted
+        "ALTER TABLE selection ADD COLUMN expression_bin VARCHAR",
+    ],
 }
 
 
@@ -291,6 +313,9 @@ class FacesetStore:
     def meta(self, key: str) -> str | None:
         row = self.connection.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
         return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.connection.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
 
     def require_meta(self, key: str, value: str, what: str) -> None:
         """Record `value` under `key` the first time; refuse a different value later."""
@@ -386,6 +411,16 @@ class FacesetStore:
             connection.execute(f"INSERT INTO face_checks ({CHECK_COLUMNS}) SELECT {CHECK_COLUMNS} "
                                "FROM read_parquet(?)", [checks])
 
+    def add_checks(self, checks: Sequence[tuple], measures: Sequence[str]) -> None:
+        """Replace these measures' face_checks rows of the faces in `checks` (rows as
+        curate.faces.quality.check_rows), in one transaction."""
+        face_ids = sorted({row[0] for row in checks})
+        with self._transaction("add quality checks to") as connection:
+            if face_ids:
+                connection.execute("DELETE FROM face_checks WHERE list_contains(?, face_id) AND list_contains(?, measure)",
+                                   [face_ids, list(measures)])
+            _insert_rows(connection, f"face_checks ({CHECK_COLUMNS})", list(checks))
+
     def write_dfl_faces(self, rows: Sequence[tuple]) -> None:
         """Replace the dfl_faces rows of these images (rows as DflFaceRow.to_row()) in one transaction."""
         with self._transaction("write DFL metadata to") as connection:
@@ -449,6 +484,17 @@ def _insert_rows(connection: duckdb.DuckDBPyConnection, target: str, rows: list[
             f"INSERT INTO {target} VALUES {', '.join([one_row] * len(chunk))}",
             [value for row in chunk for value in row],
         )
+
+
+def set_role(database: Path, role: str) -> None:
+    """Record whether the faceset at `database` is a src (the face to learn) or a dst (the frames
+    to merge into); see curate.faceset for what the role changes."""
+    check_role(role)
+    database = Path(database)
+    if not database.is_file():
+        raise StoreError(f"no faceset at {database}: run 'facesmith curate scan' first")
+    with FacesetStore(database) as store:
+        store.set_meta("role", role)
 
 
 # -- read-only queries ---------------------------------------------------------------------

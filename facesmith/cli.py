@@ -22,6 +22,7 @@ from facesmith.console import (
     NewDbOption,
     PackOption,
     ResolutionOption,
+    RoleOption,
     RuntimeOption,
     fail,
     progress,
@@ -46,6 +47,7 @@ app.add_typer(curate_app, name="curate")
 class ScanEngineName(str, enum.Enum):
     local = "local"
     ray = "ray"
+
 
 def _version(value: bool) -> None:
     if value:
@@ -99,6 +101,7 @@ def scan(
         "--keep-shards", help="Keep the Parquet shards the Ray engine loads (in <db>_shards/<run>/); by default each "
              "is deleted once it is in the faceset.",
     )] = False,
+    role: RoleOption = None,
     output: FormatOption = OutputFormat.table,
 ) -> None:
     """Analyse every image under SOURCE into the faceset: only new or changed files are read."""
@@ -115,7 +118,7 @@ def scan(
             scan_engine = ray_engine(address, ray_cpus, ray_actors, keep_shards)
         with progress("scanning", wants_progress(output)) as on_progress:
             summary = scan_folder(source, db, settings, aligned_dir=aligned, on_progress=on_progress,
-                                  engine=scan_engine)
+                                  engine=scan_engine, role=role.value if role else None)
     except (FacesmithError, OSError) as error:  # OSError: e.g. --db or --aligned under a file
         fail(error)
     rows = [

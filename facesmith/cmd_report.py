@@ -9,9 +9,11 @@ import typer
 from rich.text import Text
 
 from curate.errors import FacesmithError
+from curate.faceset import FacesetReader
 from facesmith.console import (
     ExistingDbOption,
     FormatOption,
+    RoleOption,
     fail,
 )
 from facesmith.render import OutputFormat, render_rows, stdout_console, to_json
@@ -22,38 +24,64 @@ def register(curate_app: typer.Typer) -> None:
     def analyze(
         db: ExistingDbOption = Path("faceset.duckdb"),
         identity: Annotated[Optional[Path], typer.Option(
-            "--identity", help="An image (under the scanned folder) whose face is the main identity; "
-                               "default: the largest cluster.")] = None,
+            "--identity", help="A photo of the main person: an image of the faceset, or any photo "
+                               "elsewhere (it is only looked at, never added); default: the largest cluster.")] = None,
+        role: RoleOption = None,
         min_cosine: Annotated[Optional[float], typer.Option(
-            help="Near duplicates: least embedding cosine to count as the same shot "
+            help="Near duplicates: least embedding cosine to count as the same picture "
                  "(default: the library's).")] = None,
         max_phash_bits: Annotated[Optional[int], typer.Option(
             help="Near duplicates: most differing perceptual-hash bits of 64 (default: the library's).")] = None,
+        max_pose_delta: Annotated[Optional[float], typer.Option(
+            help="Near duplicates: most degrees of yaw or pitch between the same picture; a face "
+                 "turned further is a new pose (default: the library's).")] = None,
+        max_expression_delta: Annotated[Optional[float], typer.Option(
+            help="Near duplicates: most change of eyes, mouth and brows, in tolerances "
+                 "(default: the library's).")] = None,
+        max_light_delta: Annotated[Optional[float], typer.Option(
+            help="Near duplicates: most change of the lighting direction (left/right, top/bottom "
+                 "asymmetry) (default: the library's).")] = None,
         identity_distance: Annotated[Optional[float], typer.Option(
             help="Identities: cosine distance that separates people (default: per backend).")] = None,
         output: FormatOption = OutputFormat.table,
     ) -> None:
-        """Find exact and near duplicates and the main identity; store why for every face."""
+        """Find exact and near duplicates and the main identity; store why for every face.
+
+        Near duplicates are the same picture: a face is only dropped against the face kept in its
+        place, and only when it matches it in identity, perceptual hash, pose, expression and light.
+        """
         from curate.analysis.duplicates import DuplicateSettings, analyze_duplicates
         from curate.analysis.identities import IdentitySettings, analyze_identities
+        from curate.store import set_role
 
         try:
-            overrides = {key: value for key, value in
-                         (("min_cosine", min_cosine), ("max_phash_distance", max_phash_bits)) if value is not None}
-            duplicates = analyze_duplicates(db, DuplicateSettings(**overrides))
-            identities = analyze_identities(db, IdentitySettings(distance_threshold=identity_distance),
-                                            pin_image=identity)
+            overrides = {key: value for key, value in (
+                ("min_cosine", min_cosine), ("max_phash_distance", max_phash_bits),
+                ("max_pose_delta", max_pose_delta), ("max_expression_delta", max_expression_delta),
+                ("max_light_delta", max_light_delta)) if value is not None}
+            duplicate_settings = DuplicateSettings(**overrides)
+            identity_settings = IdentitySettings(distance_threshold=identity_distance)
+            if role is not None:
+                set_role(db, role.value)
+            duplicates = analyze_duplicates(db, duplicate_settings)
+            identities = analyze_identities(db, identity_settings, pin_image=identity)
+            with FacesetReader(db) as reader:
+                faceset_role = reader.role
         except FacesmithError as error:
             fail(error)
-        result = {"duplicates": duplicates.to_dict(), "identities": identities.to_dict()}
+        result = {"role": faceset_role, "duplicates": duplicates.to_dict(), "identities": identities.to_dict()}
         if output is OutputFormat.json:
             typer.echo(to_json(result))
             return
+        dropping = "faces to drop" if faceset_role == "src" else "duplicate faces (dst: reported, never dropped)"
         rows = [
-            ("duplicate groups", duplicates.groups), ("faces to drop", duplicates.faces_to_drop),
+            ("role", faceset_role),
+            ("duplicate groups", duplicates.groups), (dropping, duplicates.faces_to_drop),
             *((f"  {kind}", count) for kind, count in duplicates.by_kind.items()),
-            ("identity clusters", identities.clusters),
+            ("largest group", duplicates.largest_group),
+            ("identity clusters (people)", identities.clusters),
             *((f"  {label}", count) for label, count in identities.labels.items()),
+            ("unreliable faces (not clustered)", identities.unreliable),
             ("pinned by", identities.pinned or "largest cluster"),
         ]
         render_rows(["analysis", "result"], rows, output, stdout_console(), title=f"analysis of {db}")

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from curate.errors import FacesmithError
+from curate.faceset import QUALITY_GATES
 from facesmith.console import (
     ExistingDbOption,
     FormatOption,
@@ -68,10 +69,11 @@ def register(curate_app: typer.Typer) -> None:
         pitch_bin: Annotated[int, typer.Option(help="Pitch bin width in degrees.")] = 15,
         no_lighting: Annotated[bool, typer.Option("--no-lighting", help="Cover pose only: leave the lighting direction (left, right, top, bottom, even) out of the cells.")] = False,
         light_threshold: Annotated[float, typer.Option(help="Half-face brightness asymmetry below which a face counts as evenly lit (0-1).")] = 0.10,
-        exclude_bad: Annotated[str, typer.Option(help="Comma-separated quality measures whose 'bad' verdict keeps a face out ('none' for no quality exclusions).")] = "sharpness,face_size",
+        no_expression: Annotated[bool, typer.Option("--no-expression", help="Cover pose and light only: leave the expression (neutral, mouth open, smile, eyes closed) out of the cells.")] = False,
+        exclude_bad: Annotated[str, typer.Option(help="Comma-separated quality measures whose 'bad' verdict keeps a face out ('none' for no quality exclusions).")] = ",".join(QUALITY_GATES),
         output: FormatOption = OutputFormat.table,
     ) -> None:
-        """Choose the faces that best cover pose and lighting, then the sharpest; copy them to OUT and record why every other face was left out."""
+        """Choose the faces that best cover pose, expression and lighting, then the sharpest; copy them to OUT and record why every other face was left out. Warns when the budget cannot be filled, and says what kept the other faces out."""
         from curate.analysis.selection import SelectionSettings, select_and_export
 
         measures = tuple(part.strip() for part in exclude_bad.split(",") if part.strip())
@@ -79,7 +81,8 @@ def register(curate_app: typer.Typer) -> None:
             measures = ()
         try:
             settings = SelectionSettings(budget=budget, yaw_bin=yaw_bin, pitch_bin=pitch_bin, lighting=not no_lighting,
-                                         light_threshold=light_threshold, exclude_bad=measures)
+                                         light_threshold=light_threshold, exclude_bad=measures,
+                                         expression=not no_expression)
             with progress("copying", wants_progress(output)) as on_progress:
                 summary = select_and_export(db, out, settings, on_progress=on_progress)
         except (FacesmithError, OSError) as error:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -67,6 +68,17 @@ def progress(label: str, enabled: bool) -> Iterator[Optional[ProgressCallback]]:
 
 # Options that several commands take, declared once.
 ExistingDbOption = Annotated[Path, typer.Option("--db", help="Faceset database file.")]
+
+
+class RoleName(str, enum.Enum):
+    src = "src"
+    dst = "dst"
+
+
+RoleOption = Annotated[Optional[RoleName], typer.Option(
+    help="src: the face to learn (analysis thins it to a training set); dst: the frames to merge into "
+         "(never thinned: training takes every dst face). Stored with the faceset; a faceset never given "
+         "one is a src.", show_default=False)]
 NewDbOption = Annotated[Path, typer.Option("--db", help="Faceset database file (created if missing).")]
 BackendOption = Annotated[str, typer.Option(help="Face models: 'embedded' (offline default) or 'insightface'.")]
 ModelsOption = Annotated[Optional[Path], typer.Option(

@@ -22,7 +22,7 @@ def _coverage_grid(coverage: dict) -> Table | None:
     counts, yaw_edges, pitch_edges = coverage.get("counts"), coverage.get("yaw_edges"), coverage.get("pitch_edges")
     if not counts or not yaw_edges or not pitch_edges:
         return None
-    table = Table(title="pose coverage: faces per yaw (columns) × pitch (rows) bin, °; · = none",
+    table = Table(title="pose coverage of the faces that can train: faces per yaw (columns) × pitch (rows) bin, °; · = none",
                   title_justify="left", show_lines=False, padding=(0, 1))
     table.add_column("pitch \\ yaw", justify="right")
     for edge in yaw_edges[:-1]:
@@ -37,7 +37,9 @@ def _coverage_grid(coverage: dict) -> Table | None:
 
 
 def render_report(report: Report, console: Console) -> None:
-    console.print(Text(f"faceset {report.database}", style="bold"))
+    console.print(Text(f"faceset {report.database} ({report.role})", style="bold"))
+    for warning in report.warnings:
+        console.print(Text(f"warning: {warning}", style="yellow"))
     if report.stale:
         console.print(Text(f"note: scanned again after these analyses ran: {', '.join(report.stale)} "
                            "(run 'facesmith curate analyze')", style="yellow"))
@@ -57,6 +59,8 @@ def render_report(report: Report, console: Console) -> None:
     if report.identities:
         console.print(_pairs("identities", [("clusters", report.identities["clusters"]),
                                             *report.identities["labels"].items()]))
+    if any(report.decisions.values()):
+        console.print(_pairs("decided by hand (curate review)", report.decisions.items(), ("decision", "faces")))
     grid = _coverage_grid(report.coverage)
     if grid is not None:
         console.print(grid)

@@ -28,13 +28,13 @@ import numpy as np
 
 from curate.faces.align import arcface_crop, warp_face
 from curate.errors import FacesmithError
-from curate.faceset import open_faceset
+from curate.faceset import FacesetReader
 from merge.quality import (
     CheckSettings,
+    best_loss,
     combine,
     components,
     quality_scores,
-    best_loss,
     resolve_check_settings,
 )
 from train.faceset_data import FaceArrays, load_face_arrays, read_curated_faces
@@ -227,40 +227,29 @@ class HeldOutFrame:
 
 def heldout_frames(dst_database: Path, face_ids: list[str], limit: int = MAX_FRAMES) -> list[HeldOutFrame]:
     """The frames of held-out dst faces (the first `limit` by face id), read from the dst faceset."""
-    connection = open_faceset(dst_database)
-    try:
-        root_row = connection.execute(
-            "SELECT source_root FROM runs ORDER BY started_at DESC LIMIT 1").fetchone()
-        if root_row is None:
-            raise MergeCheckError(f"{dst_database} records no scan")
-        rows = connection.execute(
-            "SELECT f.face_id, i.path, f.landmarks68, f.landmarks5, f.bbox FROM faces f JOIN images i "
-            "USING (image_id) WHERE list_contains(?, f.face_id) ORDER BY f.face_id LIMIT ?",
-            [sorted(face_ids), limit]).fetchall()
-    finally:
-        connection.close()
-    root = Path(root_row[0])
-    return [HeldOutFrame(face_id=face_id, frame_path=root / path,
-                         landmarks68=np.asarray(lm68, np.float64).reshape(68, 2),
-                         landmarks5=np.asarray(lm5, np.float64).reshape(5, 2),
-                         bbox=np.asarray(bbox, np.float64)) for face_id, path, lm68, lm5, bbox in rows]
+    with FacesetReader(dst_database) as reader:
+        known = set(reader.faces().face_ids)
+        faces = reader.training_faces(face_ids=sorted(set(face_ids) & known)[:limit])
+    if any(face.source_path is None for face in faces):
+        raise MergeCheckError(f"{dst_database} records no scan")
+    return [HeldOutFrame(face_id=face.face_id, frame_path=face.source_path, landmarks68=face.landmarks68,
+                         landmarks5=face.landmarks5, bbox=face.bbox) for face in faces]
 
 
 def _src_identity(src_database: Path, face_ids: list[str]) -> np.ndarray:
     """The normalised mean embedding of the src training faces."""
-    centre = np.mean(_embeddings(src_database, face_ids), axis=0)
+    with FacesetReader(src_database) as reader:
+        embeddings = reader.embeddings(face_ids)
+    centre = np.mean(np.asarray(embeddings, dtype=np.float64), axis=0)
     return centre / max(np.linalg.norm(centre), 1e-12)
 
 
 def _embeddings(database: Path, face_ids: list[str]) -> np.ndarray:
-    """(N, D) float64 stored embeddings of the given faces."""
-    connection = open_faceset(database)
-    try:
-        rows = connection.execute("SELECT embedding FROM faces WHERE list_contains(?, face_id)",
-                                  [face_ids]).fetchall()
-    finally:
-        connection.close()
-    return np.array([row[0] for row in rows], dtype=np.float64)
+    """(N, D) float64 stored embeddings of the given faces (N = 0 when there are none)."""
+    if not face_ids:
+        return np.zeros((0, 0), np.float64)
+    with FacesetReader(database) as reader:
+        return np.asarray(reader.embeddings(face_ids), dtype=np.float64)
 
 
 def _laplacian_variance(face: np.ndarray, mask: np.ndarray) -> float:
@@ -297,7 +286,7 @@ class MergeChecker:
             raise MergeCheckError("the model holds out no dst faces: merge checks need held-out dst frames")
         src_faces = [f for f in read_curated_faces(session.src_database, config.use_selection)
                      if f.face_id in set(session.src_validation)]
-        dst_faces = [f for f in read_curated_faces(session.dst_database, config.use_selection)
+        dst_faces = [f for f in read_curated_faces(session.dst_database, config.use_selection, role="dst")
                      if f.face_id in set(session.dst_validation)]
         self.validation_src = load_face_arrays(src_faces, config.face_type, config.resolution)
         self.validation_dst = load_face_arrays(dst_faces, config.face_type, config.resolution)

@@ -116,6 +116,9 @@ def one_person_table(count: int, dim: int, pairs: int, seed: int = 1) -> FaceTab
         yaw=ones * 0, pitch=ones * 0, roll=ones * 0, sharpness=ones * 100, brightness=ones * 0.5,
         contrast=ones * 0.2, lighting_lr=ones * 0, lighting_tb=ones * 0, face_size=ones * 200,
         det_score=ones, aligned_paths=ids, image_sizes=np.full((count, 2), 640, np.int64),
+        # one landmark set for every face (a frozen expression): the pose, expression and light
+        # gates all pass, so the embedding and the perceptual hash decide, as in the worst case
+        landmarks68=np.broadcast_to(rng.uniform(0, 200, (68, 2)), (count, 68, 2)),
     )
 
 

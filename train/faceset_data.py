@@ -13,7 +13,7 @@ import numpy as np
 
 from curate.faces.align import face_transform, invert_affine, transform_points
 from curate.errors import FacesmithError
-from curate.faceset import open_faceset, table_exists
+from curate.faceset import FacesetReader
 
 log = logging.getLogger(__name__)
 
@@ -34,39 +34,20 @@ class CuratedFace:
     yaw: float  # degrees, NaN where unknown
 
 
-def read_curated_faces(database: Path, use_selection: bool = True) -> list[CuratedFace]:
-    """Every usable face of the faceset at `database`, ordered by face_id.
-
-    With `use_selection`, and when 'curate select' has run, only the selected faces; duplicates
-    marked to drop and faces of other people are always left out when analysis has run.
+def read_curated_faces(database: Path, use_selection: bool = True, role: str = "src") -> list[CuratedFace]:
+    """The faces of the faceset at `database` that train, ordered by face_id: the faceset
+    reader's rule (curate.faceset.FacesetReader), read as `role`. A src side trains on the main
+    identity's faces that are no dropped duplicate, have no bad quality verdict and, with
+    `use_selection` and a selection made, were selected; a dst side trains on every face. A
+    person's decisions win over both.
     """
     database = Path(database)
-    connection = open_faceset(database)
-    try:
-        filters = []
-        if use_selection and table_exists(connection, "selection") and connection.execute(
-                "SELECT count(*) FROM selection WHERE selected").fetchone()[0] > 0:
-            filters.append("face_id IN (SELECT face_id FROM selection WHERE selected)")
-        if table_exists(connection, "duplicates"):
-            filters.append("face_id NOT IN (SELECT face_id FROM duplicates WHERE NOT keep)")
-        if table_exists(connection, "identities") and connection.execute(
-                "SELECT count(*) FROM identities WHERE label = 'main'").fetchone()[0] > 0:
-            filters.append("face_id NOT IN (SELECT face_id FROM identities WHERE label <> 'main')")
-        where = ("WHERE " + " AND ".join(filters)) if filters else ""
-        rows = connection.execute(
-            f"SELECT face_id, aligned_path, resolution, image_to_face, landmarks68, yaw FROM faces "
-            f"{where} ORDER BY face_id").fetchall()
-    finally:
-        connection.close()
-    faces = []
-    for face_id, aligned_path, resolution, image_to_face, landmarks68, yaw in rows:
-        matrix = np.asarray(image_to_face, dtype=np.float64).reshape(2, 3)
-        faces.append(CuratedFace(
-            face_id=face_id, crop_path=database.parent / aligned_path, crop_resolution=int(resolution),
-            crop_to_source=invert_affine(matrix),
-            landmarks68=np.asarray(landmarks68, dtype=np.float64).reshape(68, 2),
-            yaw=float("nan") if yaw is None else float(yaw)))
-    return faces
+    with FacesetReader(database) as reader:
+        faces = reader.training_faces(use_selection, as_role=role)
+    return [CuratedFace(face_id=face.face_id, crop_path=face.crop_path, crop_resolution=face.crop_resolution,
+                        crop_to_source=invert_affine(face.image_to_face), landmarks68=face.landmarks68,
+                        yaw=face.yaw)
+            for face in faces]
 
 
 def holdout_ids(face_ids: list[str], share: float, seed: int) -> set[str]:

@@ -216,7 +216,7 @@ def open_session(model_dir: Path, options: dict[str, Any], src_database: Path | 
     history = ModelHistory(model_dir)
     try:
         src_all = read_curated_faces(src_database, config.use_selection)
-        dst_all = read_curated_faces(dst_database, config.use_selection)
+        dst_all = read_curated_faces(dst_database, config.use_selection, role="dst")
         src_train, src_validation = _split_faces(history, "src", src_all, config.validation_share, config.seed)
         dst_train, dst_validation = _split_faces(history, "dst", dst_all, config.validation_share,
                                                  config.seed + 1)

@@ -1,18 +1,29 @@
 """Find exact and near-duplicate faces in a faceset and choose which face of each group to keep.
 
-Three relations put two faces in one duplicate group:
+A near duplicate is **the same picture** — the same person in the same pose, expression and light,
+resized, re-encoded, slightly cropped or re-exposed — never merely the same person in the same
+shot. Three relations make a face a duplicate of another:
 
 - **exact-file** — the two images have the same content hash (sha256 of the bytes), and the faces
   the same index in them: every face of a copied file is a copy.
 - **exact-pixels** — different files (another name, format or encoder) that decode to identical
   pixels, e.g. a PNG and a BMP of one image. Candidates are found cheaply (same image size, same
   face index, same perceptual hash of the face) and then confirmed by decoding both files.
-- **near** — embedding cosine ≥ ``min_cosine`` AND perceptual-hash distance ≤
-  ``max_phash_distance``: resized, re-encoded, slightly cropped or brightness-shifted copies.
+- **near** — every one of: embedding cosine ≥ ``min_cosine``, perceptual-hash distance ≤
+  ``max_phash_distance``, yaw and pitch within ``max_pose_delta`` degrees, eye, mouth and brow
+  shape within ``max_expression_delta`` (curate.faces.expression), and brightness and lighting
+  direction within ``max_light_delta``.
 
-Groups are the connected components of those relations (union-find), so a chain of near copies is
-one group. Each group keeps one face, the best by :func:`choose_kept`; every other member gets a
-row saying what it duplicates and why the kept face won.
+Exact copies are an equivalence (a copy of a copy is a copy), so they are grouped transitively.
+Near duplicates are not: frames of a slow head turn are each "near" the next, and connected
+components chained whole shots into one group (an interview lost 92 % of its faces that way).
+Near groups are therefore **stars** formed by greedy leader clustering in keeper order: faces are
+ranked best first (a face a person chose as keeper; no 'bad' quality-gate verdict; fewer
+warnings; sharper for its contrast; larger; better exposed; smaller face_id), and each face in
+turn is dropped as a near duplicate of the *first-ranked kept face it matches*, or is kept. So
+every dropped face passes every threshold against the face kept in its place (its row says by
+how much), and a face with a 'bad' exposure, clipping, sharpness, size, frame-edge or alignment
+verdict never keeps a group that has a member without one.
 """
 
 from __future__ import annotations
@@ -22,17 +33,19 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from curate.analysis.backfill import backfill_geometry_checks
 from curate.errors import FacesmithError, StoreError
-from curate.faceset import FaceTable, load_faces
-from curate.scan.ingest import FileEntry, read_image
+from curate.faces.expression import expression_delta, expression_features, widening
 from curate.faces.quality import PerceptualHash
+from curate.faceset import QUALITY_GATES, QUALITY_WORDS, FaceTable, FacesetReader
+from curate.scan.ingest import FileEntry, read_image
 from curate.store import FacesetStore
 
 logger = logging.getLogger(__name__)
@@ -47,7 +60,8 @@ KINDS = ("exact-file", "exact-pixels", "near")
 @dataclass(frozen=True)
 class DuplicateSettings:
     """What counts as a duplicate. Defaults calibrated on the embedded backend (SFace, 128-d)
-    against generated copies of real photos (see tests/curate/test_duplicates.py):
+    against generated copies of real photos and generated footage (see
+    tests/curate/test_duplicates.py and tests/curate/test_footage.py):
 
     - near copies (resized 0.5–0.75×, JPEG q50–95, cropped 3–5 %, brightness ±15 %) have SFace
       cosine 0.64–1.0 and perceptual-hash distance 0–12 bits (54 % at 0, 99 % at ≤ 10);
@@ -57,9 +71,9 @@ class DuplicateSettings:
 
     So the perceptual hash is what tells a copy from another photo of the same person (and from
     a mirror), and the cosine is the identity guard that keeps two different faces with similar
-    crops apart: a high cosine threshold (0.9) would miss about one near copy in ten, because
-    SFace moves more than one might expect under small crops. ArcFace embeddings (insightface)
-    also put different people well below 0.5, so the same defaults suit them.
+    crops apart. In footage, neighbouring frames of a head turn or of speech also pass both: the
+    pose, expression and light gates are what keep them (a copy moves the pose estimate by
+    ≤ 1.2°, the expression features by ≤ 0.5 of their tolerance and the light by ≤ 0.07).
 
     In a set of one person nearly every pair passes the cosine test and the phash decides alone,
     so its threshold also sets how many unrelated faces match by chance: two independent 64-bit
@@ -72,36 +86,58 @@ class DuplicateSettings:
     min_cosine: float = 0.5
     # Perceptual-hash Hamming distance (of 64 bits; always even, the hash splits at the median)
     # at or below which two faces may be near duplicates. Well below the smallest distance
-    # between different photos (20); the rare near copy further away (up to 12 seen) usually
-    # joins its group through the other copies, and chance matches stay rare (see above).
+    # between different photos (20).
     max_phash_distance: int = 10
+    # Largest |Δyaw| or |Δpitch| in degrees: a face turned further is a new pose, never a copy.
+    # Re-encoded and resized copies of one photo move the estimate by up to 4° (pitch is the
+    # noisier), profiles and faces under 150 px by up to 7° (those copies then stay apart).
+    max_pose_delta: float = 5.0
+    # Largest change of an expression feature in units of its tolerance
+    # (curate.faces.expression.TOLERANCES): eyes, mouth or brows that moved are a new expression.
+    max_expression_delta: float = 1.0
+    # Largest change of the left/right or top/bottom lighting asymmetry (curate.faces.quality.Lighting):
+    # re-exposed and re-encoded copies move it by ≤ 0.03; light from another side by 0.1 and more.
+    max_light_delta: float = 0.08
+    # Largest change of mean brightness (0..1): a +15 % and a −15 % re-exposure of one photo are
+    # up to 0.2 apart and still the same picture (colour transfer in training evens exposure out);
+    # a scene whose light went on or off is not.
+    max_brightness_delta: float = 0.25
     # Rows of the blocked similarity product; its memory is about block × 8·block × 5 bytes
     # (float32 similarities plus a mask) + D × 8·block × 4, under 4 MiB at 256 for 128-d
     # embeddings, whatever the number of faces (tools/bench_dedup.py: 256–512 run fastest).
     block: int = 256
     # A horizontally mirrored copy is a new training pose to SAEHD, so by default it is not a
     # duplicate: its phash differs by far more than max_phash_distance. When True, each face's
-    # aligned crop is also hashed mirrored and either hash may match.
+    # aligned crop is also hashed mirrored and either hash may match (pose, expression and light
+    # are then compared mirrored too).
     mirrored_are_duplicates: bool = False
     # Confirm exact-pixels candidates by decoding both files (needs the scanned folder).
     check_pixels: bool = True
-    # Sharpness and face size within this relative step count as equal when choosing the face
-    # to keep, so measurement noise between near-identical copies does not override a real
-    # difference in the next criterion.
-    quality_step: float = 0.05
+    # Keepers are ranked by log(sharpness for contrast) + log(face size) − this × |brightness − 0.5|:
+    # at 5, a copy 0.1 further from mid-grey must be 1.65× sharper or larger to keep the group.
+    exposure_weight: float = 5.0
+    # Measures whose 'bad' verdict makes a face lose its group to any member without one.
+    quality_gates: tuple[str, ...] = QUALITY_GATES
 
     def __post_init__(self) -> None:
         if not -1.0 <= self.min_cosine <= 1.0:
             raise FacesmithError(f"min_cosine must be in -1..1, got {self.min_cosine}")
         if not 0 <= self.max_phash_distance <= 64:
             raise FacesmithError(f"max_phash_distance must be in 0..64 bits, got {self.max_phash_distance}")
+        for name in ("max_pose_delta", "max_expression_delta", "max_light_delta", "max_brightness_delta"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and value >= 0):
+                raise FacesmithError(f"{name} must be a number >= 0, got {value}")
         if self.block < 1:
             raise FacesmithError(f"block must be at least 1, got {self.block}")
-        if not 0.0 <= self.quality_step < 1.0:
-            raise FacesmithError(f"quality_step must be in 0..1, got {self.quality_step}")
+        if not 0.0 <= self.exposure_weight <= 100.0:
+            raise FacesmithError(f"exposure_weight must be in 0..100, got {self.exposure_weight}")
+        object.__setattr__(self, "quality_gates", tuple(self.quality_gates))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        values = asdict(self)
+        values["quality_gates"] = list(self.quality_gates)
+        return values
 
 
 @dataclass(frozen=True)
@@ -115,15 +151,19 @@ class DuplicateRow:
     similarity: float  # embedding cosine to the kept face
     phash_distance: int  # Hamming distance (bits) to the kept face's perceptual hash
     reason: str
+    pose_delta: float | None = None  # largest |Δyaw|, |Δpitch| to the kept face, degrees
+    expression_delta: float | None = None  # in expression tolerances (≤ max_expression_delta)
+    light_delta: float | None = None  # largest |Δlighting_lr|, |Δlighting_tb| to the kept face
 
     def to_row(self) -> tuple:
         return (self.face_id, self.group_id, self.kind, self.keep, self.similarity,
-                self.phash_distance, self.reason)
+                self.phash_distance, self.reason, self.pose_delta, self.expression_delta, self.light_delta)
 
     @classmethod
     def from_row(cls, row: tuple) -> DuplicateRow:
-        face_id, group_id, kind, keep, similarity, phash_distance, reason = row
-        return cls(face_id, group_id, kind, bool(keep), float(similarity), int(phash_distance), reason)
+        face_id, group_id, kind, keep, similarity, phash_distance, reason, *deltas = row
+        deltas = [None if value is None else float(value) for value in deltas] + [None] * (3 - len(deltas))
+        return cls(face_id, group_id, kind, bool(keep), float(similarity), int(phash_distance), reason, *deltas[:3])
 
 
 @dataclass(frozen=True)
@@ -135,6 +175,8 @@ class DuplicateSummary:
     pixel_checks: int  # image pairs decoded and compared
     pixel_checks_skipped: int  # candidate pairs left unconfirmed (file missing or undecodable)
     seconds: float
+    largest_group: int = 0  # members of the largest group
+    keepers_by_hand: int = 0  # groups whose keeper a person chose
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -229,7 +271,8 @@ def phash_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return _popcount(np.bitwise_xor(np.asarray(a, np.uint64), np.asarray(b, np.uint64))).astype(np.int64)
 
 
-# -- choosing the face to keep -------------------------------------------------------------------
+
+# -- ranking keepers -----------------------------------------------------------------------------
 
 
 def relative_sharpness(table: FaceTable, index: int) -> float:
@@ -242,55 +285,141 @@ def relative_sharpness(table: FaceTable, index: int) -> float:
     return float(table.sharpness[index]) / (contrast * contrast)
 
 
-def _finite(value: float, missing: float) -> float:
-    return value if math.isfinite(value) else missing
+def _log(value: float) -> float:
+    return math.log(value) if math.isfinite(value) and value > 0 else -math.inf
 
 
-def _below_best(kept_value: float, best: float, step: float, what: str) -> str:
-    """Where the kept face is not itself the best by a criterion, name the best the loser missed."""
-    if kept_value >= best:
-        return ""
-    return f", which is more than {step:.0%} below the group's {what}, {best:.0f}"
+@dataclass(frozen=True)
+class KeeperRank:
+    """How good a keeper a face is; `key()` sorts the best first."""
+
+    face_id: str
+    by_hand: bool  # a person made it a keeper
+    bad: tuple[str, ...]  # quality gates with a 'bad' verdict
+    warnings: int  # quality gates with a 'warn' verdict
+    sharpness: float  # relative_sharpness, NaN when unknown
+    size: float  # face size, source px
+    brightness: float  # mean luma, 0..1
+    exposure_weight: float
+
+    @property
+    def parts(self) -> dict[str, float]:
+        """The quality score's parts: log sharpness for contrast, log size, exposure penalty."""
+        offset = abs(self.brightness - 0.5) if math.isfinite(self.brightness) else 0.5
+        return {"sharpness": _log(self.sharpness), "size": _log(self.size),
+                "exposure": -self.exposure_weight * offset}
+
+    @property
+    def quality(self) -> float:
+        """log(sharpness for contrast) + log(size) − weight·|brightness − 0.5|: a copy twice the
+        size or twice as sharp gains 0.69; 0.1 further from mid-grey costs 0.5 at the default weight."""
+        return sum(self.parts.values())
+
+    def key(self) -> tuple:
+        quality = self.quality
+        return (not self.by_hand, bool(self.bad), self.warnings, -quality if math.isfinite(quality) else math.inf,
+                self.face_id)
 
 
-def choose_kept(table: FaceTable, members: list[int], step: float = 0.05) -> tuple[int, list[str]]:
-    """The face a duplicate group keeps, and for each member why it lost ('' for the kept one).
+def keeper_ranks(
+    table: FaceTable,
+    bad: Mapping[str, Sequence[str]] | None = None,
+    warnings: Mapping[str, int] | None = None,
+    keepers: set[str] | frozenset[str] = frozenset(),
+    exposure_weight: float = 5.0,
+) -> list[KeeperRank]:
+    """One KeeperRank per face of `table` (table order). `bad`: face_id -> gate measures with a
+    'bad' verdict; `warnings`: face_id -> number of 'warn' verdicts; `keepers`: faces a person chose."""
+    bad = bad or {}
+    warnings = warnings or {}
+    return [KeeperRank(face_id, face_id in keepers, tuple(bad.get(face_id, ())), int(warnings.get(face_id, 0)),
+                       relative_sharpness(table, i), float(table.face_size[i]), float(table.brightness[i]),
+                       exposure_weight)
+            for i, face_id in enumerate(table.face_ids)]
 
-    Criteria in order, each with a tolerance so that measurement noise between near-identical
-    copies does not decide while a real difference does: keep the members whose
-    relative_sharpness is within `step` (relative) of the sharpest; of those, the ones whose face
-    size (source pixels) is within `step` of the largest; of those, the ones whose brightness is
-    closest to mid-grey (0.5, to 0.01); then the smallest face_id, so ties are deterministic.
-    """
-    sharpness = {m: _finite(relative_sharpness(table, m), -math.inf) for m in members}
-    best_sharpness = max(sharpness.values())
-    sharp = [m for m in members if sharpness[m] >= best_sharpness * (1 - step)] \
-        if best_sharpness > 0 else list(members)
-    size = {m: _finite(float(table.face_size[m]), -math.inf) for m in sharp}
-    best_size = max(size.values())
-    large = [m for m in sharp if size[m] >= best_size * (1 - step)] if best_size > 0 else sharp
-    offset = {m: round(abs(_finite(float(table.brightness[m]), math.inf) - 0.5), 2) for m in large}
-    best_offset = min(offset.values())
-    exposed = [m for m in large if offset[m] == best_offset]
-    kept = min(exposed, key=lambda m: table.face_ids[m])
-    reasons = []
-    for m in members:
-        if m == kept:
-            reasons.append("")
-        elif m not in size:
-            reasons.append(f"kept face is sharper for its contrast ({sharpness[kept]:.0f} vs "
-                           f"{_finite(sharpness[m], math.nan):.0f}"
-                           + _below_best(sharpness[kept], best_sharpness, step, "sharpest") + ")")
-        elif m not in offset:
-            reasons.append(f"kept face is larger ({size[kept]:.0f} vs {size[m]:.0f} px"
-                           + _below_best(size[kept], best_size, step, "largest")
-                           + f"; sharpness within {step:.0%})")
-        elif m not in exposed:
-            reasons.append(f"kept face is better exposed (brightness {table.brightness[kept]:.2f} vs "
-                           f"{table.brightness[m]:.2f}; sharpness and size within {step:.0%})")
-        else:
-            reasons.append("equal quality; the kept face has the lower face id")
-    return kept, reasons
+
+def lost_because(kept: KeeperRank, lost: KeeperRank) -> str:
+    """Why `kept` ranks above `lost`: the first part of the key in which they differ, and for the
+    quality score the part that gained the kept face the most."""
+    if kept.by_hand and not lost.by_hand:
+        return "the kept face was chosen by hand"
+    if lost.bad and not kept.bad:
+        words = ", ".join(f"{measure} ({QUALITY_WORDS.get(measure, measure)})" for measure in lost.bad)
+        return f"this face has a bad {words} verdict and the kept face has none"
+    if lost.warnings > kept.warnings:
+        return (f"the kept face has fewer quality warnings ({kept.warnings} vs {lost.warnings}) on "
+                "exposure, clipping, sharpness, size, frame edge and alignment")
+    gains = {name: kept.parts[name] - lost.parts[name] for name in kept.parts}
+    best = max(gains, key=lambda name: (gains[name] if math.isfinite(gains[name]) else math.inf))
+    if not gains[best] > 0:
+        return "equal quality; the kept face has the lower face id"
+    if best == "sharpness":
+        return f"the kept face is sharper for its contrast ({kept.sharpness:.0f} vs {lost.sharpness:.0f})"
+    if best == "size":
+        return f"the kept face is larger ({kept.size:.0f} vs {lost.size:.0f} px)"
+    return f"the kept face is better exposed (brightness {kept.brightness:.2f} vs {lost.brightness:.2f})"
+
+
+# -- same picture: pose, expression and light ------------------------------------------------
+
+
+def _absolute_difference(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """|first − second|, 0 where both are NaN (nothing known on either side), inf where one is."""
+    difference = np.abs(first - second)
+    one_missing = np.isnan(first) != np.isnan(second)
+    return np.where(one_missing, np.inf, np.nan_to_num(difference, nan=0.0))
+
+
+@dataclass(frozen=True, eq=False)
+class SamePicture:
+    """Pose, expression and light of every face, to test pairs against the settings' gates."""
+
+    yaw: np.ndarray  # (N,) degrees
+    pitch: np.ndarray  # (N,) degrees
+    expression: np.ndarray  # (N, 5) curate.faces.expression features
+    widen: np.ndarray  # (N,) expression tolerance widening for the face's size
+    light: np.ndarray  # (N, 2) lighting_lr, lighting_tb
+    brightness: np.ndarray  # (N,)
+    settings: DuplicateSettings
+
+    @classmethod
+    def of(cls, table: FaceTable, settings: DuplicateSettings) -> "SamePicture":
+        expression = (expression_features(table.landmarks68) if len(table.landmarks68) == len(table)
+                      else np.full((len(table), 5), np.nan))
+        light = np.stack([table.lighting_lr, table.lighting_tb], axis=1)
+        return cls(table.yaw, table.pitch, expression, widening(table.face_size), light, table.brightness, settings)
+
+    def deltas(self, first: np.ndarray, second: np.ndarray, mirrored: bool = False
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(pose, expression, light, brightness) deltas of the index pairs (first[k], second[k]);
+        `mirrored` compares `second` as its mirror image (yaw and left/right lighting negated,
+        eyes swapped). The expression tolerances widen for the smaller face of each pair."""
+        sign = -1.0 if mirrored else 1.0
+        pose = np.maximum(_absolute_difference(self.yaw[first], sign * self.yaw[second]),
+                          _absolute_difference(self.pitch[first], self.pitch[second]))
+        other = self.expression[second]
+        if mirrored:
+            other = other[:, [1, 0, 2, 3, 4]]
+        expression = expression_delta(self.expression[first], other,
+                                      np.maximum(self.widen[first], self.widen[second]))
+        light_other = self.light[second] * np.array([sign, 1.0])
+        light = _absolute_difference(self.light[first], light_other).max(axis=1)
+        brightness = _absolute_difference(self.brightness[first], self.brightness[second])
+        return pose, expression, light, brightness
+
+    def passes(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+        """(K,) bool: pair k is the same pose, expression and light (or their mirror, when
+        mirrored copies count)."""
+        ok = self._within(*self.deltas(first, second))
+        if self.settings.mirrored_are_duplicates:
+            ok |= self._within(*self.deltas(first, second, mirrored=True))
+        return ok
+
+    def _within(self, pose: np.ndarray, expression: np.ndarray, light: np.ndarray,
+                brightness: np.ndarray) -> np.ndarray:
+        s = self.settings
+        return ((pose <= s.max_pose_delta) & (expression <= s.max_expression_delta)
+                & (light <= s.max_light_delta) & (brightness <= s.max_brightness_delta))
 
 
 # -- exact duplicates -------------------------------------------------------------------------
@@ -379,7 +508,7 @@ class PixelComparer:
     longer decodes answers None, so its pair is simply not confirmed.
 
     `root` is the folder every path is relative to, or a mapping from each path to its own
-    folder (see source_roots); a path without a folder is never checked.
+    folder (see FacesetReader.source_roots); a path without a folder is never checked.
     """
 
     def __init__(self, root: Path | Mapping[str, Path] | None, max_pixels: int | None = None) -> None:
@@ -421,34 +550,99 @@ class PixelComparer:
         return first == second
 
 
-# -- near duplicates and groups --------------------------------------------------------------
+# -- near duplicates: stars around kept faces ----------------------------------------------------
 
 
-def _near_pairs(
+def _phash_close(first: np.ndarray, second: np.ndarray, limit: int,
+                 first_mirrored: np.ndarray | None, second_mirrored: np.ndarray | None) -> np.ndarray:
+    """(len(first), len(second)) bool: perceptual hashes within `limit` bits (or, with mirrored
+    hashes given, either one mirrored)."""
+    close = phash_distances(first[:, None], second[None, :]) <= limit
+    if first_mirrored is not None and second_mirrored is not None:
+        close |= phash_distances(first_mirrored[:, None], second[None, :]) <= limit
+        close |= phash_distances(first[:, None], second_mirrored[None, :]) <= limit
+    return close
+
+
+def leader_groups(
     table: FaceTable,
-    candidates: np.ndarray,
+    ranked: np.ndarray,
     settings: DuplicateSettings,
-    mirrored_phash: np.ndarray | None,
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Index pairs (into the table) among `candidates` that are near duplicates."""
-    phash = table.phash[candidates]
-    mirrored = mirrored_phash[candidates] if mirrored_phash is not None else None
-    limit = settings.max_phash_distance
+    same: SamePicture,
+    mirrored_phash: np.ndarray | None = None,
+) -> np.ndarray:
+    """Greedy leader clustering of the faces `ranked` (table indices, best keeper first): the
+    table index of the face each one is dropped against, or its own index when it is kept.
 
-    def distances(first: np.ndarray, second: np.ndarray) -> np.ndarray:
-        return _popcount(np.bitwise_xor(first[:, None], second[None, :]))
+    A face is dropped against the first-ranked kept face it matches (cosine, phash, pose,
+    expression and light all within the settings), so it always matches its keeper and no chain
+    of matches joins two faces that do not. Faces go through in blocks of `settings.block`, each
+    compared with the kept faces so far in tiles of block × 8·block, then with the block's own
+    earlier faces: memory stays O(block² + N·D) (the kept faces' embeddings), never N × N.
+    """
+    ranked = np.asarray(ranked, np.int64)
+    count = len(ranked)
+    keeper = ranked.copy()
+    if count < 2:
+        return keeper
+    embeddings = np.ascontiguousarray(table.embeddings[ranked], dtype=np.float32)
+    phash = table.phash[ranked]
+    mirrored = mirrored_phash[ranked] if mirrored_phash is not None and settings.mirrored_are_duplicates else None
+    limit, floor = settings.max_phash_distance, settings.min_cosine
+    leaders = np.empty(count, np.int64)  # positions in `ranked` of the kept faces, in rank order
+    leader_embeddings = np.empty_like(embeddings)
+    kept = 0
+    block, columns = settings.block, settings.block * COLUMN_TILE_FACTOR
 
-    def close_enough(rows: slice, columns: slice) -> np.ndarray:
-        # whole tiles at a time: in a one-person set most pairs pass the cosine test
-        close = distances(phash[rows], phash[columns]) <= limit
-        if mirrored is not None:
-            close |= distances(mirrored[rows], phash[columns]) <= limit
-            close |= distances(phash[rows], mirrored[columns]) <= limit
-        return close
+    def candidates(similarities: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Index pairs (positions in `ranked`) among rows × cols that are the same picture."""
+        mask = similarities >= floor
+        if not mask.any():
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        mask &= _phash_close(phash[rows], phash[cols], limit,
+                             None if mirrored is None else mirrored[rows],
+                             None if mirrored is None else mirrored[cols])
+        local_rows, local_cols = np.nonzero(mask)
+        if local_rows.size:
+            ok = same.passes(ranked[rows[local_rows]], ranked[cols[local_cols]])
+            local_rows, local_cols = local_rows[ok], local_cols[ok]
+        return local_rows, local_cols
 
-    embeddings = table.embeddings[candidates]
-    for first, second, _ in pair_blocks(embeddings, settings.min_cosine, settings.block, close_enough):
-        yield candidates[first], candidates[second]
+    for start in range(0, count, block):
+        stop = min(count, start + block)
+        rows = np.arange(start, stop)
+        matched = np.full(stop - start, -1, np.int64)  # index into `leaders`
+        for column in range(0, kept, columns):
+            end = min(kept, column + columns)
+            similarities = embeddings[start:stop] @ leader_embeddings[column:end].T
+            if similarities.max() < floor:
+                continue
+            similarities[matched >= 0] = -np.inf  # already dropped against an earlier kept face
+            local_rows, local_cols = candidates(similarities, rows, leaders[column:end])
+            if local_rows.size:  # nonzero() lists each row's columns in order: the first is the best
+                first_rows, first_at = np.unique(local_rows, return_index=True)
+                matched[first_rows] = column + local_cols[first_at]
+        pending = rows[matched < 0]
+        if pending.size:
+            similarities = embeddings[pending] @ embeddings[pending].T
+            similarities[np.triu_indices(len(pending))] = -np.inf  # earlier faces of the block only
+            local_rows, local_cols = candidates(similarities, pending, pending)
+            earlier: dict[int, list[int]] = {}
+            for row, col in zip(local_rows.tolist(), local_cols.tolist()):
+                earlier.setdefault(row, []).append(col)
+            leader_at: dict[int, int] = {}  # pending index -> index into `leaders`
+            for index, position in enumerate(pending.tolist()):
+                first = next((leader_at[col] for col in earlier.get(index, ()) if col in leader_at), None)
+                if first is None:
+                    leaders[kept] = position
+                    leader_embeddings[kept] = embeddings[position]
+                    leader_at[index] = kept
+                    kept += 1
+                else:
+                    matched[position - start] = first
+        for offset in np.flatnonzero(matched >= 0):
+            keeper[start + offset] = ranked[leaders[matched[offset]]]
+    return keeper
 
 
 def find_duplicates(
@@ -456,14 +650,19 @@ def find_duplicates(
     settings: DuplicateSettings = DuplicateSettings(),
     pixel_equal: PixelEqual | None = None,
     mirrored_phash: np.ndarray | None = None,
+    bad: Mapping[str, Sequence[str]] | None = None,
+    warnings: Mapping[str, int] | None = None,
+    keepers: set[str] | frozenset[str] = frozenset(),
 ) -> list[DuplicateRow]:
     """Duplicate groups of a faceset, one row per member face, ordered by group then face_id.
 
     `pixel_equal` confirms exact-pixels candidates (see PixelComparer); without it such copies
     are still found as near duplicates. `mirrored_phash` (N,) uint64, the phash of each face's
-    mirrored crop, is used when settings.mirrored_are_duplicates is set. Pure: reads nothing.
+    mirrored crop, is used when settings.mirrored_are_duplicates is set. `bad` (face_id -> quality
+    gates with a 'bad' verdict), `warnings` (face_id -> 'warn' count) and `keepers` (faces a
+    person chose) rank the keepers. Pure: reads nothing.
     """
-    return _find_duplicates(table, settings, pixel_equal, mirrored_phash, _PixelStats())
+    return _find_duplicates(table, settings, pixel_equal, mirrored_phash, _PixelStats(), bad, warnings, keepers)
 
 
 def _find_duplicates(
@@ -472,64 +671,72 @@ def _find_duplicates(
     pixel_equal: PixelEqual | None,
     mirrored_phash: np.ndarray | None,
     stats: _PixelStats,
+    bad: Mapping[str, Sequence[str]] | None = None,
+    warnings: Mapping[str, int] | None = None,
+    keepers: set[str] | frozenset[str] = frozenset(),
 ) -> list[DuplicateRow]:
-    count = len(table)
-    if count == 0:
+    if len(table) == 0:
         return []
+    ranks = keeper_ranks(table, bad, warnings, keepers, settings.exposure_weight)
+    keys = [rank.key() for rank in ranks]
     exact = _exact_links(table, pixel_equal, stats)
-    exact_classes = exact.groups()
-    # Members of an exact class share their embedding and phash (up to float rounding), so the
-    # near search runs over one representative per class.
-    representatives = np.array(sorted(exact_classes), dtype=np.int64)
-    groups = _UnionFind(count)
-    for root, members in exact_classes.items():
-        for member in members:
-            groups.union(root, member)
+    # One representative per exact class, the best-ranked copy: copies share embedding, phash
+    # and measures (a person's keeper choice may single one out).
+    classes = exact.groups()
+    representative = {root: min(members, key=keys.__getitem__) for root, members in classes.items()}
+    ranked = np.array(sorted(representative.values(), key=keys.__getitem__), dtype=np.int64)
     use_mirror = settings.mirrored_are_duplicates and mirrored_phash is not None
-    for first, second in _near_pairs(table, representatives, settings,
-                                     mirrored_phash if use_mirror else None):
-        for a, b in zip(first.tolist(), second.tolist()):
-            groups.union(a, b)
+    same = SamePicture.of(table, settings)
+    keeper_of = leader_groups(table, ranked, settings, same, mirrored_phash if use_mirror else None)
 
+    groups: dict[int, list[int]] = {}
+    for position, face in enumerate(ranked.tolist()):
+        groups.setdefault(int(keeper_of[position]), []).extend(classes[exact.find(face)])
     rows: list[DuplicateRow] = []
-    for members in groups.groups().values():
+    for kept, members in groups.items():
         if len(members) > 1:
-            rows.extend(_group_rows(table, members, exact, settings, use_mirror, mirrored_phash))
+            rows.extend(_group_rows(table, kept, members, exact, representative, ranks, same, settings,
+                                    mirrored_phash if use_mirror else None))
     rows.sort(key=lambda row: (row.group_id, not row.keep, row.face_id))
     return rows
 
 
 def _group_rows(
     table: FaceTable,
+    kept: int,
     members: list[int],
     exact: _UnionFind,
+    representative: Mapping[int, int],
+    ranks: Sequence[KeeperRank],
+    same: SamePicture,
     settings: DuplicateSettings,
-    use_mirror: bool,
     mirrored_phash: np.ndarray | None,
 ) -> list[DuplicateRow]:
     """Rows of one group: the kept face first, then the others by face_id."""
-    kept, lost_because = choose_kept(table, members, settings.quality_step)
-    why = dict(zip(members, lost_because))
     kept_id, kept_path = table.face_ids[kept], table.paths[kept]
     others = sorted((m for m in members if m != kept), key=lambda m: table.face_ids[m])
-    # Each exact class is stood for by one member (the kept face where it belongs to the class,
-    # else the smallest face_id): another file's face in the class copies it (exact-pixels), and
-    # a further copy of one file copies that file's first face (exact-file).
-    class_first: dict[int, int] = {}
+    # Each exact class is stood for by one member (its representative): another file's face in
+    # the class copies it (exact-pixels), and a further copy of one file copies that file's first
+    # face (exact-file).
     file_first: dict[tuple[int, str, int], int] = {}
-    for index in [kept, *others]:
-        root = exact.find(index)
-        class_first.setdefault(root, index)
-        file_first.setdefault((root, table.content_hashes[index], int(table.face_index[index])), index)
+    for index in sorted(members, key=lambda m: (m != representative[exact.find(m)], table.face_ids[m])):
+        file_first.setdefault((exact.find(index), table.content_hashes[index], int(table.face_index[index])), index)
+    array = np.array(others, dtype=np.int64)
+    kept_array = np.full(len(others), kept, np.int64)
+    direct = same.deltas(array, kept_array)
+    mirrored_deltas = same.deltas(array, kept_array, mirrored=True) if mirrored_phash is not None else None
     rows: list[DuplicateRow] = []
     kinds: list[str] = []
-    for index in others:
+    for k, index in enumerate(others):
         similarity = float(np.dot(table.embeddings[index], table.embeddings[kept]))
         distance = int(phash_distances(table.phash[index], table.phash[kept]))
+        deltas = tuple(float(d[k]) for d in direct)
+        if mirrored_deltas is not None and not same._within(*(np.array([d]) for d in deltas))[0]:
+            deltas = tuple(float(d[k]) for d in mirrored_deltas)
         root = exact.find(index)
         original = file_first[(root, table.content_hashes[index], int(table.face_index[index]))]
         if original == index:
-            original = class_first[root]
+            original = representative[root]
         if original != index:
             same_file = table.content_hashes[original] == table.content_hashes[index]
             kind = "exact-file" if same_file else "exact-pixels"
@@ -537,44 +744,39 @@ def _group_rows(
             reason = f"exact copy of {table.face_ids[original]} ({table.paths[original]}): {what}"
             if original != kept:
                 reason += f"; the group keeps {kept_id} ({kept_path})"
+                if exact.find(original) != exact.find(kept):
+                    reason += f", of which {table.face_ids[original]} is a near duplicate"
             else:
-                reason += "; equal quality, the kept face has the lower face id"
+                reason += "; " + lost_because(ranks[kept], ranks[index])
         else:
             kind = "near"
             shown = distance
-            if use_mirror and mirrored_phash is not None:
+            if mirrored_phash is not None:
                 shown = min(distance, int(phash_distances(mirrored_phash[index], table.phash[kept])),
                             int(phash_distances(table.phash[index], mirrored_phash[kept])))
-            mirrored = " (mirrored)" if shown < distance else ""
-            reason = (f"near duplicate{mirrored} of {kept_id} ({kept_path}): cosine {similarity:.2f}, "
-                      f"phash {shown} bits" + (" as a mirror" if mirrored else ""))
-            if similarity < settings.min_cosine or shown > settings.max_phash_distance:
-                reason += ", linked through other faces of the group"
-            reason += f"; {why[index]}"
+            mirror = " (mirrored)" if shown < distance else ""
+            reason = (f"near duplicate{mirror} of {kept_id} ({kept_path}): cosine {similarity:.2f}, "
+                      f"phash {shown} bits, pose {deltas[0]:.1f}°, expression {deltas[1]:.2f}, "
+                      f"light {deltas[2]:.2f}, brightness {deltas[3]:.2f} apart; {lost_because(ranks[kept], ranks[index])}")
         kinds.append(kind)
-        rows.append(DuplicateRow(table.face_ids[index], kept_id, kind, False, round(similarity, 6),
-                                 distance, reason))
+        rows.append(DuplicateRow(table.face_ids[index], kept_id, kind, False, round(similarity, 6), distance,
+                                 reason, *(round(d, 4) if math.isfinite(d) else None for d in deltas[:3])))
     if all(kind == "exact-file" for kind in kinds):
         group_kind = "exact-file"
     elif all(kind != "near" for kind in kinds):
         group_kind = "exact-pixels"
     else:
         group_kind = "near"
-    kept_reason = (f"kept: best of {len(members)} duplicates (sharpness for contrast "
-                   f"{relative_sharpness(table, kept):.0f}, face {float(table.face_size[kept]):.0f} px, "
-                   f"brightness {float(table.brightness[kept]):.2f})")
-    return [DuplicateRow(kept_id, kept_id, group_kind, True, 1.0, 0, kept_reason), *rows]
+    rank = ranks[kept]
+    chosen = "chosen by hand; " if rank.by_hand else ""
+    flagged = f"; its own bad verdicts: {', '.join(rank.bad)} (every member has one)" if rank.bad else ""
+    kept_reason = (f"kept: {chosen}best of {len(members)} duplicates (sharpness for contrast "
+                   f"{rank.sharpness:.0f}, face {rank.size:.0f} px, brightness {rank.brightness:.2f}, "
+                   f"{rank.warnings} quality warnings){flagged}")
+    return [DuplicateRow(kept_id, kept_id, group_kind, True, 1.0, 0, kept_reason, 0.0, 0.0, 0.0), *rows]
 
 
 # -- the analysis over a faceset file -----------------------------------------------------------
-
-
-def source_roots(connection) -> dict[str, Path]:
-    """images.path -> the folder it is relative to: the source folder of the scan that read that
-    image (images.run_id -> runs.source_root), not the latest scan's for every image."""
-    rows = connection.execute(
-        "SELECT i.path, r.source_root FROM images i JOIN runs r USING (run_id)").fetchall()
-    return {path: Path(root) for path, root in rows if root}
 
 
 def mirrored_phashes(table: FaceTable, database_dir: Path) -> np.ndarray:
@@ -602,19 +804,28 @@ def analyze_duplicates(database: Path, settings: DuplicateSettings = DuplicateSe
         raise StoreError(f"no faceset at {database}: run 'facesmith curate scan' first")
     stats = _PixelStats()
     with FacesetStore(database) as store:
-        table = load_faces(store.connection)
+        backfill_geometry_checks(store)
+        reader = FacesetReader.on(store.connection, database, settings.quality_gates)
+        table = reader.faces()
+        counts = reader.verdict_counts()
+        bad = reader.bad_checks()
+        warnings = {face_id: warn for face_id, (_, warn) in counts.items()}
+        keepers = {face_id for face_id, decided in reader.decisions().items() if decided.keeper}
         pixel_equal = None
         if settings.check_pixels:
-            roots = source_roots(store.connection)
+            roots = reader.source_roots()
             found = {folder: folder.is_dir() for folder in set(roots.values())}
             for folder in sorted(folder for folder, present in found.items() if not present):
                 logger.warning("scanned folder %s not found: exact-pixels checks of its images skipped", folder)
             pixel_equal = PixelComparer({path: folder for path, folder in roots.items() if found[folder]})
         mirrored = mirrored_phashes(table, database.parent) if settings.mirrored_are_duplicates else None
-        rows = _find_duplicates(table, settings, pixel_equal, mirrored, stats)
+        rows = _find_duplicates(table, settings, pixel_equal, mirrored, stats, bad, warnings, keepers)
         store.replace_analysis("duplicates", "duplicates", [row.to_row() for row in rows],
                                settings.to_dict())
     dropped = [row for row in rows if not row.keep]
+    sizes: dict[str, int] = {}
+    for row in rows:
+        sizes[row.group_id] = sizes.get(row.group_id, 0) + 1
     by_kind = {kind: sum(row.kind == kind for row in dropped) for kind in KINDS}
     return DuplicateSummary(
         faces=len(table),
@@ -624,4 +835,6 @@ def analyze_duplicates(database: Path, settings: DuplicateSettings = DuplicateSe
         pixel_checks=stats.checks,
         pixel_checks_skipped=stats.skipped,
         seconds=round(time.perf_counter() - started, 3),
+        largest_group=max(sizes.values(), default=0),
+        keepers_by_hand=sum(1 for row in rows if row.keep and row.face_id in keepers),
     )

@@ -1,38 +1,48 @@
 """Cluster a faceset's identity embeddings, name the main identity and flag other people and outliers.
 
-Clustering: scikit-learn's AgglomerativeClustering on L2-normalised embeddings, cosine distance,
-average linkage, cut at a distance threshold (no number of clusters to guess). Why this one:
+Labels mean what they say:
+
+- ``main`` — the main identity: the cluster of a pinned face or image, else the largest cluster;
+- ``other-person`` — a face that reliably looks like someone else, in a cluster of any size (a
+  passer-by seen once is still another person);
+- ``outlier`` — a face whose embedding cannot be trusted to say who it is (too small, blurred, cut
+  by the frame edge, misaligned landmarks, an uncertain detection: a 'bad' verdict on one of
+  RELIABILITY_CHECKS) and that is not close to the main identity either.
+
+Only reliable faces are clustered, so a partial face or a smudge never chains two people together
+or forms a "person" of its own; each unreliable face is then compared with the main identity's
+centre. Clustering: scikit-learn's AgglomerativeClustering on L2-normalised embeddings, cosine
+distance, average linkage, cut at a distance threshold (no number of clusters to guess). Why this
+one:
 
 - average linkage merges two clusters only when their faces are close *on average*, so one
-  ambiguous face (a blurry profile) cannot chain two people together as single linkage and
-  DBSCAN can, and it needs no density parameter that depends on how many photos a person has;
+  ambiguous face cannot chain two people together as single linkage and DBSCAN can, and it needs
+  no density parameter that depends on how many photos a person has;
 - a distance threshold maps directly onto the embedder's verification threshold;
 - it is deterministic and needs no seed.
 
 Its cost is the condensed distance matrix: N²/2 doubles and O(N²) time, about 1 s and 100 MB for
 5 000 faces on 2 cores. Larger sets are clustered on an evenly spread sample of
 ``max_cluster_faces`` faces; every other face joins the nearest cluster centre if that centre is
-within the threshold, and is an outlier otherwise.
+within the threshold, and forms its own cluster (another person) otherwise.
 
-Labels: ``main`` (the main identity: the largest cluster, or the cluster of a pinned face),
-``other-person`` (a member of another cluster with at least ``min_size`` faces) and ``outlier``
-(a face in no cluster of that size). Each row carries the cosine distance to the main identity's
-centre (the re-normalised mean of its embeddings) and a sentence saying why.
+Each row carries the cosine distance to the main identity's centre (the re-normalised mean of its
+embeddings), whether the face's embedding is reliable, and a sentence saying why.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from curate.analysis.duplicates import source_roots
+from curate.analysis.backfill import backfill_geometry_checks
 from curate.errors import FacesmithError, StoreError
-from curate.faceset import FaceTable, load_faces
+from curate.faceset import FaceTable, FacesetReader
 from curate.store import FacesetStore
 
 logger = logging.getLogger(__name__)
@@ -50,6 +60,10 @@ _FALLBACK_THRESHOLD = 0.55
 
 LABELS = ("main", "other-person", "outlier")
 
+# Checks whose 'bad' verdict makes a face's embedding unreliable: the embedder saw too few pixels,
+# a blur, half a face, a crop made from wrong landmarks, or maybe no face at all.
+RELIABILITY_CHECKS = ("face_size", "sharpness", "frame_edge", "alignment", "detection")
+
 
 @dataclass(frozen=True)
 class IdentitySettings:
@@ -58,9 +72,6 @@ class IdentitySettings:
     # Average-linkage cosine distance at which clusters stop merging; None: the backend's value
     # from DISTANCE_THRESHOLDS.
     distance_threshold: float | None = None
-    # Faces a cluster needs to count as a person (other-person); smaller clusters are outliers
-    # (a misdetection, a passer-by, one odd frame). The main identity is exempt.
-    min_size: int = 3
     # Faces clustered directly; beyond this an evenly spread sample is clustered and the rest
     # join the nearest centre (memory and time of the clustering grow with its square).
     max_cluster_faces: int = 5000
@@ -70,8 +81,6 @@ class IdentitySettings:
     def __post_init__(self) -> None:
         if self.distance_threshold is not None and not 0.0 < self.distance_threshold < 2.0:
             raise FacesmithError(f"distance_threshold must be in 0..2, got {self.distance_threshold}")
-        if self.min_size < 1:
-            raise FacesmithError(f"min_size must be at least 1, got {self.min_size}")
         if self.max_cluster_faces < 2:
             raise FacesmithError(f"max_cluster_faces must be at least 2, got {self.max_cluster_faces}")
         if self.block < 1:
@@ -97,27 +106,29 @@ class IdentityRow:
     """One face's identity verdict, as stored in the `identities` table."""
 
     face_id: str
-    cluster: int  # 0 = the main identity; others by size; −1 = no cluster of min_size faces
+    cluster: int  # 0 = the main identity; others by size; −1 = not clustered (an unreliable face)
     label: str  # main, other-person, outlier
     distance: float  # cosine distance to the main identity's centre, 0..2
     reason: str
+    reliable: bool = True  # no 'bad' verdict on RELIABILITY_CHECKS: the face was clustered
 
     def to_row(self) -> tuple:
-        return (self.face_id, self.cluster, self.label, self.distance, self.reason)
+        return (self.face_id, self.cluster, self.label, self.distance, self.reason, self.reliable)
 
     @classmethod
     def from_row(cls, row: tuple) -> IdentityRow:
-        face_id, cluster, label, distance, reason = row
-        return cls(face_id, int(cluster), label, float(distance), reason)
+        face_id, cluster, label, distance, reason, *rest = row
+        return cls(face_id, int(cluster), label, float(distance), reason, bool(rest[0]) if rest and rest[0] is not None else True)
 
 
 @dataclass(frozen=True)
 class IdentitySummary:
     faces: int
-    clusters: int  # clusters of at least min_size faces, the main one included
+    clusters: int  # people: clusters of reliable faces, the main one included
     labels: dict[str, int]  # faces per label
     main_faces: int
     pinned: str | None  # what pinned the main identity (an image path or 'embedding'), if anything
+    unreliable: int  # faces not clustered (a 'bad' verdict on a reliability check)
     distance_threshold: float
     sampled: bool  # True when only a sample was clustered
     seconds: float
@@ -135,8 +146,9 @@ def _normalised(vectors: np.ndarray) -> np.ndarray:
 def cluster_embeddings(
     embeddings: np.ndarray, threshold: float, max_cluster_faces: int = 5000, block: int = 4096
 ) -> tuple[np.ndarray, bool]:
-    """Cluster labels (N,) int (≥ 0, or −1 for a face near no cluster) of (N, D) embeddings, and
-    whether only a sample was clustered. Labels are in no particular order."""
+    """Cluster labels (N,) int ≥ 0 of (N, D) embeddings, and whether only a sample was clustered.
+    Labels are in no particular order. Beyond `max_cluster_faces`, a face near no sampled
+    cluster's centre gets a cluster of its own."""
     from sklearn.cluster import AgglomerativeClustering
 
     unit = _normalised(embeddings).astype(np.float32)
@@ -163,6 +175,8 @@ def cluster_embeddings(
             nearest = similarity.argmax(axis=1)
             close = 1.0 - similarity[np.arange(len(chunk)), nearest] <= threshold
             labels[chunk] = np.where(close, cluster_ids[nearest], -1)
+        lonely = np.flatnonzero(labels < 0)
+        labels[lonely] = labels.max() + 1 + np.arange(len(lonely))
     return labels, sampled
 
 
@@ -173,20 +187,33 @@ def find_identities(
     pin_face: int | None = None,
     pin_embedding: np.ndarray | None = None,
     pin_name: str | None = None,
+    unreliable: Mapping[str, Sequence[str]] | None = None,
 ) -> tuple[list[IdentityRow], bool]:
     """One IdentityRow per face (ordered by face_id) and whether clustering used a sample.
 
-    The main identity is the cluster of `pin_face` (an index into the table) when given, else
-    the cluster whose centre is nearest `pin_embedding` (which must be within the threshold),
-    else the largest cluster (ties: the tighter one, then the one with the smallest face_id).
-    `pin_name` names the pin in the reasons. Pure: reads nothing.
+    `unreliable` maps face_id -> the RELIABILITY_CHECKS with a 'bad' verdict; those faces are left
+    out of the clustering and labelled main (within the threshold of the main identity's centre)
+    or outlier. The main identity is the cluster of `pin_face` (an index into the table) when
+    given, else the cluster whose centre is nearest `pin_embedding` (which must be within the
+    threshold), else the largest cluster (ties: the tighter one, then the one with the smallest
+    face_id). `pin_name` names the pin in the reasons. Pure: reads nothing.
     """
     threshold = settings.threshold_for(backend)
     count = len(table)
     if count == 0:
         return [], False
+    unreliable = unreliable or {}
     unit = _normalised(table.embeddings)
-    raw_labels, sampled = cluster_embeddings(unit, threshold, settings.max_cluster_faces, settings.block)
+    trusted = np.array([face_id not in unreliable for face_id in table.face_ids])
+    if pin_face is not None:
+        trusted[pin_face] = True  # a person said this face is the one to learn
+    if trusted.sum() < 2:  # nothing to cluster on: use every face rather than none
+        trusted[:] = True
+    clustered = np.flatnonzero(trusted)
+    labels_of_clustered, sampled = cluster_embeddings(unit[clustered], threshold, settings.max_cluster_faces,
+                                                      settings.block)
+    raw_labels = np.full(count, -1, np.int64)
+    raw_labels[clustered] = labels_of_clustered
 
     members: dict[int, np.ndarray] = {int(c): np.flatnonzero(raw_labels == c)
                                       for c in np.unique(raw_labels) if c >= 0}
@@ -195,13 +222,6 @@ def find_identities(
 
     if pin_face is not None:
         main = int(raw_labels[pin_face])
-        if main < 0:  # a face near no sampled cluster forms its own identity
-            main = max(members, default=-1) + 1
-            members[main] = np.array([pin_face])
-            centres[main] = unit[pin_face]
-            spread[main] = 0.0
-            raw_labels = raw_labels.copy()
-            raw_labels[pin_face] = main
     elif pin_embedding is not None:
         pinned = _normalised(np.asarray(pin_embedding, np.float64).ravel())
         if pinned.shape != unit.shape[1:]:
@@ -216,8 +236,8 @@ def find_identities(
     else:
         main = min(members, key=lambda c: (-len(members[c]), spread[c], table.face_ids[members[c][0]]))
 
-    # Number the clusters: 0 = main, then other clusters of min_size faces by size, then face_id.
-    others = sorted((c for c in members if c != main and len(members[c]) >= settings.min_size),
+    # Number the clusters: 0 = main, then the other people by size, then face_id.
+    others = sorted((c for c in members if c != main),
                     key=lambda c: (-len(members[c]), table.face_ids[members[c][0]]))
     number = {main: 0, **{c: n for n, c in enumerate(others, start=1)}}
     main_centre = centres[main]
@@ -228,76 +248,101 @@ def find_identities(
 
     rows: list[IdentityRow] = []
     for index in range(count):
+        face_id = table.face_ids[index]
         label_raw = int(raw_labels[index])
         distance = round(float(distances[index]), 6)
-        size = len(members[label_raw]) if label_raw >= 0 else 0
+        if label_raw < 0:  # not clustered: its embedding cannot be trusted to name a person
+            checks = ", ".join(unreliable.get(face_id, ()))
+            if distance <= threshold:
+                rows.append(IdentityRow(face_id, 0, "main", distance,
+                                        f"{main_text}: distance {distance:.2f} to its centre (within "
+                                        f"{threshold:.2f}), though its embedding is unreliable ({checks} bad)",
+                                        False))
+            else:
+                rows.append(IdentityRow(face_id, -1, "outlier", distance,
+                                        f"outlier: looks like no one reliably ({checks} bad); distance "
+                                        f"{distance:.2f} from the main identity's centre", False))
+            continue
+        size = len(members[label_raw])
         if label_raw == main:
-            rows.append(IdentityRow(table.face_ids[index], 0, "main", distance,
+            rows.append(IdentityRow(face_id, 0, "main", distance,
                                     f"{main_text}: cluster 0 of {size} faces; distance {distance:.2f} "
                                     "to its centre"))
-        elif label_raw in number:
-            cluster = number[label_raw]
-            rows.append(IdentityRow(
-                table.face_ids[index], cluster, "other-person", distance,
-                f"another person: cluster {cluster} of {size} faces, distance {distance:.2f} from the "
-                f"main identity's centre (clusters split at {threshold:.2f})"))
         else:
-            where = (f"its cluster has {size} face{'s' if size != 1 else ''}, fewer than "
-                     f"{settings.min_size}" if size else "it is near no cluster centre")
+            cluster = number[label_raw]
+            alone = "seen once" if size == 1 else f"cluster {cluster} of {size} faces"
             rows.append(IdentityRow(
-                table.face_ids[index], -1, "outlier", distance,
-                f"outlier: {where}; distance {distance:.2f} from the main identity's centre"))
+                face_id, cluster, "other-person", distance,
+                f"another person ({alone}): distance {distance:.2f} from the main identity's centre "
+                f"(people split at {threshold:.2f})"))
     return rows, sampled
 
 
-def _pinned_face(
+def _scanned_pin(
     table: FaceTable, pin_image: str | Path, roots: Mapping[str, Path], scanned: set[str]
-) -> tuple[int, str]:
-    """Index of the face in `pin_image` (the largest one when the image has several).
+) -> tuple[int, str] | None:
+    """Index of the face in `pin_image` (the largest one when the image has several) when it is an
+    image of the faceset, else None (a photo from anywhere else: see embed_pin_image).
 
-    The path is relative to the scanned folder, or absolute inside it; a relative path that is
-    no scanned image but names an existing file from the working directory is taken as that
-    file (so both `--identity others/biden.jpg` and `--identity photos/others/biden.jpg` work).
-    `roots` maps each scanned image's path to the folder its scan read (see source_roots).
+    The path is relative to the scanned folder or absolute; a relative path that is no scanned
+    image but names an existing file from the working directory is taken as that file (so both
+    `--identity others/biden.jpg` and `--identity photos/others/biden.jpg` work). `roots` maps each
+    scanned image's path to the folder its scan read (FacesetReader.source_roots).
     """
     path = Path(pin_image)
     scanned_paths = set(table.paths) | scanned
-    folders = sorted(set(roots.values()))
     if not path.is_absolute() and path.as_posix() not in scanned_paths and path.is_file():
         path = path.resolve()
     if path.is_absolute():
         resolved = path.resolve()
-        inside: dict[Path, str] = {}  # folder -> the path relative to it
-        for folder in folders:
+        own = []
+        for folder in sorted(set(roots.values())):
             try:
-                inside[folder] = resolved.relative_to(folder.resolve()).as_posix()
+                relative = resolved.relative_to(folder.resolve()).as_posix()
             except ValueError:
                 continue
-        if not inside:
-            raise FacesmithError(f"{pin_image} is not under the scanned folder {_listed(folders)}")
-        # The image that its own scan read from this folder; a file of the same relative path
-        # under another scan's folder is a different file.
-        own = [relative for folder, relative in inside.items() if roots.get(relative) == folder]
+            if roots.get(relative) == folder:  # the image that its own scan read from this folder
+                own.append(relative)
         if not own:
-            relative = next(iter(inside.values()))
-            if relative in roots:
-                raise FacesmithError(f"{pin_image} is not the scanned {relative}: that one was read "
-                                     f"from {roots[relative]}")
-            own = [relative]
+            return None
         path = Path(own[0])
     rel_path = path.as_posix()
     candidates = [i for i, p in enumerate(table.paths) if p == rel_path]
     if not candidates:
-        raise FacesmithError(
-            f"{rel_path} was scanned but no face was found in it" if rel_path in scanned
-            else f"{rel_path} is not in the faceset: give a path relative to the scanned folder "
-                 f"{_listed(folders)} of an image that was scanned")
-    chosen = max(candidates, key=lambda i: (float(np.nan_to_num(table.face_size[i], nan=-1.0)),
-                                            -i))
+        if rel_path in scanned:
+            raise FacesmithError(f"{rel_path} was scanned but no face was found in it")
+        return None
+    chosen = max(candidates, key=lambda i: (float(np.nan_to_num(table.face_size[i], nan=-1.0)), -i))
     if len(candidates) > 1:
         logger.info("%s has %d faces; pinning the largest (%s)", rel_path, len(candidates),
                     table.face_ids[chosen])
     return chosen, rel_path
+
+
+def embed_pin_image(database: Path, image: Path) -> np.ndarray:
+    """The (D,) embedding of the largest face in `image`, a photo outside the faceset, made with
+    the backend and models that scanned the faceset (embeddings of other backends do not compare).
+    The photo is only looked at: it never becomes a row of the faceset."""
+    from curate.faces.align import arcface_crop
+    from curate.scan.ingest import FileEntry, read_image
+    from curate.scan.pipeline import analyzer_for_faceset
+
+    image = Path(image)
+    try:
+        stat = image.stat()
+    except OSError as error:
+        raise FacesmithError(f"cannot read the identity image {image}: {error.strerror or error}") from error
+    result = read_image(FileEntry(image.name, image, stat.st_size, stat.st_mtime_ns, None))
+    if result.decoded is None:
+        detail = result.rejection.detail if result.rejection else "it does not decode"
+        raise FacesmithError(f"cannot use {image} as the identity: {detail}")
+    pixels = result.decoded.image_bgr
+    analyzer = analyzer_for_faceset(database)
+    faces = analyzer.locate(pixels)
+    if not faces:
+        raise FacesmithError(f"no face found in {image}: give a photo where the main person's face is visible")
+    largest = max(faces, key=lambda face: float((face.bbox[2] - face.bbox[0]) * (face.bbox[3] - face.bbox[1])))
+    return np.asarray(analyzer.embed([arcface_crop(pixels, largest.landmarks5)])[0], np.float64)
 
 
 def _listed(folders: list[Path]) -> str:
@@ -312,9 +357,11 @@ def analyze_identities(
 ) -> IdentitySummary:
     """Cluster the faceset at `database` into identities and replace its `identities` table.
 
-    `pin_image` (relative to the scanned folder, or absolute inside it) makes the cluster of its
-    face the main identity (its largest face when it has several); `pin_embedding` does the same
-    by nearest cluster centre. The threshold defaults to the faceset's backend's value.
+    `pin_image` makes the cluster of its face the main identity (its largest face when it has
+    several): an image of the faceset (relative to the scanned folder, or absolute) pins that face;
+    a photo anywhere else is embedded with the faceset's own backend and pins the nearest cluster,
+    without becoming part of the faceset. `pin_embedding` pins by nearest cluster centre too. The
+    threshold defaults to the faceset's backend's value.
     """
     started = time.perf_counter()
     database = Path(database)
@@ -322,17 +369,32 @@ def analyze_identities(
         raise StoreError(f"no faceset at {database}: run 'facesmith curate scan' first")
     if pin_image is not None and pin_embedding is not None:
         raise FacesmithError("pin the main identity with an image or an embedding, not both")
+    pin_face_id, pinned = None, None
+    if pin_image is not None:
+        with FacesetReader(database) as reader:
+            table = reader.faces()
+            scanned = {path for (path,) in reader.connection.execute("SELECT path FROM images").fetchall()}
+            found = _scanned_pin(table, pin_image, reader.source_roots(), scanned)
+        if found is not None:
+            pin_face_id, pinned = table.face_ids[found[0]], found[1]
+        elif Path(pin_image).is_file():
+            pin_embedding, pinned = embed_pin_image(database, Path(pin_image)), str(Path(pin_image))
+        else:
+            raise FacesmithError(f"no image at {pin_image}: give a photo of the main person (inside the "
+                                 "scanned folder or anywhere else)")
+    elif pin_embedding is not None:
+        pinned = "embedding"
     with FacesetStore(database) as store:
-        table = load_faces(store.connection)
+        backfill_geometry_checks(store)
+        reader = FacesetReader.on(store.connection, database)
+        table = reader.faces()
         backend = store.meta("backend")
-        pin_face, pinned = None, None
-        if pin_image is not None:
-            scanned = {path for (path,) in store.connection.execute("SELECT path FROM images").fetchall()}
-            pin_face, pinned = _pinned_face(table, pin_image, source_roots(store.connection), scanned)
-        elif pin_embedding is not None:
-            pinned = "embedding"
-        rows, sampled = find_identities(table, settings, backend, pin_face, pin_embedding, pinned)
-        parameters = {**settings.to_dict(backend), "pin": pinned}
+        pin_face = table.index().get(pin_face_id) if pin_face_id is not None else None
+        if pin_face_id is not None and pin_face is None:
+            raise FacesmithError(f"{pinned} changed while it was being read: run the analysis again")
+        unreliable = reader.bad_checks(RELIABILITY_CHECKS)
+        rows, sampled = find_identities(table, settings, backend, pin_face, pin_embedding, pinned, unreliable)
+        parameters = {**settings.to_dict(backend), "pin": pinned, "reliability_checks": list(RELIABILITY_CHECKS)}
         store.replace_analysis("identities", "identities", [row.to_row() for row in rows], parameters)
     labels = {label: sum(row.label == label for row in rows) for label in LABELS}
     return IdentitySummary(
@@ -344,4 +406,5 @@ def analyze_identities(
         distance_threshold=settings.threshold_for(backend),
         sampled=sampled,
         seconds=round(time.perf_counter() - started, 3),
+        unreliable=sum(not row.reliable for row in rows),
     )

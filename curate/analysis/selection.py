@@ -1,16 +1,20 @@
-"""Choose the training subset: the faces that best cover pose × lighting, then the sharpest, under a budget.
+"""Choose the training subset: the faces that best cover pose × expression × lighting, then the sharpest, under a budget.
 
-DeepFaceLab's "best faces" sort cuts yaw into a fixed 128 bins, ignores lighting and keeps
-duplicates and other people. Here the cells are yaw × pitch × lighting-direction bins of a width
-the user picks, faces that analysis flagged (non-kept duplicates, other identities, outliers,
-'bad' quality verdicts) are never chosen, and every face gets a reason for its fate.
+DeepFaceLab's "best faces" sort cuts yaw into a fixed 128 bins, ignores lighting and expression
+and keeps duplicates and other people. Here the cells are yaw × pitch × lighting-direction ×
+expression bins (curate.faces.expression: neutral, mouth open, smile, eyes closed), the faces
+that may be chosen are those curate.faceset.FacesetReader calls eligible (main identity, not a
+dropped duplicate, no 'bad' quality-gate verdict, not excluded by hand), and every face gets a
+reason for its fate.
 
 The greedy rule: repeatedly take the sharpest remaining face of the cell with the fewest picks so
 far (round-robin over cells); among cells with equally few picks prefer the one whose pose
-(yaw × pitch, all lighting bins together) has fewer picks, then the sharper candidate, then the
-smaller face_id. So with a budget of at least the number of occupied cells, every cell gets its
-sharpest face first; a smaller budget spreads over poses before lighting variants; and the order
-is fully deterministic for the same faces.
+(yaw × pitch, all lighting and expression bins together) has fewer picks, then the sharper
+candidate, then the smaller face_id. So with a budget of at least the number of occupied cells,
+every cell gets its sharpest face first; a smaller budget spreads over poses before lighting and
+expression variants; a budget larger than the cells keeps taking faces until it is filled or no
+eligible face is left (then a warning says what kept the others out and how to loosen it); and
+the order is fully deterministic for the same faces.
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ import numpy as np
 from curate import __version__
 from curate.analysis.coverage import DEFAULT_LIGHT_THRESHOLD, degrees, light_bins, pose_bin
 from curate.errors import FacesmithError, StoreError
-from curate.faceset import FaceTable, load_faces
+from curate.faces.expression import expression_bin, expression_features
+from curate.faceset import QUALITY_GATES, QUALITY_WORDS, FaceStatus, FaceTable, FacesetReader
 from curate.fileio import write_atomically
 from curate.progress import ProgressCallback
 from curate.store import FacesetStore
@@ -40,20 +45,9 @@ logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.json"
 
-# Quality measures whose 'bad' verdict keeps a face out by default, and how the reason reads.
-DEFAULT_EXCLUDE_BAD = ("sharpness", "face_size")
-_QUALITY_WORDS = {
-    "sharpness": "blurry",
-    "motion_blur": "motion-blurred",
-    "face_size": "too small",
-    "brightness": "badly exposed",
-    "shadows_clipped": "shadows clipped",
-    "highlights_clipped": "highlights clipped",
-    "contrast": "flat",
-    "lighting": "harshly lit",
-    "color_cast": "colour cast",
-}
-_IDENTITY_WORDS = {"other-person": "other person", "outlier": "outlier"}
+# Quality measures whose 'bad' verdict keeps a face out by default: exposure, clipping, sharpness,
+# size, a face cut by the frame edge and misaligned landmarks (curate.faceset.QUALITY_GATES).
+DEFAULT_EXCLUDE_BAD = QUALITY_GATES
 
 
 class SelectionError(FacesmithError):
@@ -70,6 +64,7 @@ class SelectionSettings:
     lighting: bool = True  # count the lighting direction in the cells
     light_threshold: float = DEFAULT_LIGHT_THRESHOLD  # see curate.analysis.coverage.light_bins
     exclude_bad: tuple[str, ...] = DEFAULT_EXCLUDE_BAD  # measures whose 'bad' verdict excludes
+    expression: bool = True  # count the expression (neutral, mouth open, smile, eyes closed) in the cells
 
     def __post_init__(self) -> None:
         if self.budget is not None and (int(self.budget) != self.budget or self.budget < 1):
@@ -80,9 +75,9 @@ class SelectionSettings:
                 raise SelectionError(f"{name.replace('_', ' ')} must be a whole number of degrees >= 1, got {width}")
         if not 0 <= self.light_threshold < 1:
             raise SelectionError(f"light threshold must be in 0..1, got {self.light_threshold}")
-        unknown = sorted(set(self.exclude_bad) - set(_QUALITY_WORDS))
+        unknown = sorted(set(self.exclude_bad) - set(QUALITY_WORDS))
         if unknown:
-            raise SelectionError(f"unknown quality measure(s) {', '.join(unknown)}: use {', '.join(_QUALITY_WORDS)}")
+            raise SelectionError(f"unknown quality measure(s) {', '.join(unknown)}: use {', '.join(QUALITY_WORDS)}")
         object.__setattr__(self, "exclude_bad", tuple(self.exclude_bad))
 
     def to_dict(self) -> dict:
@@ -102,10 +97,11 @@ class SelectionRow:
     pitch_bin: int | None
     light_bin: str  # even, left, right, top, bottom, unknown (image sides)
     reason: str  # 'selected' or why the face was left out
+    expression_bin: str = "unknown"  # neutral, mouth-open, smile, eyes-closed, unknown
 
     def to_row(self) -> tuple:
         return (self.face_id, self.selected, self.pick_order, self.yaw_bin, self.pitch_bin,
-                self.light_bin, self.reason)
+                self.light_bin, self.reason, self.expression_bin)
 
     @classmethod
     def from_row(cls, row: tuple) -> "SelectionRow":
@@ -116,13 +112,23 @@ def _bins(values: np.ndarray, width: int) -> list[int | None]:
     return [None if math.isnan(v) else int(v) for v in pose_bin(values, width)]
 
 
-def cell_name(yaw_bin: int | None, pitch_bin: int | None, light: str | None, settings: SelectionSettings) -> str:
-    """'yaw −15° to 0°, pitch 0° to 15°, light even' for messages."""
+def cell_name(yaw_bin: int | None, pitch_bin: int | None, light: str | None, settings: SelectionSettings,
+              expression: str | None = None) -> str:
+    """'yaw −15° to 0°, pitch 0° to 15°, light even, neutral' for messages."""
     def span(low: int | None, width: int) -> str:
         return "unknown" if low is None else f"{degrees(low)} to {degrees(low + width)}"
 
     name = f"yaw {span(yaw_bin, settings.yaw_bin)}, pitch {span(pitch_bin, settings.pitch_bin)}"
-    return f"{name}, light {light}" if light is not None else name
+    if light is not None:
+        name += f", light {light}"
+    return f"{name}, expression {expression}" if expression not in (None, "unknown") else name
+
+
+def expression_bins(table: FaceTable) -> list[str]:
+    """The expression bin of every face of `table` (curate.faces.expression.expression_bin)."""
+    if len(table.landmarks68) != len(table):
+        return ["unknown"] * len(table)
+    return [expression_bin(features) for features in expression_features(table.landmarks68)]
 
 
 def select_faces(table: FaceTable, excluded: dict[str, str],
@@ -133,13 +139,15 @@ def select_faces(table: FaceTable, excluded: dict[str, str],
     yaw_bins = _bins(table.yaw, settings.yaw_bin)
     pitch_bins = _bins(table.pitch, settings.pitch_bin)
     lights = light_bins(table.lighting_lr, table.lighting_tb, settings.light_threshold)
+    expressions = expression_bins(table)
     sharpness = np.where(np.isnan(table.sharpness), -np.inf, table.sharpness)
 
     def pose_key(i: int) -> tuple:
         return (yaw_bins[i], pitch_bins[i])
 
     def cell_key(i: int) -> tuple:
-        return (*pose_key(i), lights[i] if settings.lighting else None)
+        return (*pose_key(i), lights[i] if settings.lighting else None,
+                expressions[i] if settings.expression else None)
 
     # Candidates per cell, sharpest first (face_id breaks ties).
     candidates: dict[tuple, list[int]] = {}
@@ -187,7 +195,7 @@ def select_faces(table: FaceTable, excluded: dict[str, str],
             reason = "selected"
         else:
             key = cell_key(i)
-            where = cell_name(key[0], key[1], key[2], settings)
+            where = cell_name(key[0], key[1], key[2], settings, key[3])
             if cell_picks[key]:
                 reason = (f"over budget: cell ({where}) already has {cell_picks[key]} "
                           f"{'face' if cell_picks[key] == 1 else 'faces'} sharper than this")
@@ -196,34 +204,59 @@ def select_faces(table: FaceTable, excluded: dict[str, str],
                           "got a pick (other cells' faces were sharper or their poses rarer)")
         rows.append(SelectionRow(
             face_id=face_id, selected=i in order, pick_order=order.get(i), yaw_bin=yaw_bins[i],
-            pitch_bin=pitch_bins[i], light_bin=lights[i], reason=reason))
+            pitch_bin=pitch_bins[i], light_bin=lights[i], reason=reason, expression_bin=expressions[i]))
     return rows
 
 
-# -- exclusions from the database -----------------------------------------------------------------
+# -- exclusions and warnings ----------------------------------------------------------------------
 
-def load_exclusions(connection: duckdb.DuckDBPyConnection,
-                    exclude_bad: tuple[str, ...] = DEFAULT_EXCLUDE_BAD) -> dict[str, str]:
-    """face_id -> why it must not be selected, from the duplicates, identities and face_checks
-    tables: non-kept duplicates ('duplicate of X (kind)'), identities other than the main one
-    ('other person …', 'outlier …'; only when the identities table has rows) and the 'bad'
-    verdicts of `exclude_bad` ('blurry (sharpness bad)'). Several reasons join with '; '."""
-    reasons: dict[str, list[str]] = {}
-    for face_id, group_id, kind in connection.execute(
-            "SELECT face_id, group_id, kind FROM duplicates WHERE NOT keep ORDER BY face_id").fetchall():
-        reasons.setdefault(face_id, []).append(f"duplicate of {group_id} ({kind})")
-    for face_id, label, distance in connection.execute(
-            "SELECT face_id, label, distance FROM identities WHERE label <> 'main' ORDER BY face_id").fetchall():
-        words = _IDENTITY_WORDS.get(label, label)
-        reasons.setdefault(face_id, []).append(f"{words} (distance {distance:.2f} from the main identity)")
-    if exclude_bad:
-        # The raw values stay in face_checks; the reason names the verdict only.
-        for face_id, measure in connection.execute(
-                "SELECT face_id, measure FROM face_checks "
-                "WHERE verdict = 'bad' AND list_contains(?, measure) ORDER BY face_id, measure",
-                [list(exclude_bad)]).fetchall():
-            reasons.setdefault(face_id, []).append(f"{_QUALITY_WORDS[measure]} ({measure} bad)")
-    return {face_id: "; ".join(parts) for face_id, parts in sorted(reasons.items())}
+def exclusions(statuses: list[FaceStatus]) -> dict[str, str]:
+    """face_id -> why it may not be selected (every reason, joined with '; '), from the reader's
+    statuses computed without the selection (curate.faceset.FacesetReader.statuses)."""
+    return {status.face_id: status.reason for status in statuses if not status.trains}
+
+
+# How to keep more faces, per reason category (reason_category's words).
+_LOOSEN = {
+    "duplicate": "loosen with curate analyze --max-phash-bits 6 --max-pose-delta 3, or choose keepers "
+                 "in curate review",
+    "other person": "if some are the main person, pin it with curate analyze --identity PHOTO "
+                    "(or raise --identity-distance)",
+    "outlier": "outliers are too small, blurred, cut or misaligned to recognise: add better material",
+    "excluded by hand": "include them again in curate review",
+    "aligned crop missing": "re-run curate scan on the source folder",
+}
+
+
+def shortfall_warning(budget: int | None, eligible: int, excluded: dict[str, int],
+                      exclude_bad: tuple[str, ...]) -> str | None:
+    """The warning for a budget the eligible faces cannot fill ('asked for 60, 7 eligible: 686
+    faces dropped as near duplicates — loosen with …'), or None when it fills."""
+    if budget is None or budget <= eligible:
+        return None
+    causes = {category: count for category, count in excluded.items() if category != "over budget"}
+    if not causes:
+        return f"asked for {budget}, {eligible} eligible: the faceset has only {eligible} faces"
+    ordered = sorted(causes.items(), key=lambda item: (-item[1], item[0]))
+    words = ", ".join(_category_words(category, count) for category, count in ordered[:4])
+    top = ordered[0][0]
+    hint = _LOOSEN.get(top)
+    if hint is None:  # a quality word: 'blurry', 'too small', …
+        kept = [measure for measure in exclude_bad if QUALITY_WORDS.get(measure) != top]
+        hint = f"keep them with curate select --exclude-bad {','.join(kept) or 'none'}"
+    return f"asked for {budget}, {eligible} eligible: {words} — {hint}"
+
+
+def _category_words(category: str, count: int) -> str:
+    faces = "face" if count == 1 else "faces"
+    words = {
+        "duplicate": f"{faces} dropped as near or exact duplicates",
+        "other person": f"{faces} of other people",
+        "outlier": f"unrecognisable {faces} (outliers)",
+        "excluded by hand": f"{faces} excluded by hand",
+        "aligned crop missing": f"{faces} without their aligned crop",
+    }.get(category, f"{faces} {category}")
+    return f"{count} {words}"
 
 
 def stale_analyses(connection: duckdb.DuckDBPyConnection) -> list[str]:
@@ -245,7 +278,8 @@ def reason_category(reason: str) -> str:
     """The kind of a reason, for counts: selected, duplicate, other person, outlier, over budget,
     aligned crop missing, or the quality words ('blurry', 'too small', …)."""
     first = reason.split("; ")[0]
-    for prefix in ("selected", "duplicate", "other person", "outlier", "over budget", "aligned crop missing"):
+    for prefix in ("selected", "excluded by hand", "duplicate", "other person", "outlier", "over budget",
+                   "aligned crop missing"):
         if first.startswith(prefix):
             return prefix
     return first.split(" (")[0]
@@ -344,11 +378,13 @@ def select_and_export(database: Path, out_dir: Path, settings: SelectionSettings
         raise SelectionError(f"not a folder: {out_dir}")
     with FacesetStore(database) as store:
         connection = store.connection
-        table = load_faces(connection)
+        reader = FacesetReader.on(connection, database, settings.exclude_bad)
+        if reader.role == "dst":
+            raise SelectionError(f"{database} is a dst faceset: the frames to merge into are never thinned "
+                                 "(training takes every dst face); select from the src faceset")
+        table = reader.faces()
         known = set(table.face_ids)
-        # Analysis tables may still name faces a later scan removed.
-        excluded = {face_id: reason for face_id, reason in load_exclusions(connection, settings.exclude_bad).items()
-                    if face_id in known}
+        excluded = exclusions(reader.statuses(use_selection=False))
         warnings = stale_analyses(connection)
         roots = dict(connection.execute(
             "SELECT i.image_id, r.source_root FROM images i LEFT JOIN runs r USING (run_id)").fetchall())
@@ -375,6 +411,7 @@ def select_and_export(database: Path, out_dir: Path, settings: SelectionSettings
                 "face_index": int(table.face_index[i]), "aligned_path": table.aligned_paths[i],
                 "yaw": _rounded(table.yaw[i], 2), "pitch": _rounded(table.pitch[i], 2),
                 "yaw_bin": row.yaw_bin, "pitch_bin": row.pitch_bin, "light_bin": row.light_bin,
+                "expression_bin": row.expression_bin,
                 "lighting_lr": _rounded(table.lighting_lr[i]), "lighting_tb": _rounded(table.lighting_tb[i]),
                 "sharpness": _rounded(table.sharpness[i], 2), "face_size": _rounded(table.face_size[i], 1),
             })
@@ -386,11 +423,16 @@ def select_and_export(database: Path, out_dir: Path, settings: SelectionSettings
             removed += 1
 
         categories = dict(sorted(Counter(reason_category(row.reason) for row in rows if not row.selected).items()))
-        eligible_cells = {(row.yaw_bin, row.pitch_bin, row.light_bin if settings.lighting else None)
-                          for row in rows if row.face_id not in excluded}
-        selected_cells = {(row.yaw_bin, row.pitch_bin, row.light_bin if settings.lighting else None)
-                          for row in picked}
+        def cell(row: SelectionRow) -> tuple:
+            return (row.yaw_bin, row.pitch_bin, row.light_bin if settings.lighting else None,
+                    row.expression_bin if settings.expression else None)
+
+        eligible_cells = {cell(row) for row in rows if row.face_id not in excluded}
+        selected_cells = {cell(row) for row in picked}
         eligible = len(rows) - len(excluded)
+        shortfall = shortfall_warning(settings.budget, eligible, categories, settings.exclude_bad)
+        if shortfall:
+            warnings.insert(0, shortfall)
         counts = {
             "faces": len(rows), "eligible": eligible, "selected": len(picked), "excluded": categories,
             "cells_eligible": len(eligible_cells), "cells_selected": len(selected_cells),
@@ -402,7 +444,8 @@ def select_and_export(database: Path, out_dir: Path, settings: SelectionSettings
         }
         manifest_path = out_dir / MANIFEST_NAME
         write_atomically(manifest_path, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
-        store.replace_analysis("selection", "selection", [row.to_row() for row in rows], settings.to_dict())
+        store.replace_analysis("selection", "selection", [row.to_row() for row in rows],
+                               {**settings.to_dict(), "eligible": eligible, "warnings": warnings})
     for warning in warnings:  # also in the summary, for the caller to show
         logger.info("%s", warning)
     return SelectionSummary(

@@ -141,6 +141,17 @@ class QualityThresholds:
     color_cast: Band = Band(ok_high=0.20, bad_high=0.35)
     # Source pixels across the face; set ok_low to the training resolution to be strict.
     face_size: Band = Band(bad_low=64.0, ok_low=192.0, log=True)
+    # Share of the 68 landmarks outside the source image: a face cut by the frame edge. One point
+    # out is a warning (often the chin of a tight crop); 4 or more (≥ 5 %) cut the face. The two
+    # partial-face photos of the samples have 5 and 6 points out.
+    frame_edge: Band = Band(ok_high=0.0, bad_high=0.05)
+    # Landmark fit: RMS distance of the landmarks to a 3-D face at the estimated pose, over the
+    # landmarks' width (curate.faces.pose.Pose.fit_error). Real faces of the samples 0.033–0.064;
+    # jittered or displaced landmark sets ≥ 0.09.
+    alignment: Band = Band(ok_high=0.07, bad_high=0.09)
+    # Detector confidence (0..1). Scans keep detections from 0.6; real faces of the samples score
+    # 0.85–0.95 with YuNet; below 0.7 a detection is as likely a pattern as a face.
+    detection: Band = Band(bad_low=0.7, ok_low=0.8)
 
 
 DEFAULTS = QualityThresholds()
@@ -394,6 +405,40 @@ class FaceSize:
         return verdict_of_score(self.score(raw))
 
 
+@dataclass(frozen=True)
+class FaceGeometry:
+    """What the landmarks and the detector say about one face, beside the crop's image checks."""
+
+    frame_edge: float  # share of the 68 landmarks outside the source image, 0..1
+    alignment: float  # landmark fit error (Pose.fit_error), NaN when no pose was solved
+    detection: float  # detector score, 0..1
+
+
+def frame_edge_share(landmarks68: np.ndarray, width: int, height: int) -> float:
+    """Share of (68, 2) source-pixel landmarks outside the width × height image (0..1)."""
+    points = np.asarray(landmarks68, dtype=np.float64).reshape(-1, 2)
+    outside = (points[:, 0] < 0) | (points[:, 1] < 0) | (points[:, 0] > width) | (points[:, 1] > height)
+    return float(outside.mean()) if len(points) else 0.0
+
+
+def geometry_check_rows(
+    face_id: str, geometry: FaceGeometry, thresholds: QualityThresholds = DEFAULTS
+) -> list[tuple]:
+    """Stored rows (as check_rows) for frame_edge, alignment and detection; a NaN alignment
+    (no pose solved: degenerate landmarks) is the worst fit there is."""
+    values = {
+        "frame_edge": geometry.frame_edge,
+        "alignment": geometry.alignment if math.isfinite(geometry.alignment) else 1.0,
+        "detection": geometry.detection,
+    }
+    return [_check_row(face_id, name, value, getattr(thresholds, name)) for name, value in values.items()]
+
+
+def _check_row(face_id: str, name: str, value: float, band: Band) -> tuple:
+    edges = [edge if math.isfinite(edge) else None for edge in (band.bad_low, band.ok_low, band.ok_high, band.bad_high)]
+    return (face_id, name, float(value), band.score(value), *edges, band.verdict(value))
+
+
 def hamming(a: str, b: str) -> int:
     """Number of differing bits between two 16-hex-digit perceptual hashes (0..64)."""
     for value in (a, b):
@@ -488,10 +533,4 @@ def check_rows(
         "color_cast": scores.color_cast,
         "face_size": face_size,
     }
-    rows = []
-    for name, value in measures.items():
-        band: Band = getattr(thresholds, name)
-        edges = [edge if math.isfinite(edge) else None
-                 for edge in (band.bad_low, band.ok_low, band.ok_high, band.bad_high)]
-        rows.append((face_id, name, float(value), band.score(value), *edges, band.verdict(value)))
-    return rows
+    return [_check_row(face_id, name, value, getattr(thresholds, name)) for name, value in measures.items()]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import numpy as np
 
-from curate.faceset import load_faces, open_faceset, table_exists
+from curate.faceset import FacesetReader, table_exists
 
 if TYPE_CHECKING:
     from curate.analysis.coverage import CoverageSettings
@@ -32,17 +33,21 @@ class Report:
     """Everything a report shows; `to_dict()` is the --format json document."""
 
     database: str
-    counts: dict[str, int]
+    role: str  # src or dst
+    counts: dict[str, int]  # images, faces, … and trainable (eligible), selected, decided_by_hand
     rejects_by_reason: dict[str, int]
     verdicts: dict[str, dict[str, int]]  # measure -> {ok, warn, bad}
     duplicates: dict[str, Any]
     identities: dict[str, Any]
     selection: dict[str, Any]
-    coverage: dict[str, Any]
+    coverage: dict[str, Any]  # the faces that can train (src: main identity, no duplicate, no bad verdict)
     advice: list[str]
     histograms: list[Histogram]
     analyses: dict[str, dict[str, Any]]  # kind -> when, faces then, parameters
     stale: list[str] = field(default_factory=list)  # analyses older than the newest scan
+    coverage_all: dict[str, Any] = field(default_factory=dict)  # every face, for context
+    warnings: list[str] = field(default_factory=list)  # the latest selection's warnings
+    decisions: dict[str, int] = field(default_factory=dict)  # faces per standing hand decision
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,12 +87,17 @@ def stale_kinds(analysed_at: Mapping[str, datetime], newest_scan: datetime | Non
 
 
 def build_report(database: Path, coverage_settings: "CoverageSettings | None" = None) -> Report:
-    """Read a faceset and summarise it: counts, rejects, quality, duplicates, identities, coverage."""
+    """Read a faceset and summarise it: counts, rejects, quality, duplicates, identities, coverage.
+
+    Coverage and advice count the faces that can train (curate.faceset.FacesetReader: for a src
+    faceset the main identity's faces that are no dropped duplicate and have no bad verdict; for a
+    dst faceset every face); the whole set's grid is beside it for context."""
     from curate.analysis.coverage import CoverageSettings, advice, coverage
 
     coverage_settings = coverage_settings or CoverageSettings()
-    connection = open_faceset(database)
-    try:
+    with FacesetReader(database) as reader:
+        connection = reader.connection
+        role = reader.role
         counts = dict(zip(
             ["images", "images_ok", "images_rejected", "images_without_faces", "faces"],
             _rows(connection, """SELECT count(*), count(*) FILTER (status = 'ok'),
@@ -110,17 +120,47 @@ def build_report(database: Path, coverage_settings: "CoverageSettings | None" = 
         duplicates = _duplicates_summary(connection) if "duplicates" in analyses else {}
         identities = _identities_summary(connection) if "identities" in analyses else {}
         selection = _selection_summary(connection) if "selection" in analyses else {}
-        table = load_faces(connection)
-    finally:
-        connection.close()
-    grid = coverage(table, coverage_settings)
+        table = reader.faces()
+        eligible = reader.statuses(use_selection=False)
+        decisions = reader.decisions()
+        selected = len(reader.selected())
+    trainable = np.array([status.trains for status in eligible], bool)
+    counts["trainable"] = int(trainable.sum())
+    counts["selected"] = selected
+    counts["decided_by_hand"] = sum(1 for decided in decisions.values() if decided.any)
+    grid = coverage(table, coverage_settings, include=trainable)
+    whole = coverage(table, coverage_settings)
     histograms = [_histogram(name, getattr(table, name)) for name in HISTOGRAM_MEASURES]
+    warnings = list(json.loads(analyses["selection"]["parameters"]).get("warnings", [])) \
+        if "selection" in analyses and analyses["selection"]["parameters"] else []
+    who = "faces of the main identity that can train" if role == "src" else "dst faces (all of them train)"
+    context = f"{who}: {counts['trainable']} of {counts['faces']}"
+    if selected:
+        context += f", {selected} selected"
+    lines = advice(grid)
+    if role == "src" and counts["trainable"] < counts["faces"]:
+        lines = [context + "; the advice below counts these faces only", *lines]
     return Report(
-        database=str(database), counts=counts, rejects_by_reason=rejects, verdicts=verdicts,
+        database=str(database), role=role, counts=counts, rejects_by_reason=rejects, verdicts=verdicts,
         duplicates=duplicates, identities=identities, selection=selection,
-        coverage=grid.to_dict(), advice=advice(grid), histograms=histograms,
-        analyses=analyses, stale=stale,
+        coverage=grid.to_dict(), advice=lines, histograms=histograms,
+        analyses=analyses, stale=stale, coverage_all=whole.to_dict(), warnings=warnings,
+        decisions=_decision_counts(decisions),
     )
+
+
+def _decision_counts(decisions: Mapping[str, Any]) -> dict[str, int]:
+    """Faces per standing hand decision: excluded, included, labelled, keeper, tagged."""
+    counts = {"excluded": 0, "included": 0, "labelled": 0, "keeper": 0, "tagged": 0}
+    for decided in decisions.values():
+        if decided.inclusion == "exclude":
+            counts["excluded"] += 1
+        elif decided.inclusion == "include":
+            counts["included"] += 1
+        counts["labelled"] += decided.label is not None
+        counts["keeper"] += decided.keeper
+        counts["tagged"] += bool(decided.tags)
+    return counts
 
 
 def _duplicates_summary(connection: duckdb.DuckDBPyConnection) -> dict[str, Any]:

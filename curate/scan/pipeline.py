@@ -29,6 +29,7 @@ from curate.faces.align import (
     warp_face,
 )
 from curate.faces.backends.base import FaceAnalyzer
+from curate.faceset import check_role
 from curate.errors import FacesmithError
 from curate.fileio import write_atomically
 from curate.scan.ingest import (
@@ -42,7 +43,7 @@ from curate.scan.ingest import (
 )
 from curate.faces.pose import estimate_pose
 from curate.progress import ProgressCallback
-from curate.faces.quality import check_rows, measure_all
+from curate.faces.quality import FaceGeometry, check_rows, frame_edge_share, geometry_check_rows, measure_all
 from curate.records import FaceRecord, ImageRecord, LocatedFace
 from curate.faces.runtimes import RUNTIMES
 from curate.store import FacesetStore, FileState
@@ -254,7 +255,10 @@ class ImagePreparer:
             image_to_face=[float(v) for v in matrix.ravel()],
             aligned_path=os.path.relpath(crop_path, self.database_dir).replace(os.sep, "/"),
         )
-        return record, check_rows(face_id, scores, face_size)
+        height, width = image_bgr.shape[:2]
+        geometry = FaceGeometry(frame_edge=frame_edge_share(face.landmarks68, width, height),
+                                alignment=pose.fit_error, detection=float(face.det_score))
+        return record, check_rows(face_id, scores, face_size) + geometry_check_rows(face_id, geometry)
 
 
 def decode_entry(entry: FileEntry, known_hash: str | None, max_pixels: int) -> tuple[IngestResult, bool]:
@@ -418,8 +422,12 @@ def scan_folder(
     aligned_dir: Path | None = None,
     on_progress: ProgressCallback | None = None,
     engine: ScanEngine | None = None,
+    role: str | None = None,
 ) -> ScanSummary:
     """Scan every file under `root` into the faceset at `database`; returns the run's summary.
+
+    `role` (src or dst, see curate.faceset) is stored with the faceset when given; a faceset
+    that was never given one is a src.
 
     Only files that are new or changed since the last scan (size or mtime differ) are read, so a
     re-scan is cheap and a scan killed at any point resumes where it stopped: each batch of
@@ -430,6 +438,8 @@ def scan_folder(
     started = time.perf_counter()
     engine = engine or LocalEngine()
     root = Path(root)
+    if role is not None:
+        check_role(role)
     if not root.is_dir():
         raise FacesmithError(f"not a folder: {root}")
     database = Path(database)
@@ -443,6 +453,8 @@ def scan_folder(
     with FacesetStore(database) as store:
         # One faceset mirrors one folder: rows are keyed by paths relative to it.
         store.require_meta("source_root", source_root, "source folder")
+        if role is not None:
+            store.set_meta("role", role)
         _remove_torn_writes(aligned_dir)
         known = store.file_states()
         present = {entry.rel_path for entry in entries}

@@ -70,8 +70,8 @@ def test_export_follows_the_selection_unless_all(tmp_path, faceset):
     with FacesetStore(database) as store:
         face_ids = [row[0] for row in store.connection.execute("SELECT face_id FROM faces ORDER BY face_id").fetchall()]
         store.replace_analysis("selection", "selection", [
-            (face_ids[1], True, 1, 0, 0, "front", "selected"),
-            (face_ids[0], False, None, 0, 0, "front", "duplicate"),
+            (face_ids[1], True, 1, 0, 0, "front", "selected", "neutral"),
+            (face_ids[0], False, None, 0, 0, "front", "duplicate", "neutral"),
         ], {})
     result = invoke("curate", "export-dfl", "--db", database, "--out", tmp_path / "chosen", "--format", "json")
     assert result.exit_code == 0, result.output

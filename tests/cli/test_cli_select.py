@@ -95,14 +95,14 @@ def test_select_table(faceset, tmp_path):
 def test_select_json_and_rows(faceset, tmp_path):
     out = tmp_path / "selected"
     result = invoke("curate", "select", "--db", faceset, "--budget", 4, "--out", out, "--no-lighting",
-                    "--yaw-bin", 30, "--exclude-bad", "none", "--format", "json")
+                    "--no-expression", "--yaw-bin", 30, "--exclude-bad", "none", "--format", "json")
     assert result.exit_code == 0, result.output
     assert result.stderr == ""
     summary = json.loads(result.stdout)
     assert summary["selected"] == 4 and summary["files_written"] == 4 and summary["budget"] == 4
     manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["settings"] == {"budget": 4, "yaw_bin": 30, "pitch_bin": 15, "lighting": False,
-                                    "light_threshold": 0.1, "exclude_bad": []}
+                                    "light_threshold": 0.1, "exclude_bad": [], "expression": False}
     with duckdb.connect(str(faceset), read_only=True) as connection:
         picked = connection.execute("SELECT count(*) FROM selection WHERE selected").fetchone()[0]
         yaw_bins = {row[0] for row in connection.execute("SELECT DISTINCT yaw_bin FROM selection").fetchall()}

@@ -16,6 +16,7 @@ from curate.analysis.duplicates import (
     DuplicateRow,
     DuplicateSettings,
     PixelComparer,
+    SamePicture,
     all_pairs_above,
     analyze_duplicates,
     find_duplicates,
@@ -24,7 +25,7 @@ from curate.analysis.duplicates import (
     phash_distances,
 )
 from curate.errors import FacesmithError, StoreError
-from curate.faceset import load_faces, open_faceset
+from curate.faceset import FacesetReader, load_faces, open_faceset
 from curate.scan.pipeline import ScanSettings, scan_folder
 from tests.curate.conftest import load_bgr
 
@@ -131,15 +132,63 @@ def test_corpus_has_one_face_per_image(corpus):
     assert len(missed) <= 3, missed  # e.g. einstein at half size: a 55 px face YuNet misses
 
 
+def _steady_sources(paths: dict[str, str], database) -> set[str]:
+    """Sources whose copies' pose estimates agree within the pose gate: re-encoding moves a
+    profile's landmarks (breakingbad's, behind glasses, by up to 7°), and such copies are rightly
+    not called the same picture."""
+    with open_faceset(database) as connection:
+        table = load_faces(connection)
+    spread: dict[str, list[float]] = {}
+    for i, face_id in enumerate(table.face_ids):
+        source, variant = paths[face_id].split("/")
+        if variant != MIRRORED:
+            spread.setdefault(source, []).extend([table.yaw[i], table.pitch[i]])
+    limit = DuplicateSettings().max_pose_delta
+    steady = set()
+    for source in spread:
+        faces = [i for i, f in enumerate(table.face_ids) if paths[f].split("/")[0] == source
+                 and not paths[f].endswith(MIRRORED)]
+        if np.ptp(table.yaw[faces]) <= limit and np.ptp(table.pitch[faces]) <= limit:
+            steady.add(source)
+    return steady
+
+
 def test_precision_and_recall_on_generated_copies(analysed):
-    _, rows, paths = analysed
+    corpus, rows, paths = analysed
     found, truth = _pairs(_groups(rows).values()), _truth_pairs(paths)
     hits = len(found & truth)
     precision, recall = hits / len(found), hits / len(truth)
     print(f"\nduplicate pairs: {len(found)} found, {len(truth)} true, "
           f"precision {precision:.3f}, recall {recall:.3f}")
-    assert precision >= 0.95 and recall >= 0.95, (precision, recall, sorted(
+    assert precision >= 0.95 and recall >= 0.85, (precision, recall, sorted(
         tuple(sorted(paths[f] for f in pair)) for pair in truth ^ found)[:10])
+    # every source whose landmarks hold still under re-encoding is found whole
+    steady = _steady_sources(paths, corpus.database)
+    assert len(steady) >= 7, steady
+    for source in steady:
+        members = {f for f, p in paths.items() if p.startswith(source + "/") and not p.endswith(MIRRORED)}
+        assert any(members <= group for group in _groups(rows).values()), source
+
+
+def test_every_dropped_face_matches_its_keeper(analysed):
+    """No chaining: each dropped face passes every threshold against the face kept in its place,
+    recomputed here from the faces' own columns, not read from the stored numbers."""
+    corpus, rows, _ = analysed
+    with open_faceset(corpus.database) as connection:
+        table = load_faces(connection)
+    settings = DuplicateSettings()
+    index = table.index()
+    same = SamePicture.of(table, settings)
+    dropped = [row for row in rows if not row.keep]
+    assert len(dropped) >= 60
+    for row in dropped:
+        face, kept = index[row.face_id], index[row.group_id]
+        cosine = float(table.embeddings[face] @ table.embeddings[kept])
+        bits = int(phash_distances(table.phash[face], table.phash[kept]))
+        assert cosine >= settings.min_cosine and bits <= settings.max_phash_distance, row
+        assert same.passes(np.array([face]), np.array([kept]))[0], row
+        assert abs(row.similarity - cosine) < 1e-5 and row.phash_distance == bits
+        assert row.pose_delta is not None and row.pose_delta <= settings.max_pose_delta
 
 
 def test_mirrored_copies_are_not_duplicates(analysed):
@@ -153,7 +202,8 @@ def test_mirrored_copies_are_not_duplicates(analysed):
 def test_each_group_keeps_one_face_with_reasons(analysed):
     _, rows, paths = analysed
     groups = _groups(rows)
-    assert len(groups) == 9  # one per source photo
+    steady = _steady_sources(paths, analysed[0].database)
+    assert len(steady) <= len(groups) <= 9 + 3 * (9 - len(steady))  # one per steady source photo
     for group_id, members in groups.items():
         kept = [row for row in rows if row.group_id == group_id and row.keep]
         assert [row.face_id for row in kept] == [group_id]
@@ -172,7 +222,7 @@ def test_exact_copies_are_labelled_by_kind(analysed):
     by_path = {paths[row.face_id]: row for row in rows}
     for source in {path.split("/")[0] for path in paths.values()}:
         exact = {variant: by_path[f"{source}/{variant}"] for variant in EXACT_VARIANTS}
-        kinds = sorted(row.kind for row in exact.values())
+        kinds = sorted(row.kind for row in exact.values() if not row.keep)
         # one of the three stands for the copies (kept, or a near duplicate of the kept face);
         # the other two copy it or each other
         assert kinds.count("exact-file") == 1 and kinds.count("exact-pixels") == 1, (source, kinds)
@@ -180,7 +230,7 @@ def test_exact_copies_are_labelled_by_kind(analysed):
         assert same_file in ("original.png", "copy.png")
         other_png = ({"original.png", "copy.png"} - {same_file}).pop()
         assert f"{source}/{other_png}" in exact[same_file].reason and "same file bytes" in exact[same_file].reason
-        pixels = next(row for row in exact.values() if row.kind == "exact-pixels")
+        pixels = next(row for row in exact.values() if row.kind == "exact-pixels" and not row.keep)
         assert "same decoded pixels" in pixels.reason
 
 
@@ -194,7 +244,9 @@ def test_table_and_parameters_are_stored_and_reruns_are_identical(analysed):
             "FROM analyses WHERE kind = 'duplicates'").fetchone()
         face_count = connection.execute("SELECT count(*) FROM faces").fetchone()[0]
     assert sorted(again, key=lambda r: r.face_id) == sorted(rows, key=lambda r: r.face_id)
-    assert summary.groups == 9 and summary.faces_to_drop == len(rows) - 9
+    groups = len(_groups(rows))
+    assert summary.groups == groups and summary.faces_to_drop == len(rows) - groups
+    assert summary.largest_group == max(len(members) for members in _groups(rows).values())
     assert summary.by_kind["exact-file"] == 9 and summary.by_kind["exact-pixels"] == 9
     assert summary.pixel_checks > 0 and summary.pixel_checks_skipped == 0
     assert parameters == (str(DuplicateSettings().min_cosine), str(DuplicateSettings().max_phash_distance), face_count)
@@ -202,14 +254,16 @@ def test_table_and_parameters_are_stored_and_reruns_are_identical(analysed):
 
 def test_pure_function_is_deterministic_and_works_without_pixel_checks(analysed, tmp_path):
     corpus, rows, _ = analysed
-    with open_faceset(corpus.database) as connection:
-        table = load_faces(connection)
+    with FacesetReader(corpus.database) as reader:
+        table = reader.faces()
+        bad = reader.bad_checks()
+        warnings = {face_id: warn for face_id, (_, warn) in reader.verdict_counts().items()}
     comparer = PixelComparer(corpus.root)
-    assert find_duplicates(table, DuplicateSettings(), comparer) == rows
-    assert find_duplicates(table, DuplicateSettings(), PixelComparer(corpus.root)) == rows
+    assert find_duplicates(table, DuplicateSettings(), comparer, bad=bad, warnings=warnings) == rows
+    assert find_duplicates(table, DuplicateSettings(), PixelComparer(corpus.root), bad=bad, warnings=warnings) == rows
     # without pixel checks, or with the files gone, same-pixel copies are still near duplicates
     for pixel_equal in (None, PixelComparer(tmp_path / "moved-away")):
-        fallback = find_duplicates(table, DuplicateSettings(), pixel_equal)
+        fallback = find_duplicates(table, DuplicateSettings(), pixel_equal, bad=bad, warnings=warnings)
         assert sorted(map(sorted, _groups(fallback).values())) == sorted(map(sorted, _groups(rows).values()))
         assert not any(row.kind == "exact-pixels" for row in fallback)
         assert sum(row.kind == "exact-file" for row in fallback) == 9
@@ -280,7 +334,7 @@ def test_phash_distances_and_settings_validation():
     b = np.array([0, 0, 0b0001], np.uint64)
     assert phash_distances(a, b).tolist() == [0, 64, 2]
     assert phash_distances(a[:, None], b[None, :]).tolist() == [[0, 0, 1], [64, 64, 63], [3, 3, 2]]
-    for bad in ({"min_cosine": 1.5}, {"max_phash_distance": 65}, {"block": 0}, {"quality_step": 1.0}):
+    for bad in ({"min_cosine": 1.5}, {"max_phash_distance": 65}, {"block": 0}, {"exposure_weight": -1.0}, {"max_pose_delta": -1}):
         with pytest.raises(FacesmithError):
             DuplicateSettings(**bad)
     with pytest.raises(StoreError, match="no faceset"):

@@ -73,8 +73,9 @@ def test_obama_is_main_and_everyone_else_is_flagged(people):
     assert len(rows) == summary.faces == 10  # one row per face
     for key, row in rows.items():
         if key.startswith("others/"):
-            assert row.label in ("other-person", "outlier"), (key, row)
-            assert row.distance > 0.5 and row.reason
+            # Biden and the t1.jpg people are reliable faces of other people, each seen once
+            assert row.label == "other-person" and row.reliable, (key, row)
+            assert row.distance > 0.5 and row.reason.startswith("another person")
         else:
             assert (row.label, row.cluster) == ("main", 0), (key, row)
             assert row.distance < 0.3 and row.reason.startswith("main identity")
@@ -120,16 +121,39 @@ def test_pinning_by_embedding(people):
         find_identities(table, pin_embedding=np.ones(7))
 
 
-def test_bad_pins_and_settings_are_clear_errors(people):
-    with pytest.raises(FacesmithError, match="not in the faceset"):
+def test_bad_pins_and_settings_are_clear_errors(people, tmp_path):
+    with pytest.raises(FacesmithError, match="no image at nobody.jpg"):
         analyze_identities(people.database, pin_image="nobody.jpg")
-    with pytest.raises(FacesmithError, match="not under the scanned folder"):
+    with pytest.raises(FacesmithError, match="no image at"):
         analyze_identities(people.database, pin_image=Path("/elsewhere/biden.jpg"))
+    blank = tmp_path / "blank.png"
+    import cv2
+    cv2.imwrite(str(blank), np.full((200, 200, 3), 128, np.uint8))
+    with pytest.raises(FacesmithError, match="no face found in"):
+        analyze_identities(people.database, pin_image=blank)
     with pytest.raises(StoreError, match="no faceset"):
         analyze_identities(people.database.parent / "missing.duckdb")
-    for bad in ({"distance_threshold": 0.0}, {"min_size": 0}, {"max_cluster_faces": 1}):
+    for bad in ({"distance_threshold": 0.0}, {"max_cluster_faces": 1}):
         with pytest.raises(FacesmithError):
             IdentitySettings(**bad)
+
+
+def test_an_identity_photo_from_outside_the_folder_pins_without_joining(people, tmp_path):
+    """--identity may name any photo: it picks the main identity and never becomes training data."""
+    outside = tmp_path / "elsewhere" / "portrait.jpg"
+    outside.parent.mkdir()
+    shutil.copyfile(people.root / sorted(p.name for p in people.root.glob("*.jpg"))[0], outside)
+    with duckdb.connect(str(people.database), read_only=True) as connection:
+        before = connection.execute("SELECT count(*) FROM images").fetchone()[0]
+    analyze_identities(people.database, pin_image="others/biden.jpg")  # main: Biden
+    summary = analyze_identities(people.database, pin_image=outside)
+    rows = _rows(people.database)
+    assert summary.pinned == str(outside) and summary.main_faces == 3
+    assert all(row.label == "main" for key, row in rows.items() if not key.startswith("others/"))
+    assert all(row.label != "main" for key, row in rows.items() if key.startswith("others/"))
+    with duckdb.connect(str(people.database), read_only=True) as connection:
+        assert connection.execute("SELECT count(*) FROM images").fetchone()[0] == before
+        assert not connection.execute("SELECT count(*) FROM images WHERE path LIKE '%portrait%'").fetchone()[0]
 
 
 def test_sampled_clustering_assigns_the_rest_to_centres():
@@ -149,8 +173,9 @@ def test_sampled_clustering_assigns_the_rest_to_centres():
         for identity in range(3):  # each identity is one cluster, distinct from the others
             assert len(set(labels[truth == identity])) == 1
         assert len({labels[truth == identity][0] for identity in range(3)}) == 3
-    assert (part[truth == -1] == -1).all()  # near no sampled centre: no cluster
-    assert len(set(full[truth == -1])) == 2 and not set(full[truth == -1]) & set(full[truth >= 0])
+    for labels in (full, part):  # near no one: each unrelated face is a person of its own
+        assert (labels >= 0).all()
+        assert len(set(labels[truth == -1])) == 2 and not set(labels[truth == -1]) & set(labels[truth >= 0])
 
 
 def test_pins_resolve_against_the_folder_of_each_images_own_scan(people, tmp_path):
@@ -167,6 +192,8 @@ def test_pins_resolve_against_the_folder_of_each_images_own_scan(people, tmp_pat
         obama = connection.execute("SELECT min(path) FROM images WHERE path NOT LIKE 'others/%'").fetchone()[0]
     assert analyze_identities(database, pin_image=people.root / obama).pinned == obama
     assert analyze_identities(database, pin_image=second / "others" / "biden.jpg").pinned == "others/biden.jpg"
-    # the first folder's others/biden.jpg is not the file the faceset holds
-    with pytest.raises(FacesmithError, match="not the scanned others/biden.jpg"):
-        analyze_identities(database, pin_image=people.root / "others" / "biden.jpg")
+    # the first folder's others/biden.jpg is not the file the faceset holds: it is a photo from
+    # elsewhere, embedded to find its person (the same photo: Biden)
+    outside = people.root / "others" / "biden.jpg"
+    summary = analyze_identities(database, pin_image=outside)
+    assert summary.pinned == str(outside) and summary.main_faces == 1

@@ -12,10 +12,11 @@ import duckdb
 import pytest
 from typer.testing import CliRunner
 
-from curate.reports import report as report_module
 from curate.reports.report import build_report, stale_kinds
 from curate.reports.html import write_html_report
 from curate.scan.pipeline import default_aligned_dir
+from curate import faceset as faceset_module
+from curate.faceset import FacesetReader
 from facesmith.cli import app
 
 
@@ -39,8 +40,14 @@ def test_report_numbers_match_the_database(analysed):
     assert report.counts["images_rejected"] == 1 and report.rejects_by_reason == {"not-an-image": 1}
     assert report.identities["labels"]["main"] == main >= 4
     assert report.duplicates["faces_to_drop"] == dropped >= 1
-    assert sum(sum(row) for row in report.coverage["counts"]) + report.coverage["faces_outside_range"] \
-        + report.coverage["faces_without_pose"] == faces
+    # the whole set's grid holds every face; the advice's grid the faces that can train
+    whole, trainable = report.coverage_all, report.coverage
+    assert sum(sum(row) for row in whole["counts"]) + whole["faces_outside_range"] + whole["faces_without_pose"] == faces
+    assert sum(sum(row) for row in trainable["counts"]) + trainable["faces_outside_range"] \
+        + trainable["faces_without_pose"] == report.counts["trainable"]
+    with FacesetReader(analysed) as reader:
+        assert report.counts["trainable"] == len(reader.trainable_ids(use_selection=False)) <= main - dropped + 1
+    assert report.advice[0].startswith(f"faces of the main identity that can train: {report.counts['trainable']} of {faces}")
     assert sum(report.verdicts["sharpness"].values()) == faces
     assert report.advice and all(isinstance(line, str) and line for line in report.advice)
     assert report.stale == []
@@ -110,7 +117,7 @@ def test_staleness_compares_instants_not_strings(analysed, tmp_path, monkeypatch
         connection.execute("SET TimeZone = 'Europe/Berlin'")
         return connection
 
-    monkeypatch.setattr(report_module, "open_faceset", in_berlin)
+    monkeypatch.setattr(faceset_module, "open_faceset", in_berlin)  # the reader's door
     report = build_report(database)
     assert report.analyses and sorted(report.stale) == (sorted(report.analyses) if stale else [])
 

@@ -13,9 +13,10 @@ import pytest
 
 from curate.errors import StoreError
 from curate.analysis.selection import (
-    MANIFEST_NAME, SelectionError, SelectionRow, SelectionSettings, load_exclusions, reason_category,
+    MANIFEST_NAME, SelectionError, SelectionRow, SelectionSettings, exclusions, reason_category,
     select_and_export, select_faces,
 )
+from curate.faceset import FacesetReader
 from curate.store import FacesetStore
 from tests.curate.test_coverage import synthetic_table
 
@@ -209,10 +210,10 @@ def test_export_copies_crops_writes_manifest_and_records_rows(faceset, tmp_path)
         assert entry["sharpness"] > 0
         row = stored[entry["face_id"]]
         assert row == (entry["face_id"], True, entry["pick_order"], entry["yaw_bin"], entry["pitch_bin"],
-                       entry["light_bin"], "selected")
+                       entry["light_bin"], "selected", entry["expression_bin"])
     assert sorted(path.name for path in out.iterdir()) == sorted([MANIFEST_NAME] + [e["file"] for e in entries])
     # The sharpest faces were not simply taken: 8 different cells.
-    assert len({(e["yaw_bin"], e["pitch_bin"], e["light_bin"]) for e in entries}) == 8
+    assert len({(e["yaw_bin"], e["pitch_bin"], e["light_bin"], e["expression_bin"]) for e in entries}) == 8
     analyses = query(faceset, "SELECT kind, parameters->>'budget' FROM analyses WHERE kind = 'selection'")
     assert analyses == [("selection", "8")]
 
@@ -235,12 +236,12 @@ def test_analysis_exclusions_are_honoured(faceset, tmp_path):
     astronaut = face_of(faceset, "astronaut.png")
     with FacesetStore(faceset) as store:
         store.replace_analysis("duplicates", "duplicates", [
-            (obama, obama, "near", True, 1.0, 0, "kept: sharpest of its group"),
-            (obama_mirror, obama, "near", False, 0.97, 30, "near duplicate of the kept face"),
+            (obama, obama, "near", True, 1.0, 0, "kept: sharpest of its group", 0.0, 0.0, 0.0),
+            (obama_mirror, obama, "near", False, 0.97, 30, "near duplicate of the kept face", 1.0, 0.5, 0.01),
         ], {"test": True})
         store.replace_analysis("identities", "identities", [
-            (biden, 1, "other-person", 0.82, "cluster 1, not the main identity"),
-            (astronaut, -1, "outlier", 0.95, "no cluster"),
+            (biden, 1, "other-person", 0.82, "cluster 1, not the main identity", True),
+            (astronaut, -1, "outlier", 0.95, "no cluster", False),
         ], {"test": True})
     summary = select_and_export(faceset, tmp_path / "selected", SelectionSettings())
     rows = {row[0]: row for row in query(faceset, "SELECT face_id, selected, reason FROM selection")}
@@ -248,9 +249,10 @@ def test_analysis_exclusions_are_honoured(faceset, tmp_path):
     assert rows[obama_mirror][1:] == (False, f"duplicate of {obama} (near)")
     assert rows[biden][1] is False and rows[biden][2].startswith("other person (distance 0.82")
     assert rows[astronaut][1] is False and rows[astronaut][2].startswith("outlier (distance 0.95")
-    # Faces whose sharpness or size verdict is 'bad' say so (einstein.jpg holds a tiny blurry second face).
+    # Faces with a 'bad' quality-gate verdict say so (einstein.jpg holds a tiny blurry second face).
     bad = dict(query(faceset, "SELECT face_id, list(measure ORDER BY measure) FROM face_checks "
-                              "WHERE verdict = 'bad' AND measure IN ('sharpness', 'face_size') GROUP BY ALL"))
+                              "WHERE verdict = 'bad' AND measure IN ('sharpness', 'face_size', 'brightness', "
+                              "'shadows_clipped', 'highlights_clipped', 'frame_edge', 'alignment') GROUP BY ALL"))
     assert bad, "the samples should hold at least one face with a bad sharpness or size verdict"
     for face_id, measures in bad.items():
         assert rows[face_id][1] is False
@@ -263,10 +265,10 @@ def test_analysis_exclusions_are_honoured(faceset, tmp_path):
     assert "over budget" not in summary.excluded  # no budget: every eligible face is chosen
     assert summary.selected == summary.eligible
     assert not any("analysis yet" in warning for warning in summary.warnings)
-    # Exclusions read straight from the tables, several reasons joined.
-    with duckdb.connect(str(faceset), read_only=True) as connection:
-        exclusions = load_exclusions(connection, ())
-    assert set(exclusions) == {obama_mirror, biden, astronaut}
+    # The reader without quality gates leaves out exactly the analysed faces.
+    with FacesetReader(faceset, quality_gates=()) as reader:
+        left_out = exclusions(reader.statuses(use_selection=False))
+    assert set(left_out) == {obama_mirror, biden, astronaut}
 
 
 def test_rerun_with_a_smaller_budget_removes_dropped_files(faceset, tmp_path):

@@ -23,7 +23,7 @@ from curate.interop.dfl.metadata import (
     parse_dfl_metadata,
 )
 from curate.errors import FacesmithError
-from curate.faceset import open_faceset, table_exists
+from curate.faceset import FacesetReader, open_faceset
 from curate.fileio import write_atomically
 from curate.scan.ingest import FileEntry, walk_files
 from curate.progress import ProgressCallback
@@ -185,17 +185,14 @@ class _ExportFace:
     metadata: DflFaceMetadata
 
 
-def _faces_to_export(connection: Any, face_ids: Sequence[str] | None, all_faces: bool) -> list[str]:
+def _faces_to_export(reader: FacesetReader, face_ids: Sequence[str] | None, all_faces: bool) -> list[str]:
     if face_ids is not None:
         return list(dict.fromkeys(face_ids))
-    has_selection = not all_faces and table_exists(connection, "selection")
-    if has_selection and connection.execute("SELECT count(*) FROM selection").fetchone()[0]:
-        rows = connection.execute(
-            "SELECT face_id FROM selection WHERE selected ORDER BY pick_order NULLS LAST, face_id"
-        ).fetchall()
-    else:
-        rows = connection.execute("SELECT face_id FROM faces ORDER BY face_id").fetchall()
-    return [face_id for (face_id,) in rows]
+    if all_faces:
+        return list(reader.faces().face_ids)
+    picks = reader.selected()
+    trainable = reader.trainable_ids(use_selection=True)
+    return sorted(trainable, key=lambda face_id: (picks.get(face_id) is None, picks.get(face_id) or 0, face_id))
 
 
 def export_metadata(
@@ -229,8 +226,9 @@ def export_dfl(
 ) -> list[Path]:
     """Write faces as DFL aligned JPEGs `<out_dir>/00000.jpg`, `00001.jpg`, …; returns the paths.
 
-    Faces: `face_ids` in that order; else the selection's chosen faces (in pick order) when a
-    selection was made and `all_faces` is False; else every face (by face_id). Each file is the
+    Faces: `face_ids` in that order; else, unless `all_faces`, the faces that train
+    (curate.faceset.FacesetReader: the selection in pick order when one was made, the analysis'
+    exclusions and a person's decisions honoured); else every face (by face_id). Each file is the
     face's aligned crop re-encoded at `quality` (DFL's extractor uses 90) with DFL's metadata
     dict in APP15, written under a temporary name and renamed. `out_dir` must hold no JPEGs yet, so that an
     export never mixes with an older one.
@@ -238,14 +236,11 @@ def export_dfl(
     database, out_dir = Path(database), Path(out_dir)
     if not 1 <= int(quality) <= 100:
         raise FacesmithError(f"JPEG quality must be in 1..100, got {quality}")
-    connection = open_faceset(database, read_only=True)
-    try:
-        chosen = _faces_to_export(connection, face_ids, all_faces)
-        rows = {row[0]: row for row in connection.execute(
+    with FacesetReader(database) as reader:
+        chosen = _faces_to_export(reader, face_ids, all_faces)
+        rows = {row[0]: row for row in reader.connection.execute(
             _FACES_QUERY + " WHERE list_contains(?, f.face_id)", [chosen]
         ).fetchall()} if chosen else {}
-    finally:
-        connection.close()
     missing = [face_id for face_id in chosen if face_id not in rows]
     if missing:
         raise FacesmithError(
