@@ -178,7 +178,8 @@ def _evaluation_lines(output: OutputFormat):
     console = Console(stderr=True, soft_wrap=True, highlight=False)
 
     def announce(name: str, iteration: int, outcome) -> None:
-        console.print(outcome.summary, style="bold red" if outcome.flag else None, markup=False)
+        console.print(f"{name} {iteration}: {outcome.summary}", style="bold red" if outcome.flag else None,
+                      markup=False)
     return announce
 
 

@@ -477,7 +477,8 @@ TENSORBOARD_SCALARS = ("quality_score", "identity_component", "expression_compon
 
 
 def check_line(result: MergeCheckResult) -> str:
-    """One line per check for the terminal: iteration, score, change since the best check, flag."""
+    """A check in one line: score, change since the best check, components, verdict (the terminal
+    prints it after 'merge check N:', the event log beside the iteration)."""
     def number(value: float, digits: int, signed: bool = False) -> str:
         return "-" if not math.isfinite(value) else f"{value:{'+' if signed else ''}.{digits}f}"
 
@@ -487,7 +488,7 @@ def check_line(result: MergeCheckResult) -> str:
         decided = f"quality {number(result.quality_score, 3)} ({number(result.change_since_best, 3, True)} vs best"
     best = "-" if result.best_iteration is None else str(result.best_iteration)
     verdict = "OVERTRAINING" if result.overtraining else "ok"
-    return (f"merge check {result.iteration}: {decided} {best}), identity {number(result.identity_component, 2)}, "
+    return (f"{decided} {best}), identity {number(result.identity_component, 2)}, "
             f"expression {number(result.expression_component, 2)}, sharpness {number(result.sharpness_component, 2)}, "
             f"artefacts {number(result.artefact_component, 2)}, held-out loss {number(result.validation_src_loss, 4)}"
             f" [{verdict}]")
