@@ -42,7 +42,7 @@ import numpy as np
 
 from curate.analysis.backfill import backfill_geometry_checks
 from curate.errors import FacesmithError, StoreError
-from curate.faces.expression import expression_delta, expression_features, widening
+from curate.faces.expression import difference_or_unknown, expression_delta, expression_features, widening
 from curate.faces.quality import PerceptualHash
 from curate.faceset import QUALITY_GATES, QUALITY_WORDS, FaceTable, FacesetReader
 from curate.scan.ingest import FileEntry, read_image
@@ -363,13 +363,6 @@ def lost_because(kept: KeeperRank, lost: KeeperRank) -> str:
 # -- same picture: pose, expression and light ------------------------------------------------
 
 
-def _absolute_difference(first: np.ndarray, second: np.ndarray) -> np.ndarray:
-    """|first − second|, 0 where both are NaN (nothing known on either side), inf where one is."""
-    difference = np.abs(first - second)
-    one_missing = np.isnan(first) != np.isnan(second)
-    return np.where(one_missing, np.inf, np.nan_to_num(difference, nan=0.0))
-
-
 @dataclass(frozen=True, eq=False)
 class SamePicture:
     """Pose, expression and light of every face, to test pairs against the settings' gates."""
@@ -395,16 +388,16 @@ class SamePicture:
         `mirrored` compares `second` as its mirror image (yaw and left/right lighting negated,
         eyes swapped). The expression tolerances widen for the smaller face of each pair."""
         sign = -1.0 if mirrored else 1.0
-        pose = np.maximum(_absolute_difference(self.yaw[first], sign * self.yaw[second]),
-                          _absolute_difference(self.pitch[first], self.pitch[second]))
+        pose = np.maximum(difference_or_unknown(self.yaw[first], sign * self.yaw[second]),
+                          difference_or_unknown(self.pitch[first], self.pitch[second]))
         other = self.expression[second]
         if mirrored:
             other = other[:, [1, 0, 2, 3, 4]]
         expression = expression_delta(self.expression[first], other,
                                       np.maximum(self.widen[first], self.widen[second]))
         light_other = self.light[second] * np.array([sign, 1.0])
-        light = _absolute_difference(self.light[first], light_other).max(axis=1)
-        brightness = _absolute_difference(self.brightness[first], self.brightness[second])
+        light = difference_or_unknown(self.light[first], light_other).max(axis=1)
+        brightness = difference_or_unknown(self.brightness[first], self.brightness[second])
         return pose, expression, light, brightness
 
     def passes(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:

@@ -59,6 +59,14 @@ def expression_features(landmarks68: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(features), features, np.nan)
 
 
+def difference_or_unknown(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """|first − second| where both are known, 0 where neither is (nothing tells them apart), inf
+    where only one is (they cannot be called the same)."""
+    first, second = np.asarray(first, np.float64), np.asarray(second, np.float64)
+    one_missing = np.isnan(first) != np.isnan(second)
+    return np.where(one_missing, np.inf, np.nan_to_num(np.abs(first - second), nan=0.0))
+
+
 def widening(face_size: np.ndarray) -> np.ndarray:
     """How much the tolerances widen for faces of `face_size` source pixels (1 to MAX_WIDENING)."""
     size = np.asarray(face_size, np.float64)
@@ -73,12 +81,8 @@ def expression_delta(first: np.ndarray, second: np.ndarray, widen: np.ndarray | 
     (≤ 1: the same expression). Broadcasts over leading axes of (..., 5) feature arrays. A
     feature unknown for one face counts as infinitely far; unknown for both, as no difference
     (nothing tells them apart)."""
-    first, second = np.asarray(first, np.float64), np.asarray(second, np.float64)
     scale = TOLERANCES * np.asarray(widen, np.float64)[..., None]
-    difference = np.abs(first - second) / scale
-    one_missing = np.isnan(first) != np.isnan(second)
-    difference = np.where(one_missing, np.inf, np.nan_to_num(difference, nan=0.0))
-    return difference.max(axis=-1)
+    return (difference_or_unknown(first, second) / scale).max(axis=-1)
 
 
 def expression_bin(features: np.ndarray) -> str:

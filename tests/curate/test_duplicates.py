@@ -365,3 +365,28 @@ def test_pixel_checks_read_each_image_from_its_own_scans_folder(corpus, tmp_path
     summary = analyze_duplicates(database)
     assert summary.pixel_checks > 0 and summary.pixel_checks_skipped == 0
     assert summary.by_kind["exact-pixels"] == 9
+
+
+def test_a_bad_verdict_never_keeps_a_group_while_a_member_without_one_exists(analysed):
+    """The issue's dark_0.jpg / bright_1.jpg: mark each group's keeper (and half its members)
+    badly exposed; the group goes to a member without a bad verdict, and the reasons say why."""
+    corpus, rows, _ = analysed
+    with FacesetReader(corpus.database) as reader:
+        table = reader.faces()
+    groups = _groups(rows)
+    bad: dict[str, list[str]] = {}
+    for group_id, members in groups.items():
+        ordered = sorted(members)
+        for face_id in [group_id, *ordered[: len(ordered) // 2]]:
+            bad[face_id] = ["brightness"]
+    again = find_duplicates(table, DuplicateSettings(), PixelComparer(corpus.root), bad=bad)
+    kept = {row.face_id for row in again if row.keep}
+    for group_id, members in _groups(again).items():
+        clean = [face for face in members if face not in bad]
+        if clean:
+            assert group_id not in bad, (group_id, members)
+    losers = [row for row in again if not row.keep and row.face_id in bad and row.group_id not in bad
+              and row.kind == "near"]
+    assert losers and all("bad brightness (badly exposed) verdict and the kept face has none" in row.reason
+                          for row in losers)
+    assert len(kept) >= len(groups)  # a bad keeper may leave more groups (the gates hold), never fewer

@@ -63,7 +63,9 @@ def test_scan_writes_images_faces_and_crops(people, tmp_path, analyzer):
         centre = m @ np.array([(bbox[0] + bbox[2]) / 2, (bbox[1] + bbox[3]) / 2, 1.0])
         assert 0 < centre[0] < 128 and 0 < centre[1] < 128
     checks = rows(database, "SELECT count(*), count(DISTINCT face_id) FROM face_checks")[0]
-    assert checks == (10 * 9, 10)
+    assert checks == (10 * 12, 10)  # 9 image checks and 3 landmark checks (frame_edge, alignment, detection)
+    measures = {m for (m,) in rows(database, "SELECT DISTINCT measure FROM face_checks")}
+    assert {"frame_edge", "alignment", "detection"} <= measures
     run = rows(database, "SELECT backend, providers, status, settings->>'face_type' FROM runs")
     # the providers recorded are the ones the models run on (the embedder's may be OpenVINO's)
     assert run == [("embedded", analyzer.providers, "done", "whole_face")]

@@ -24,10 +24,15 @@ CONTRACT_COLUMNS = {
     ],
     "face_checks": ["face_id", "measure", "raw_value", "score", "verdict"],
     "meta": ["key", "value"],
+    "duplicates": ["face_id", "group_id", "kind", "keep", "similarity", "phash_distance", "reason", "pose_delta",
+                   "expression_delta", "light_delta"],
+    "identities": ["face_id", "cluster", "label", "distance", "reason", "reliable"],
+    "selection": ["face_id", "selected", "pick_order", "reason", "expression_bin"],
+    "decisions": ["decision_id", "face_id", "content_hash", "face_index", "action", "value", "who", "decided_at", "why"],
 }
 TABLES = {
     "runs", "images", "faces", "face_checks", "meta", "analyses", "duplicates", "identities", "selection",
-    "dfl_faces",
+    "dfl_faces", "decisions",
 }
 VIEWS = {"rejected", "rejects_by_reason", "summary", "coverage", "lighting",
          "duplicate_groups", "identity_summary", "other_people", "selected_faces"}
@@ -87,8 +92,8 @@ def counts(database: Path) -> dict[str, int]:
 def test_new_file_gets_the_whole_schema(tmp_path):
     database = tmp_path / "faceset.duckdb"
     with FacesetStore(database) as store:
-        assert store.schema_version() == SCHEMA_VERSION == 5
-        assert store.meta("schema_version") == "5"
+        assert store.schema_version() == SCHEMA_VERSION == 6
+        assert store.meta("schema_version") == "6"
 
     kinds = dict(query(database, "SELECT table_name, table_type FROM information_schema.tables"))
     for name in TABLES:
@@ -117,7 +122,7 @@ def test_reopening_does_not_migrate_again(tmp_path, caplog):
     before = counts(database)
     assert before == {"face_checks": 2, "faces": 1, "images": 1, "meta": 1, "runs": 0,
                       "analyses": 0, "duplicates": 0, "identities": 0, "selection": 0,
-                      "dfl_faces": 0}
+                      "dfl_faces": 0, "decisions": 0}
 
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="curate.store"):
@@ -230,7 +235,7 @@ def test_write_batch_replaces_an_images_faces_and_checks(tmp_path):
                           checks("img1_00"))
     assert counts(database) == {"face_checks": 4, "faces": 2, "images": 2, "meta": 1, "runs": 0,
                                 "analyses": 0, "duplicates": 0, "identities": 0, "selection": 0,
-                                "dfl_faces": 0}
+                                "dfl_faces": 0, "decisions": 0}
     assert query(database, "SELECT face_id, yaw FROM faces ORDER BY face_id") == [
         ("img1_00", 30.0), ("img2_00", 5.0)
     ]
