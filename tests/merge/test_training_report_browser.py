@@ -67,17 +67,17 @@ return problems;
 
 @pytest.fixture(scope="module")
 def page(tmp_path_factory, tiny_model, analyzer) -> tuple[Path, Path]:
-    """(model folder, its HTML report): real checks every 2 iterations from 30 to 44, then a flagged row."""
+    """(model folder, its HTML report): real checks every 2 iterations from 32 to 42, then a flagged row."""
     from train.loop import close_session, open_session, run_training
 
     model_dir = tmp_path_factory.mktemp("browser") / "model"
     shutil.copytree(tiny_model, model_dir)
     session = open_session(model_dir, {})
     try:
-        run_training(session, max_iterations=14, evaluators=(MergeChecker(session, every=2, analyzer=analyzer),))
+        run_training(session, max_iterations=12, evaluators=(MergeChecker(session, every=2, analyzer=analyzer),))
     finally:
         close_session(session)
-    insert_flagged_check(model_dir, iteration=46, best_iteration=32)
+    insert_flagged_check(model_dir, iteration=44, best_iteration=32)
     return model_dir, write_training_html(training_report(model_dir), model_dir.parent / "training.html")
 
 
