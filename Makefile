@@ -38,15 +38,15 @@ demo: samples
 	@echo "  $(VENV)/bin/facesmith sql --db $(DEMO)/faceset.duckdb \"SELECT * FROM summary\""
 	@echo "  $(VENV)/bin/facesmith sql --db $(DEMO)/model/model.duckdb \"SELECT * FROM loss_by_phase\""
 
-# The HTML report tests render pages in Debian's headless Chromium, the training report's through
-# Debian's chromedriver (Selenium); install both when missing (as root with apt-get, as on CI).
-# Without them those tests are skipped, with the reason.
+# The HTML report tests and the review app's end-to-end tests drive Debian's headless Chromium
+# (the review app's and the training report's through its chromedriver); install both when
+# missing (as root with apt-get, as on CI). Without them those tests are skipped, with the reason.
 browser:
-	@{ command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 ; } && \
+	@{ command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; } && \
 	  command -v chromedriver >/dev/null 2>&1 || \
 	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) ; } || \
-	  echo "chromium or chromium-driver not installed: the HTML render tests will be skipped"
+	  echo "chromium or chromium-driver not installed: the browser tests will be skipped"
 
 test: samples browser
 	$(PY) -m pytest -q
@@ -57,6 +57,7 @@ bench: samples
 	$(PY) tools/bench_train.py
 	$(PY) tools/bench_merge.py
 	$(PY) tools/bench_ray.py
+	$(PY) tools/bench_review.py
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

@@ -168,9 +168,9 @@ def sql(
 
 
 def _register_commands() -> None:
-    from facesmith import cmd_dfl, cmd_merge, cmd_report, cmd_select, cmd_train
+    from facesmith import cmd_dfl, cmd_merge, cmd_report, cmd_review, cmd_select, cmd_train
 
-    for module in (cmd_report, cmd_select, cmd_dfl):
+    for module in (cmd_report, cmd_select, cmd_dfl, cmd_review):
         module.register(curate_app)
     cmd_train.register(app)
     cmd_merge.register(app)

@@ -10,10 +10,12 @@ from typing import Any, Iterable, Sequence
 import cv2
 import numpy as np
 
-from curate.faceset import load_faces, open_faceset
+from dataclasses import dataclass
+
+from curate.faceset import FacesetReader, table_exists
 from curate.fileio import write_atomically
 from curate.reports.report import Report
-from curate.reports.svg_plots import heatmap, histogram, scatter
+from curate.reports.svg_plots import band_text, heatmap, histogram, scatter
 
 THUMBNAIL = 96
 
@@ -23,8 +25,9 @@ h1{font-size:22px}h2{font-size:18px;margin-top:32px;border-bottom:1px solid #cbd
 table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #cbd5e0;padding:3px 8px;font-size:13px;text-align:left}
 .plots{display:flex;flex-wrap:wrap;gap:12px}.sheet{display:flex;flex-wrap:wrap;gap:6px;margin:6px 0 14px}
 figure{margin:0;width:%dpx}figure img{width:%dpx;height:%dpx;display:block}
-figcaption{font-size:10px;word-break:break-all}.kept img{outline:3px solid #2f855a}
-.advice li{margin:4px 0}.stale{background:#fefcbf;padding:8px}
+figcaption{font-size:10px;word-break:break-all}figcaption b{display:block;font-weight:600}
+.kept img{outline:3px solid #2f855a}.advice li{margin:4px 0}.stale{background:#fefcbf;padding:8px}
+.files{columns:3 280px;font-size:12px;margin:6px 0 14px;padding-left:18px}.note{color:#5a6578;font-size:12px}
 """ % (THUMBNAIL, THUMBNAIL, THUMBNAIL)
 
 
@@ -39,11 +42,12 @@ _table = html_table
 
 
 class _Thumbnails:
-    """Aligned crops as small inline JPEGs, read once per face."""
+    """Aligned crops as small inline JPEGs, read once per face, captioned with their file name."""
 
-    def __init__(self, database: Path, aligned_paths: dict[str, str]) -> None:
+    def __init__(self, database: Path, aligned_paths: dict[str, str], names: dict[str, str]) -> None:
         self.folder = Path(database).parent
         self.aligned_paths = aligned_paths
+        self.names = names  # face_id -> 'path #face_index'
         self.cache: dict[str, str | None] = {}
 
     def data_uri(self, face_id: str) -> str | None:
@@ -59,16 +63,57 @@ class _Thumbnails:
         return self.cache[face_id]
 
     def sheet(self, items: Iterable[tuple[str, str, bool]]) -> str:
-        """(face_id, caption, highlighted) -> a row of captioned thumbnails (missing crops skipped)."""
+        """(face_id, caption, highlighted) -> a row of thumbnails, each captioned with its file
+        name and face index, then the caption (missing crops skipped)."""
         figures = []
         for face_id, caption, highlighted in items:
             uri = self.data_uri(face_id)
             if uri is None:
                 continue
             css = ' class="kept"' if highlighted else ""
-            figures.append(f'<figure{css}><img src="{uri}" alt="{escape(face_id)}">'
-                           f"<figcaption>{escape(caption)}</figcaption></figure>")
+            name = self.names.get(face_id, face_id)
+            figures.append(f'<figure{css} title="{escape(name)} ({escape(face_id)})"><img src="{uri}" alt="{escape(name)}">'
+                           f"<figcaption><b>{escape(name)}</b>{escape(caption)}</figcaption></figure>")
         return f'<div class="sheet">{"".join(figures)}</div>' if figures else "<p>none</p>"
+
+
+@dataclass(frozen=True)
+class PageData:
+    """What the page lists beyond the Report's numbers, read through the faceset reader."""
+
+    names: dict[str, str]  # face_id -> 'path #face_index'
+    aligned_paths: dict[str, str]
+    rejected: list[tuple[str, str]]  # (path, reject reason), by path
+    without_faces: list[str]  # images read fine but with no face found
+    selected: list[str]  # face ids in pick order
+    bands: dict[str, tuple]  # measure -> (bad_low, ok_low, ok_high, bad_high) most faces were checked with
+
+
+def page_data(database: Path) -> PageData:
+    with FacesetReader(Path(database)) as reader:
+        table = reader.faces()
+        connection = reader.connection
+        rejected = connection.execute(
+            "SELECT path, reject_reason FROM images WHERE status = 'rejected' ORDER BY path").fetchall()
+        without = [path for (path,) in connection.execute(
+            "SELECT path FROM images WHERE status = 'ok' AND face_count = 0 ORDER BY path").fetchall()]
+        bands = {}
+        for measure, *band in connection.execute(
+                "SELECT measure, bad_low, ok_low, ok_high, bad_high FROM face_checks "
+                "GROUP BY ALL ORDER BY count(*) DESC, measure").fetchall():
+            bands.setdefault(measure, tuple(band))
+        picked = reader.selected()
+    return PageData(
+        names={f: f"{path} #{index}" for f, path, index in zip(table.face_ids, table.paths, table.face_index.tolist())},
+        aligned_paths=dict(zip(table.face_ids, table.aligned_paths, strict=True)),
+        rejected=[(path, reason or "") for path, reason in rejected], without_faces=without,
+        selected=sorted(picked, key=picked.get), bands=bands)
+
+
+def _file_list(paths: Sequence[str], limit: int) -> str:
+    shown = "".join(f"<li>{escape(p)}</li>" for p in paths[:limit])
+    more = f'<p class="note">… and {len(paths) - limit} more (facesmith sql lists them all)</p>' if len(paths) > limit else ""
+    return f'<ul class="files">{shown}</ul>{more}'
 
 
 def _embedding_map(embeddings: np.ndarray, labels: list[str]) -> str:
@@ -88,49 +133,71 @@ def _coverage_heatmap(coverage: dict[str, Any]) -> str:
     rows = [f"{int(a)}" for a in pitch_edges[:-1]]
     # counts is [yaw][pitch]; draw pitch rows from looking up (top) to looking down
     grid = [[counts[c][r] for c in range(len(columns))] for r in reversed(range(len(rows)))]
-    return heatmap(grid, list(reversed(rows)), columns, "faces per yaw (x) × pitch (y) bin, °")
+    return heatmap(grid, list(reversed(rows)), columns, "faces per yaw × pitch cell",
+                   x_label="yaw, ° (lower edge; > 0: turned towards image right)",
+                   y_label="pitch, ° (> 0: looking up)")
 
 
-def write_html_report(report: Report, out: Path, contact_limit: int = 60) -> Path:
-    """Write the report page to `out` (atomically) and return the path."""
-    connection = open_faceset(Path(report.database))
-    try:
-        table = load_faces(connection)
-        labels = dict(connection.execute("SELECT face_id, label FROM identities").fetchall()) \
+def write_html_report(report: Report, out: Path, contact_limit: int = 60, list_limit: int = 200) -> Path:
+    """Write the report page to `out` (atomically) and return the path.
+
+    contact_limit: faces per contact sheet (the selection's sheet shows up to 4× as many);
+    list_limit: file names per list of rejected files and of images without faces.
+    """
+    data = page_data(Path(report.database))
+    with FacesetReader(Path(report.database)) as reader:
+        connection = reader.connection
+        table = reader.faces()
+        labels = {face_id: label for face_id, (label, _, _) in reader.identity_labels().items()} \
             if report.identities else {}
-        reasons = dict(connection.execute("SELECT face_id, reason FROM identities WHERE label <> 'main'").fetchall()) \
-            if report.identities else {}
+        reasons = {face_id: reason for face_id, (label, _, reason) in reader.identity_labels().items()
+                   if label != "main"} if report.identities else {}
         duplicate_rows = connection.execute(
             "SELECT group_id, face_id, keep, reason FROM duplicates ORDER BY group_id, keep DESC, face_id"
-        ).fetchall() if report.duplicates else []
+        ).fetchall() if report.duplicates and table_exists(connection, "duplicates") else []
         worst = connection.execute("""
             SELECT f.face_id, string_agg(c.measure || ' ' || c.verdict, ', ' ORDER BY c.measure) AS problems,
                    min(c.score) AS worst_score
             FROM faces f JOIN face_checks c USING (face_id) WHERE c.verdict <> 'ok'
             GROUP BY f.face_id ORDER BY worst_score, f.face_id LIMIT ?""", [contact_limit]).fetchall()
-    finally:
-        connection.close()
-    thumbnails = _Thumbnails(Path(report.database), dict(zip(table.face_ids, table.aligned_paths, strict=True)))
+    thumbnails = _Thumbnails(Path(report.database), data.aligned_paths, data.names)
 
     sections = [f"<h1>facesmith faceset report</h1><p>{escape(report.database)}</p>"]
     if report.stale:
         sections.append(f'<p class="stale">Scanned again after these analyses ran: {escape(", ".join(report.stale))}. '
                         "Run <code>facesmith curate analyze</code> to refresh them.</p>")
-    sections.append("<h2>Counts</h2>" + _table(["what", "number"], report.counts.items()))
+    counts = list(report.counts.items()) + [(f"decided by hand: {kind}", number)
+                                            for kind, number in report.decisions.items() if number]
+    sections.append("<h2>Counts</h2>" + _table(["what", "number"], counts))
     sections.append('<h2>Advice</h2><ul class="advice">' +
                     "".join(f"<li>{escape(line)}</li>" for line in report.advice) + "</ul>")
     if report.rejects_by_reason:
-        sections.append("<h2>Rejected files</h2>" + _table(["reason", "files"], report.rejects_by_reason.items()))
+        sections.append("<h2>Rejected files</h2>" + _table(["reason", "files"], report.rejects_by_reason.items()) +
+                        _file_list([f"{path} — {reason}" for path, reason in data.rejected], list_limit))
+    if data.without_faces:
+        sections.append(f"<h2>Images without faces ({len(data.without_faces)})</h2>"
+                        + _file_list(data.without_faces, list_limit))
     if report.verdicts:
         sections.append("<h2>Quality checks</h2>" + _table(
-            ["measure", "ok", "warn", "bad"],
-            [(m, v["ok"], v["warn"], v["bad"]) for m, v in report.verdicts.items()]))
-    plots = [histogram(h.edges, h.counts, f"{h.measure} (median {h.median:.3g})" if h.median is not None else h.measure)
+            ["measure", "ok", "warn", "bad", "bands"],
+            [(m, v["ok"], v["warn"], v["bad"], band_text(data.bands[m]) if m in data.bands else "")
+             for m, v in report.verdicts.items()]))
+    plots = [histogram(h.edges, h.counts,
+                       f"{h.measure} (median {h.median:.3g})" if h.median is not None else h.measure,
+                       band=data.bands.get(h.measure))
              for h in report.histograms]
-    sections.append('<h2>Distributions</h2><div class="plots">' + "".join(plots) + "</div>")
+    sections.append('<h2>Distributions</h2><p class="note">Shaded: the ok (green), warn (yellow) and bad (red) '
+                    'ranges of the quality check on that measure.</p><div class="plots">' + "".join(plots) + "</div>")
     lighting = report.coverage.get("lighting") or {}
     sections.append('<h2>Pose and lighting coverage</h2><div class="plots">' + _coverage_heatmap(report.coverage) +
                     "</div>" + (_table(["lighting", "faces"], lighting.items()) if lighting else ""))
+    if report.selection:
+        shown = data.selected[:4 * contact_limit]
+        sections.append("<h2>Selection</h2>" + _table(
+            ["selected", "of faces"], [(report.selection["selected"], report.selection["faces"])]) +
+            _table(["excluded because", "faces"], report.selection["excluded_by_reason"].items()) +
+            f"<h3>Selected faces in pick order ({len(shown)} of {len(data.selected)})</h3>" +
+            thumbnails.sheet((face_id, f"pick {n}", False) for n, face_id in enumerate(shown, 1)))
     if report.duplicates:
         sections.append(f"<h2>Duplicates</h2><p>{report.duplicates['groups']} groups, "
                         f"{report.duplicates['faces_to_drop']} faces to drop (kept face outlined).</p>")
@@ -146,10 +213,6 @@ def write_html_report(report: Report, out: Path, contact_limit: int = 60) -> Pat
                         "<h3>Other people and outliers</h3>" +
                         thumbnails.sheet((f, reasons.get(f, ""), False) for f in list(reasons)[:contact_limit]))
     sections.append("<h2>Worst faces</h2>" + thumbnails.sheet((f, problems, False) for f, problems, _ in worst))
-    if report.selection:
-        sections.append("<h2>Selection</h2>" + _table(
-            ["selected", "of faces"], [(report.selection["selected"], report.selection["faces"])]) +
-            _table(["excluded because", "faces"], report.selection["excluded_by_reason"].items()))
     page = ("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>facesmith report</title>"
             f"<style>{_STYLE}</style></head><body>{''.join(sections)}</body></html>")
     out = Path(out)

@@ -28,13 +28,70 @@ def _number(value: float) -> str:
     return f"{value:.3g}"
 
 
-def histogram(edges: Sequence[float], counts: Sequence[int], title: str) -> str:
-    """Bars for `counts` between consecutive `edges` (drawn evenly spaced, labelled at the ends)."""
+VERDICT_FILLS = {"ok": "#c6f6d5", "warn": "#fefcbf", "bad": "#fed7d7"}
+
+
+def _position(value: float, edges: Sequence[float]) -> float:
+    """Where `value` falls along evenly drawn bins with these edges, in bins (0..len(edges) − 1);
+    piecewise linear between edges, so log-spaced bins read right too. Clamped to the plot."""
+    if value <= edges[0]:
+        return 0.0
+    for index in range(len(edges) - 1):
+        low, high = edges[index], edges[index + 1]
+        if value <= high:
+            return index + ((value - low) / (high - low) if high > low else 0.0)
+    return float(len(edges) - 1)
+
+
+def verdict_zones(band: Sequence[float | None]) -> list[tuple[float, float, str]]:
+    """(low, high, verdict) spans of a check band (bad_low, ok_low, ok_high, bad_high; None: an
+    open edge): bad below bad_low, warn up to ok_low, ok to ok_high, warn to bad_high, bad above."""
+    bad_low, ok_low, ok_high, bad_high = band
+    inf = math.inf
+    zones = []
+    if bad_low is not None:
+        zones.append((-inf, bad_low, "bad"))
+    if ok_low is not None:
+        zones.append((bad_low if bad_low is not None else -inf, ok_low, "warn"))
+    zones.append((ok_low if ok_low is not None else -inf, ok_high if ok_high is not None else inf, "ok"))
+    if ok_high is not None:
+        zones.append((ok_high, bad_high if bad_high is not None else inf, "warn"))
+    if bad_high is not None:
+        zones.append((bad_high, inf, "bad"))
+    return [(low, high, verdict) for low, high, verdict in zones if high > low]
+
+
+def band_text(band: Sequence[float | None]) -> str:
+    """'bad < 30 · warn 30–150 · ok ≥ 150' for a check band."""
+    parts = []
+    for low, high, verdict in verdict_zones(band):
+        if low == -math.inf:
+            parts.append(f"{verdict} < {_number(high)}")
+        elif high == math.inf:
+            parts.append(f"{verdict} ≥ {_number(low)}")
+        else:
+            parts.append(f"{verdict} {_number(low)}–{_number(high)}")
+    return " · ".join(parts)
+
+
+def histogram(edges: Sequence[float], counts: Sequence[int], title: str,
+              band: Sequence[float | None] | None = None) -> str:
+    """Bars for `counts` between consecutive `edges` (drawn evenly spaced, labelled at the ends).
+    With a check `band` (bad_low, ok_low, ok_high, bad_high), the ok, warn and bad ranges are
+    shaded behind the bars and spelled out under the axis."""
     if not counts:
         return _frame('<text x="20" y="100" font-size="11">no data</text>', title)
     plot_w, plot_h = WIDTH - 2 * MARGIN, HEIGHT - 2 * MARGIN
     peak = max(counts) or 1
     bar_w = plot_w / len(counts)
+    zones = []
+    if band is not None:
+        for low, high, verdict in verdict_zones(band):
+            x1 = MARGIN + _position(low, edges) * bar_w
+            x2 = MARGIN + _position(high, edges) * bar_w
+            if x2 - x1 >= 0.5:
+                zones.append(f'<rect x="{x1:.1f}" y="{MARGIN}" width="{x2 - x1:.1f}" height="{plot_h}" '
+                             f'fill="{VERDICT_FILLS[verdict]}"><title>{verdict}</title></rect>')
     bars = []
     for index, count in enumerate(counts):
         bar_h = plot_h * count / peak
@@ -43,37 +100,71 @@ def histogram(edges: Sequence[float], counts: Sequence[int], title: str) -> str:
         bars.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{max(bar_w - 1, 1):.1f}" height="{bar_h:.1f}" '
                     f'fill="{PALETTE[0]}"><title>{escape(label)}</title></rect>')
     axis = (f'<line x1="{MARGIN}" y1="{MARGIN + plot_h}" x2="{MARGIN + plot_w}" y2="{MARGIN + plot_h}" stroke="#333"/>'
-            f'<text x="{MARGIN}" y="{HEIGHT - 12}" font-size="10">{_number(edges[0])}</text>'
-            f'<text x="{MARGIN + plot_w}" y="{HEIGHT - 12}" font-size="10" text-anchor="end">{_number(edges[-1])}</text>'
+            f'<text x="{MARGIN}" y="{HEIGHT - 20}" font-size="10">{_number(edges[0])}</text>'
+            f'<text x="{MARGIN + plot_w}" y="{HEIGHT - 20}" font-size="10" text-anchor="end">{_number(edges[-1])}</text>'
             f'<text x="{MARGIN - 4}" y="{MARGIN + 4}" font-size="10" text-anchor="end">{peak}</text>')
-    return _frame("".join(bars) + axis, title)
+    if band is not None:
+        axis += (f'<text x="{WIDTH / 2}" y="{HEIGHT - 6}" font-size="8.5" text-anchor="middle" class="bands">'
+                 f"{escape(band_text(band))}</text>")
+    return _frame("".join(zones) + "".join(bars) + axis, title)
+
+
+HEAT_LOW, HEAT_HIGH = (238, 244, 251), (8, 48, 107)
+
+
+def heat_colour(count: int, peak: int) -> str:
+    """Light to dark blue on a square-root scale (a few full cells would wash the rest out)."""
+    t = math.sqrt(count / peak) if peak > 0 else 0.0
+    return "rgb({},{},{})".format(*(round(low + (high - low) * t) for low, high in zip(HEAT_LOW, HEAT_HIGH)))
 
 
 def heatmap(
     counts: Sequence[Sequence[int]], row_labels: Sequence[str], column_labels: Sequence[str], title: str,
+    x_label: str = "", y_label: str = "",
 ) -> str:
-    """A grid of cells shaded by count (0 drawn hollow, so gaps stand out); rows top to bottom."""
+    """A grid of cells shaded by count, each with its count written in it (0 drawn hollow, so gaps
+    stand out), and a legend of the colour scale; rows top to bottom."""
     rows, columns = len(counts), len(counts[0]) if counts else 0
     if not rows or not columns:
         return _frame('<text x="20" y="100" font-size="11">no data</text>', title)
-    cell = min(28, (520 - 60) // columns, (320 - 60) // rows)
-    width, height = 60 + columns * cell + 10, 40 + rows * cell + 30
+    cell = max(22, min(34, (560 - 70) // columns))
+    left, top = 62, 40
+    width, height = left + columns * cell + 12, top + rows * cell + 82
     peak = max(max(row) for row in counts) or 1
     parts = []
     for r, row in enumerate(counts):
-        parts.append(f'<text x="54" y="{40 + r * cell + cell * 0.65:.1f}" font-size="9" text-anchor="end">{escape(row_labels[r])}</text>')
+        parts.append(f'<text x="{left - 6}" y="{top + r * cell + cell * 0.6:.1f}" font-size="10" text-anchor="end">{escape(row_labels[r])}</text>')
         for c, count in enumerate(row):
-            x, y = 60 + c * cell, 40 + r * cell
+            x, y = left + c * cell, top + r * cell
             if count:
-                shade = 0.15 + 0.85 * count / peak
-                style = f'fill="{PALETTE[0]}" fill-opacity="{shade:.2f}"'
+                style = f'fill="{heat_colour(count, peak)}"'
             else:
-                style = 'fill="none" stroke="#c53030" stroke-dasharray="2,2"'
+                style = 'fill="#fff" stroke="#c53030" stroke-dasharray="2,2"'
             parts.append(f'<rect x="{x}" y="{y}" width="{cell - 2}" height="{cell - 2}" {style}>'
                          f'<title>{escape(row_labels[r])} / {escape(column_labels[c])}: {count}</title></rect>')
+            if count:
+                ink = "#fff" if math.sqrt(count / peak) > 0.55 else "#1a202c"
+                parts.append(f'<text x="{x + (cell - 2) / 2:.1f}" y="{y + cell * 0.6:.1f}" font-size="{9 if count < 1000 else 7}" '
+                             f'text-anchor="middle" fill="{ink}" class="count">{count}</text>')
     for c, label in enumerate(column_labels):
-        parts.append(f'<text x="{60 + c * cell + cell / 2:.1f}" y="{40 + rows * cell + 14}" font-size="9" '
+        parts.append(f'<text x="{left + c * cell + cell / 2:.1f}" y="{top + rows * cell + 12}" font-size="10" '
                      f'text-anchor="middle">{escape(label)}</text>')
+    axis_y = top + rows * cell + 26
+    if x_label:
+        parts.append(f'<text x="{left + columns * cell / 2:.1f}" y="{axis_y}" font-size="10" text-anchor="middle">{escape(x_label)}</text>')
+    if y_label:
+        parts.append(f'<text x="12" y="{top + rows * cell / 2:.1f}" font-size="10" text-anchor="middle" '
+                     f'transform="rotate(-90 12 {top + rows * cell / 2:.1f})">{escape(y_label)}</text>')
+    # legend: an empty cell, then the scale from 1 face to the fullest cell
+    legend_y = axis_y + 14
+    stops = "".join(f'<stop offset="{k * 25}%" stop-color="{heat_colour(round(peak * (k / 4) ** 2) or 1, peak)}"/>'
+                    for k in range(5))
+    parts.append(f'<defs><linearGradient id="heat-legend">{stops}</linearGradient></defs>'
+                 f'<rect x="{left}" y="{legend_y}" width="14" height="12" fill="#fff" stroke="#c53030" stroke-dasharray="2,2"/>'
+                 f'<text x="{left + 18}" y="{legend_y + 10}" font-size="10">0 (empty)</text>'
+                 f'<rect x="{left + 82}" y="{legend_y}" width="160" height="12" fill="url(#heat-legend)" class="legend"/>'
+                 f'<text x="{left + 82}" y="{legend_y + 24}" font-size="10">1</text>'
+                 f'<text x="{left + 242}" y="{legend_y + 24}" font-size="10" text-anchor="end">{peak} faces</text>')
     return _frame("".join(parts), title, width, height)
 
 
