@@ -18,6 +18,7 @@ from curate.errors import FacesmithError, Interrupted
 from facesmith.console import FormatOption, fail, warn
 from facesmith.option_flags import given, render_option_table, with_option_flags
 from facesmith.render import OutputFormat, render_summary
+from merge.quality import check_option_specs
 from train.config import load_toml, option_specs
 
 train_app = typer.Typer(
@@ -57,7 +58,8 @@ def register(app: typer.Typer) -> None:
     app.add_typer(train_app, name="train")
 
     @train_app.command("run")
-    @with_option_flags(option_specs(), "Training options", "Model structure (fixed when the model is created)")
+    @with_option_flags(option_specs(), "Training options", "Model structure (fixed when the model is created)",
+                       extra=((check_option_specs(), "Merge-check options (kept by the model)"),))
     def run(
         model_dir: Annotated[Path, typer.Option("--model-dir", help="Model folder: created on the first run, "
                                                 "resumed from its newest checkpoint afterwards.")],
@@ -78,9 +80,14 @@ def register(app: typer.Typer) -> None:
         """Train (or resume) a SAEHD model; Ctrl-C saves and stops cleanly."""
         # TensorFlow's C++ start-up chatter (CPU features, oneDNN) is not for users; errors still show.
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        from merge.quality import resolve_check_settings
         from train.loop import close_session, open_session, run_training
 
+        check_names = {spec.name for spec in check_option_specs()}
+        check_options = {name: value for name, value in given(options).items() if name in check_names}
+        options = {name: value for name, value in options.items() if name not in check_names}
         try:
+            resolve_check_settings(check_options)  # refused before TensorFlow loads
             session = open_session(model_dir, _options_from(config, options), src, dst)
         except (FacesmithError, OSError) as error:
             fail(error)
@@ -97,15 +104,17 @@ def register(app: typer.Typer) -> None:
                         f"from iteration {session.iteration}", highlight=False)
                 evaluators = ()
                 if check_every:
-                    from merge.checks import MergeChecker, MergeCheckError
+                    from merge.checks import MergeChecker, MergeCheckError, model_check_settings
 
                     try:
-                        evaluators = (MergeChecker(session, every=check_every),)
+                        settings = model_check_settings(session.history, check_options)
+                        evaluators = (MergeChecker(session, every=check_every, settings=settings),)
                     except MergeCheckError as error:
                         warn([f"merge checks off: {error}"], output)
                 with _iteration_display(output) as show:
                     outcome = run_training(session, max_iterations=iterations, evaluators=evaluators,
-                                           should_stop=lambda: stop.requested, on_iteration=show)
+                                           should_stop=lambda: stop.requested, on_iteration=show,
+                                           on_evaluation=_evaluation_lines(output))
         except KeyboardInterrupt:  # a second Ctrl-C: run_training saved on its way out
             fail(Interrupted(f"training interrupted at iteration {session.iteration}: saved in {model_dir}; "
                              "run the same command again to resume"))
@@ -169,6 +178,19 @@ def register(app: typer.Typer) -> None:
     def options(output: FormatOption = OutputFormat.table) -> None:
         """Every training option: type, default, allowed values, whether it is fixed at creation, help."""
         render_option_table(option_specs(), output, "SAEHD options (set in a TOML file or as --flags)")
+
+
+def _evaluation_lines(output: OutputFormat):
+    """One stderr line per merge check (iteration, score, change since best, verdict) beside a table;
+    JSON and CSV runs stay quiet (the checks are in merge_checks). Printed above a live status line."""
+    if output is not OutputFormat.table:
+        return None
+    console = Console(stderr=True, soft_wrap=True, highlight=False)
+
+    def announce(name: str, iteration: int, outcome) -> None:
+        console.print(f"{name} {iteration}: {outcome.summary}", style="bold red" if outcome.flag else None,
+                      markup=False)
+    return announce
 
 
 def _iteration_display(output: OutputFormat):

@@ -78,9 +78,11 @@ class TrainingError(FacesmithError):
 class EvaluationOutcome:
     """What a periodic evaluator tells the loop."""
 
-    summary: str  # one line for the log
+    summary: str  # one line for the log (and the terminal, through run_training's on_evaluation)
     best_iteration: int | None = None  # the best iteration so far: its checkpoint is kept
     flag: str | None = None  # a warning to record (e.g. overtraining), shown by `train status`
+    scalars: dict[str, float] = field(default_factory=dict)  # TensorBoard scalars, by tag
+    images: dict[str, Path] = field(default_factory=dict)  # TensorBoard images (PNG files), by tag
 
 
 class Evaluator(Protocol):
@@ -422,10 +424,12 @@ StepHook = Callable[[TrainSession, int], None]
 def run_training(session: TrainSession, max_iterations: int | None = None,
                  evaluators: tuple[Evaluator, ...] = (), should_stop: Callable[[], bool] = lambda: False,
                  on_iteration: Callable[[TrainSession, HistoryRow], None] | None = None,
-                 before_step: StepHook | None = None) -> TrainOutcome:
+                 before_step: StepHook | None = None,
+                 on_evaluation: Callable[[str, int, EvaluationOutcome], None] | None = None) -> TrainOutcome:
     """Train until target_iter, `max_iterations` more steps, or `should_stop()`; save on the way out.
 
-    `before_step(session, iteration)` runs before each step (tests use it to inject faults).
+    `before_step(session, iteration)` runs before each step (tests use it to inject faults);
+    `on_evaluation(name, iteration, outcome)` after each evaluator's report (the CLI prints it).
     """
     config = session.config
     session_id = session.history.start_session(session.iteration, session.device.description,
@@ -526,6 +530,13 @@ def run_training(session: TrainSession, max_iterations: int | None = None,
                     evaluation = evaluator(session, iteration)
                     if evaluation is not None:
                         record_evaluation(session, evaluator.name, iteration, evaluation, checkpoint)
+                        tensorboard.scalars(iteration, evaluation.scalars)
+                        for tag, path in evaluation.images.items():
+                            image = _read_png(path)
+                            if image is not None:
+                                tensorboard.image(iteration, tag, image)
+                        if on_evaluation is not None:
+                            on_evaluation(evaluator.name, iteration, evaluation)
     finally:
         stream.close()
         try:
