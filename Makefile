@@ -42,9 +42,9 @@ demo: samples
 	@echo "  $(VENV)/bin/facesmith sql --db $(DEMO)/faceset.duckdb \"SELECT * FROM summary\""
 	@echo "  $(VENV)/bin/facesmith sql --db $(DEMO)/model/model.duckdb \"SELECT * FROM loss_by_phase\""
 
-# The HTML report test and the review app's end-to-end tests drive Debian's headless Chromium
-# (the review tests through its chromedriver); install both when missing (as root with apt-get,
-# as on CI). Without them those tests are skipped, with the reason.
+# The HTML report tests and the review app's end-to-end tests drive Debian's headless Chromium
+# (the review app's and the training report's through its chromedriver); install both when
+# missing (as root with apt-get, as on CI). Without them those tests are skipped, with the reason.
 browser:
 	@{ command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; } && \
 	  command -v chromedriver >/dev/null 2>&1 || \

@@ -19,3 +19,8 @@ class StoreError(FacesmithError):
 
 class ReadOnlyQueryError(FacesmithError):
     """A statement given to the read-only SQL command would change the database."""
+
+
+class Interrupted(FacesmithError):
+    """The user stopped a run (Ctrl-C); the message says what was saved and how to go on.
+    The CLI prints it and exits 130, as a shell does for SIGINT."""

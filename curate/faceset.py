@@ -27,6 +27,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 
+from curate.environment import lock_hint
 from curate.errors import FacesmithError, StoreError
 
 ROLES = ("src", "dst")
@@ -155,7 +156,7 @@ def open_faceset(path: Path, read_only: bool = True) -> duckdb.DuckDBPyConnectio
     try:
         return duckdb.connect(str(path), read_only=read_only)
     except duckdb.Error as error:
-        raise StoreError(f"cannot open {path}: {error}") from error
+        raise StoreError(f"cannot open {path}: {lock_hint(error)}") from error
 
 
 def table_exists(connection: duckdb.DuckDBPyConnection, name: str) -> bool:

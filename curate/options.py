@@ -10,6 +10,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from curate.limits import MAX_CONFIG_BYTES
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI
@@ -153,11 +155,19 @@ def load_toml(path: Path, table: str, error: type[Exception], what: str) -> dict
     `what` names the file in messages ("cannot read {what} {path}: ...", "{what} {path} is not valid TOML").
     """
     try:
-        document = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise error(f"{what} {path} is larger than {MAX_CONFIG_BYTES // 1024} KiB: not an options file")
+        document = tomllib.loads(raw.decode("utf-8"))
     except (OSError, UnicodeDecodeError) as problem:
         raise error(f"cannot read {what} {path}: {problem}") from problem
     except tomllib.TOMLDecodeError as problem:
         raise error(f"{what} {path} is not valid TOML: {problem}") from problem
+    except RecursionError as problem:
+        # tomllib parses nested arrays and inline tables by recursion: thousands of levels (a
+        # 10 KB file) exhaust Python's stack. No options file nests more than a few.
+        raise error(f"{what} {path} nests arrays or tables too deeply to be an options file") from problem
     section = document.get(table)
     values = dict(section) if isinstance(section, dict) else {}
     values.update({key: value for key, value in document.items() if key != table})

@@ -6,6 +6,7 @@ import json
 from contextlib import contextmanager
 import logging
 import re
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import duckdb
 
+from curate.environment import describe, environment_errors, is_environment_error, lock_hint
 from curate.errors import ReadOnlyQueryError, StoreError
 from curate.faceset import check_role, table_exists
 from curate.records import FaceRecord, ImageRecord
@@ -267,7 +269,9 @@ class FacesetStore:
         try:
             self.connection = duckdb.connect(str(self.path))
         except duckdb.Error as error:
-            raise StoreError(f"cannot open faceset {self.path}: {error}") from error
+            if is_environment_error(error):
+                raise describe(error, "open the faceset", self.path) from error
+            raise StoreError(f"cannot open faceset {self.path}: {lock_hint(error)}") from error
         try:
             self._migrate()
         except BaseException as error:
@@ -284,7 +288,18 @@ class FacesetStore:
         self.close()
 
     def close(self) -> None:
-        self.connection.close()
+        with environment_errors("close the faceset", self.path):
+            self.connection.close()
+
+    def execute(self, statement: str, parameters: Sequence[Any] = ()) -> duckdb.DuckDBPyConnection:
+        """One statement outside a batch transaction, a full disk or read-only file worded for people."""
+        try:
+            with environment_errors("write to the faceset", self.path):
+                return self.connection.execute(statement, list(parameters))
+        except Exception as error:
+            if _interrupted(error):
+                raise KeyboardInterrupt from None
+            raise
 
     # -- schema -----------------------------------------------------------------------------
 
@@ -315,13 +330,13 @@ class FacesetStore:
         return row[0] if row else None
 
     def set_meta(self, key: str, value: str) -> None:
-        self.connection.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
+        self.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
 
     def require_meta(self, key: str, value: str, what: str) -> None:
         """Record `value` under `key` the first time; refuse a different value later."""
         stored = self.meta(key)
         if stored is None:
-            self.connection.execute("INSERT INTO meta VALUES (?, ?)", [key, value])
+            self.execute("INSERT INTO meta VALUES (?, ?)", [key, value])
         elif stored != value:
             raise StoreError(
                 f"{self.path} was scanned with {what} {stored}; this scan asks for {value}. "
@@ -335,8 +350,8 @@ class FacesetStore:
         models: Any, settings: dict[str, Any], tool_version: str,
     ) -> None:
         # A run still 'running' in the file was killed: no two writers can hold the file at once.
-        self.connection.execute("UPDATE runs SET status = 'interrupted' WHERE status = 'running'")
-        self.connection.execute(
+        self.execute("UPDATE runs SET status = 'interrupted' WHERE status = 'running'")
+        self.execute(
             "INSERT INTO runs (run_id, started_at, status, source_root, backend, providers, device, "
             "models, settings, tool_version) VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?)",
             [run_id, _now(), source_root, backend, list(providers), device, json.dumps(models),
@@ -346,10 +361,17 @@ class FacesetStore:
     def finish_run(self, run_id: str, summary: dict[str, Any]) -> None:
         """Mark the run done; the summary's providers (those the analysers really used, which
         engines with remote workers only learn while running) replace the ones given at start."""
-        self.connection.execute(
+        self.execute(
             "UPDATE runs SET status = 'done', finished_at = ?, summary = ?, "
             "providers = coalesce(?, providers) WHERE run_id = ?",
             [_now(), json.dumps(summary), summary.get("providers") or None, run_id],
+        )
+
+    def interrupt_run(self, run_id: str, summary: dict[str, Any]) -> None:
+        """Mark a run that stopped early (Ctrl-C, a full disk) 'interrupted', with what it saved."""
+        self.execute(
+            "UPDATE runs SET status = 'interrupted', finished_at = ?, summary = ? WHERE run_id = ?",
+            [_now(), json.dumps(summary), run_id],
         )
 
     # -- images and faces ------------------------------------------------------------------
@@ -362,7 +384,7 @@ class FacesetStore:
 
     def touch(self, image_id: str, mtime_ns: int) -> None:
         """Remember a new mtime for a file whose bytes did not change."""
-        self.connection.execute("UPDATE images SET mtime_ns = ? WHERE image_id = ?", [mtime_ns, image_id])
+        self.execute("UPDATE images SET mtime_ns = ? WHERE image_id = ?", [mtime_ns, image_id])
 
     def delete_images(self, image_ids: Sequence[str]) -> None:
         """Forget files that are gone from the scanned folder, with their faces and checks."""
@@ -449,15 +471,32 @@ class FacesetStore:
         """BEGIN … COMMIT around the block; ROLLBACK on any error, a database error becoming a
         StoreError that says what could not be done ("cannot <action> <path>")."""
         connection = self.connection
-        connection.execute("BEGIN TRANSACTION")
+        with environment_errors(f"{action}", self.path):
+            connection.execute("BEGIN TRANSACTION")
         try:
             yield connection
             connection.execute("COMMIT")
         except BaseException as error:
-            connection.execute("ROLLBACK")
+            try:
+                connection.execute("ROLLBACK")
+            except (duckdb.Error, RuntimeError) as rollback_error:
+                # After an I/O failure DuckDB may have aborted the transaction itself (or closed
+                # the database): the first error is the one that says what happened.
+                logger.debug("rollback after %s failed too: %s", type(error).__name__, rollback_error)
+            if _interrupted(error):
+                raise KeyboardInterrupt from None
             if isinstance(error, duckdb.Error):
+                if is_environment_error(error):
+                    raise describe(error, action, self.path) from None
                 raise StoreError(f"cannot {action} {self.path}: {error}") from error
             raise
+
+
+def _interrupted(error: BaseException) -> bool:
+    """Ctrl-C that DuckDB caught inside a statement: it stops the query and raises an error of its
+    own ('Query interrupted') in place of the KeyboardInterrupt."""
+    return (isinstance(error, (RuntimeError, duckdb.InterruptException))
+            and "interrupted" in str(error).lower())
 
 
 def _delete_scan_rows(connection: duckdb.DuckDBPyConnection, image_ids: list[str]) -> None:
@@ -508,23 +547,37 @@ class QueryResult:
     rows: list[tuple]
 
 
-def query_read_only(path: Path, sql: str) -> QueryResult:
+DEFAULT_QUERY_SECONDS = 60.0
+DEFAULT_QUERY_MEMORY = "2GB"
+_MEMORY_LIMIT = re.compile(r"\s*\d+(\.\d+)?\s*(B|KB|KiB|MB|MiB|GB|GiB|TB|TiB)\s*", re.I)
+
+
+def query_read_only(path: Path, sql: str, timeout_s: float = DEFAULT_QUERY_SECONDS,
+                    memory_limit: str = DEFAULT_QUERY_MEMORY) -> QueryResult:
     """Run `sql` on the faceset at `path` without any way to change it or touch other files.
 
     The file is opened read-only with file-system access from SQL switched off, and statements
-    other than queries (INSERT, COPY, ATTACH, …) are refused before anything runs.
+    other than queries (INSERT, COPY, ATTACH, …) are refused before anything runs. Each call is
+    bounded: it is stopped after `timeout_s` seconds and may use at most `memory_limit` (DuckDB's
+    notation, e.g. '2GB'), with no spilling to disk, so a recursive query cannot take the machine.
     """
     path = Path(path)
+    if not timeout_s > 0:
+        raise ReadOnlyQueryError(f"the time limit must be more than 0 seconds, got {timeout_s}")
+    if not _MEMORY_LIMIT.fullmatch(str(memory_limit)):
+        raise ReadOnlyQueryError(f"memory limit {memory_limit!r} is not a size like 512MB or 2GB")
     if not path.is_file():
         raise StoreError(f"no faceset at {path}")
     try:
         connection = duckdb.connect(
             str(path), read_only=True,
-            # locked, so no statement can switch file access (or logging to files) back on
-            config={"enable_external_access": False, "lock_configuration": True},
+            # locked, so no statement can switch file access (or logging to files) back on, nor
+            # lift the memory limit; an empty temp_directory turns spilling to disk off
+            config={"enable_external_access": False, "memory_limit": str(memory_limit).strip(),
+                    "temp_directory": "", "lock_configuration": True},
         )
     except duckdb.Error as error:
-        raise StoreError(f"cannot open {path} read-only: {error}") from error
+        raise StoreError(f"cannot open {path} read-only: {lock_hint(error)}") from error
     try:
         try:
             statements = connection.extract_statements(sql)
@@ -545,13 +598,29 @@ def query_read_only(path: Path, sql: str) -> QueryResult:
                     "facesmith sql only reads (SELECT, EXPLAIN, PRAGMA, DESCRIBE, SHOW)"
                 )
         result = None
+        timer = threading.Timer(timeout_s, connection.interrupt)
+        timer.daemon = True
+        timer.start()
         try:
             for statement in statements:
                 result = connection.execute(statement)
             columns = [column[0] for column in result.description] if result.description else []
             rows = result.fetchall() if result.description else []
+        except duckdb.InterruptException as error:
+            raise ReadOnlyQueryError(f"query stopped after {timeout_s:g} s (raise --timeout to let it run "
+                                     "longer)") from error
+        except duckdb.OutOfMemoryException as error:
+            raise ReadOnlyQueryError(f"query needs more than {memory_limit} of memory (raise --memory-limit, "
+                                     f"or select fewer rows or columns): {_first_line(error)}") from error
         except duckdb.Error as error:
             raise ReadOnlyQueryError(f"query failed: {error}") from error
+        finally:
+            timer.cancel()
         return QueryResult(columns, rows)
     finally:
         connection.close()
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

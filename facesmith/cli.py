@@ -28,7 +28,7 @@ from facesmith.console import (
     progress,
     wants_progress,
 )
-from facesmith.render import OutputFormat, render_rows, render_summary, stdout_console
+from facesmith.render import OutputFormat, printable, render_rows, render_summary, stdout_console
 
 app = typer.Typer(
     name="facesmith",
@@ -66,6 +66,17 @@ def main(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(existing, _PrintableLog) for existing in handler.filters):
+            handler.addFilter(_PrintableLog())
+
+
+class _PrintableLog(logging.Filter):
+    """Log messages name files: their control characters are shown escaped, never sent raw."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = printable(record.getMessage()), None
+        return True
 
 
 @curate_app.command("scan")
@@ -82,6 +93,9 @@ def scan(
     aligned: AlignedOption = None,
     batch_size: Annotated[int, typer.Option(help="Images per inference batch and per transaction.")] = 16,
     workers: Annotated[int, typer.Option(help="Decoding threads (local engine).")] = 2,
+    max_file_mb: Annotated[int, typer.Option(
+        "--max-file-mb", min=1, help="Files larger than this many MiB are rejected 'too-large' without being read.",
+    )] = 1024,
     engine: Annotated[ScanEngineName, typer.Option(
         help="local: threads on this machine. ray: Ray Data workers and an actor pool (one actor per "
              "GPU), for hundreds of thousands of frames or several machines; needs the 'ray' extra.",
@@ -111,7 +125,7 @@ def scan(
         settings = ScanSettings(
             face_type=face_type, resolution=resolution, backend=backend,
             models_dir=str(models) if models else None, pack=pack, device=device, runtime=runtime,
-            batch_size=batch_size, workers=workers,
+            batch_size=batch_size, workers=workers, max_bytes=max_file_mb * 2**20,
         )
         scan_engine = None
         if engine is ScanEngineName.ray:
@@ -155,13 +169,18 @@ def ray_engine(address: str | None, cpus: int | None, actors: int | None, keep_s
 def sql(
     query: Annotated[str, typer.Argument(help="SQL to run (SELECT, DESCRIBE, SHOW, EXPLAIN, PRAGMA).")],
     db: ExistingDbOption = Path("faceset.duckdb"),
+    timeout: Annotated[float, typer.Option(
+        "--timeout", min=0.001, help="Stop the query after this many seconds.")] = 60.0,
+    memory_limit: Annotated[str, typer.Option(
+        "--memory-limit", help="Most memory the query may use (DuckDB sizes: 512MB, 2GB); nothing spills to disk.",
+    )] = "2GB",
     output: FormatOption = OutputFormat.table,
 ) -> None:
-    """Query a faceset read-only: statements that would change it are refused."""
+    """Query a faceset read-only: statements that would change it are refused; time and memory are bounded."""
     from curate.store import query_read_only
 
     try:
-        result = query_read_only(db, query)
+        result = query_read_only(db, query, timeout_s=timeout, memory_limit=memory_limit)
     except FacesmithError as error:
         fail(error)
     render_rows(result.columns, result.rows, output, stdout_console())

@@ -24,6 +24,7 @@ from facesmith.console import (
 )
 from facesmith.render import (
     OutputFormat,
+    printable,
     render_rows,
     render_summary,
     stdout_console,
@@ -104,6 +105,6 @@ def register(curate_app: typer.Typer) -> None:
         if output is OutputFormat.csv:
             render_rows(["file"], [[str(path)] for path in written], output, console)
             return
-        console.print(Text(f"exported {len(written)} faces to {out}"))
+        console.print(Text(printable(f"exported {len(written)} faces to {out}")))
 
 

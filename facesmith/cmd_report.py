@@ -16,7 +16,7 @@ from facesmith.console import (
     RoleOption,
     fail,
 )
-from facesmith.render import OutputFormat, render_rows, stdout_console, to_json
+from facesmith.render import OutputFormat, printable, render_rows, stdout_console, to_json
 
 
 def register(curate_app: typer.Typer) -> None:
@@ -118,4 +118,4 @@ def register(curate_app: typer.Typer) -> None:
         console = stdout_console()
         render_report(built, console)
         if html is not None:
-            console.print(Text(f"HTML report: {html}"))
+            console.print(Text(printable(f"HTML report: {html}")))

@@ -13,10 +13,11 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 
-from curate.errors import FacesmithError
+from curate.errors import FacesmithError, Interrupted
 from facesmith.console import FormatOption, fail, quiet_framework_startup, warn
 from facesmith.option_flags import given, render_option_table, with_option_flags
 from facesmith.render import OutputFormat, render_summary
+from merge.quality import check_option_specs
 from train.config import load_toml, option_specs
 
 train_app = typer.Typer(
@@ -56,7 +57,8 @@ def register(app: typer.Typer) -> None:
     app.add_typer(train_app, name="train")
 
     @train_app.command("run")
-    @with_option_flags(option_specs(), "Training options", "Model structure (fixed when the model is created)")
+    @with_option_flags(option_specs(), "Training options", "Model structure (fixed when the model is created)",
+                       extra=((check_option_specs(), "Merge-check options (kept by the model)"),))
     def run(
         model_dir: Annotated[Path, typer.Option("--model-dir", help="Model folder: created on the first run, "
                                                 "resumed from its newest checkpoint afterwards.")],
@@ -75,11 +77,16 @@ def register(app: typer.Typer) -> None:
         **options: Any,
     ) -> None:
         """Train (or resume) a SAEHD model; Ctrl-C saves and stops cleanly."""
+        from merge.quality import resolve_check_settings
         from train.backend import quiet_framework_logs
         from train.model_folder import plan_session
 
+        check_names = {spec.name for spec in check_option_specs()}
+        check_options = {name: value for name, value in given(options).items() if name in check_names}
+        options = {name: value for name, value in options.items() if name not in check_names}
         try:
             values = _options_from(config, options)
+            resolve_check_settings(check_options)
             # Every option, the structure and the facesets are checked here, before a framework loads.
             plan_session(model_dir, values, src, dst)
         except (FacesmithError, OSError) as error:
@@ -93,24 +100,33 @@ def register(app: typer.Typer) -> None:
         except (FacesmithError, OSError) as error:
             fail(error)
         warn(session.notes, output)
-        if output is OutputFormat.table:
-            Console(stderr=True, soft_wrap=True).print(f"training on {session.device.description}: {session.config.archi} "
-                      f"{session.config.resolution} px, phase {session.config.phase}, "
-                      f"{len(session.src_faces)} src / {len(session.dst_faces)} dst faces, "
-                      f"from iteration {session.iteration}", highlight=False)
         end = session.iteration + iterations if iterations else (session.config.target_iter or None)
+        stop = _StopFlag()
         try:
-            evaluators = ()
-            if check_every:
-                from merge.checks import MergeChecker, MergeCheckError
+            # From here Ctrl-C asks for a clean stop: caught before the first line that says training began.
+            with stop:
+                if output is OutputFormat.table:
+                    Console(stderr=True, soft_wrap=True).print(
+                        f"training on {session.device.description}: {session.config.archi} "
+                        f"{session.config.resolution} px, phase {session.config.phase}, "
+                        f"{len(session.src_faces)} src / {len(session.dst_faces)} dst faces, "
+                        f"from iteration {session.iteration}", highlight=False)
+                evaluators = ()
+                if check_every:
+                    from merge.checks import MergeChecker, MergeCheckError, model_check_settings
 
-                try:
-                    evaluators = (MergeChecker(session, every=check_every),)
-                except MergeCheckError as error:
-                    warn([f"merge checks off: {error}"], output)
-            with _StopFlag() as stop, _iteration_display(output, end) as show:
-                outcome = run_training(session, max_iterations=iterations, evaluators=evaluators,
-                                       should_stop=lambda: stop.requested, on_iteration=show)
+                    try:
+                        settings = model_check_settings(session.history, check_options)
+                        evaluators = (MergeChecker(session, every=check_every, settings=settings),)
+                    except MergeCheckError as error:
+                        warn([f"merge checks off: {error}"], output)
+                with _iteration_display(output, end) as show:
+                    outcome = run_training(session, max_iterations=iterations, evaluators=evaluators,
+                                           should_stop=lambda: stop.requested, on_iteration=show,
+                                           on_evaluation=_evaluation_lines(output))
+        except KeyboardInterrupt:  # a second Ctrl-C: run_training saved on its way out
+            fail(Interrupted(f"training interrupted at iteration {session.iteration}: saved in {model_dir}; "
+                             "run the same command again to resume"))
         except FacesmithError as error:
             fail(error)
         finally:
@@ -131,6 +147,9 @@ def register(app: typer.Typer) -> None:
             ("advice", summary["advice"] or "-"),
             ("device", session.device.description),
         ])
+        if stop.requested and outcome.reason == "stopped":
+            fail(Interrupted(f"training stopped by Ctrl-C at iteration {outcome.iteration}: saved in {model_dir}; "
+                             "run the same command again to resume"))
 
     @train_app.command("status")
     def status(
@@ -216,6 +235,19 @@ def progress_line(phase: str, iteration: int, recent_ms: list[float], src_loss: 
         hours, rest = divmod(seconds, 3600)
         text += f"  ETA {hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"  ETA {rest // 60}:{rest % 60:02d}"
     return text + f"  src {src_loss:.4f}  dst {dst_loss:.4f}"
+
+
+def _evaluation_lines(output: OutputFormat):
+    """One stderr line per merge check (iteration, score, change since best, verdict) beside a table;
+    JSON and CSV runs stay quiet (the checks are in merge_checks). Printed above a live status line."""
+    if output is not OutputFormat.table:
+        return None
+    console = Console(stderr=True, soft_wrap=True, highlight=False)
+
+    def announce(name: str, iteration: int, outcome) -> None:
+        console.print(f"{name} {iteration}: {outcome.summary}", style="bold red" if outcome.flag else None,
+                      markup=False)
+    return announce
 
 
 def _iteration_display(output: OutputFormat, end: int | None = None):

@@ -12,8 +12,9 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from curate.errors import Interrupted
 from curate.progress import ProgressCallback
-from facesmith.render import OutputFormat
+from facesmith.render import OutputFormat, printable
 
 FormatOption = Annotated[
     OutputFormat, typer.Option("--format", "-f", help="Output as a table, JSON or CSV.")
@@ -21,12 +22,15 @@ FormatOption = Annotated[
 
 
 def fail(error: Exception) -> None:
-    """Print `error: …` as one line on stderr and exit 1.
+    """Print `error: …` as one line on stderr and exit 1 (130 for a run the user interrupted).
 
     The message is data, not markup (paths and SQL hold brackets), and is never re-wrapped, so a
     path or file name in it stays whole on its line.
     """
-    Console(stderr=True, soft_wrap=True).print(Text.assemble(("error:", "red"), " ", str(error)), highlight=False)
+    if isinstance(error, Interrupted):
+        Console(stderr=True, soft_wrap=True).print(Text(printable(error)), highlight=False)
+        raise typer.Exit(130)
+    Console(stderr=True, soft_wrap=True).print(Text.assemble(("error:", "red"), " ", printable(error)), highlight=False)
     raise typer.Exit(1)
 
 
@@ -34,7 +38,7 @@ def warn(warnings: list[str], output: OutputFormat) -> None:
     """Warnings on stderr beside a table; JSON and CSV carry them in their document instead."""
     if output is OutputFormat.table:
         for warning in warnings:
-            Console(stderr=True, soft_wrap=True).print(Text(f"warning: {warning}"), highlight=False)
+            Console(stderr=True, soft_wrap=True).print(Text(f"warning: {printable(warning)}"), highlight=False)
 
 
 # What TensorFlow, JAX and XLA print from C++ while they start (CPU features, oneDNN, absl's early-log

@@ -42,9 +42,11 @@ def _parameter(spec: Any, panel: str, structural_panel: str | None) -> inspect.P
                              annotation=Annotated[Optional[python_type], option])
 
 
-def with_option_flags(specs: Sequence[Any], panel: str, structural_panel: str | None = None
+def with_option_flags(specs: Sequence[Any], panel: str, structural_panel: str | None = None,
+                      extra: Sequence[tuple[Sequence[Any], str]] = ()
                       ) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    """Decorate a command taking `**options` with one keyword flag per declared option."""
+    """Decorate a command taking `**options` with one keyword flag per declared option; `extra` adds
+    further (specs, help panel) groups, whose flags arrive in the same `**options`."""
 
     def decorate(function: Callable[..., None]) -> Callable[..., None]:
         signature = inspect.signature(function)
@@ -53,7 +55,8 @@ def with_option_flags(specs: Sequence[Any], panel: str, structural_panel: str | 
         fixed = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in signature.parameters.values()
                  if p.kind is not inspect.Parameter.VAR_KEYWORD]
         function.__signature__ = signature.replace(  # type: ignore[attr-defined]
-            parameters=fixed + [_parameter(spec, panel, structural_panel) for spec in specs])
+            parameters=fixed + [_parameter(spec, panel, structural_panel) for spec in specs]
+            + [_parameter(spec, group_panel, None) for group, group_panel in extra for spec in group])
         return function
 
     return decorate

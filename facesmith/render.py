@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import math
+import re
 from datetime import date, datetime, time
 from decimal import Decimal
 from enum import Enum
@@ -14,6 +15,26 @@ from typing import Any, Sequence
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+
+
+# Characters a terminal may act on rather than show: C0 and C1 controls (ESC starts colour,
+# cursor and title sequences; U+009B is an 8-bit CSI), DEL, and the bidirectional overrides that
+# reorder what is shown. A file name is data: any of these in it is shown as an escape instead.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# In CSV the line breaks and tabs of a value are the format's own business (quoted), not a risk.
+_UNPRINTABLE_IN_CSV = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_JSON_UNESCAPED = re.compile("[\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(text: object) -> str:
+    """`text` as a terminal shows it literally: control characters become visible escapes
+    ('\\x1b'), so a file name cannot recolour, move the cursor, retitle or reorder the screen."""
+    return _UNPRINTABLE.sub(_escape, str(text))
 
 
 def stdout_console() -> Console:
@@ -54,12 +75,20 @@ def _cell(value: Any) -> str:
     if isinstance(value, (list, tuple)) and len(value) > 8:
         shown = ", ".join(_cell(item) for item in value[:4])
         return f"[{shown}, … {len(value)} values]"
-    return str(_plain(value))
+    return printable(_plain(value))
+
+
+def _csv_value(value: Any) -> Any:
+    plain = _plain(value)
+    return _UNPRINTABLE_IN_CSV.sub(_escape, plain) if isinstance(plain, str) else plain
 
 
 def to_json(value: Any) -> str:
     # default=str: UUID, INTERVAL (timedelta) and other DuckDB values without a JSON form.
-    return json.dumps(_plain(value), indent=2, ensure_ascii=False, default=str)
+    # json escapes C0 controls itself; C1 controls and bidi overrides get \u escapes too, which
+    # read back as the same string.
+    text = json.dumps(_plain(value), indent=2, ensure_ascii=False, default=str)
+    return _JSON_UNESCAPED.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
 
 
 def render_rows(
@@ -71,15 +100,15 @@ def render_rows(
     elif output is OutputFormat.csv:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(columns)
+        writer.writerow([_csv_value(column) for column in columns])
         for row in rows:
-            writer.writerow([_plain(value) for value in row])
+            writer.writerow([_csv_value(value) for value in row])
         console.file.write(buffer.getvalue())
     else:
-        table = Table(title=title, show_lines=False)
+        table = Table(title=None if title is None else printable(title), show_lines=False)
         # Text, not str: cell values are data and must not be read as Rich markup ('[x]').
         for column in columns:
-            table.add_column(Text(column), overflow="fold")
+            table.add_column(Text(printable(column)), overflow="fold")
         for row in rows:
             table.add_row(*(Text(_cell(value)) for value in row))
         console.print(table)
@@ -108,9 +137,9 @@ def render_summary(summary: dict[str, Any], output: OutputFormat, title: str, ro
         flat = flatten(summary)
         render_rows(list(flat), [list(flat.values())], output, console)
     else:
-        table = Table(title=title, show_header=False)
+        table = Table(title=printable(title), show_header=False)
         table.add_column(style="bold")
         table.add_column()
         for name, value in rows:
-            table.add_row(Text(name), Text(value))
+            table.add_row(Text(printable(name)), Text(printable(value)))
         console.print(table)

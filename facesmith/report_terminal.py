@@ -7,6 +7,7 @@ from rich.table import Table
 from rich.text import Text
 
 from curate.reports.report import Report
+from facesmith.render import printable
 
 
 def _pairs(title: str, items, headers=("what", "number")) -> Table:
@@ -14,7 +15,7 @@ def _pairs(title: str, items, headers=("what", "number")) -> Table:
     for header in headers:
         table.add_column(header)
     for row in items:
-        table.add_row(*(Text(str(value)) for value in row))
+        table.add_row(*(Text(printable(value)) for value in row))
     return table
 
 
@@ -37,9 +38,9 @@ def _coverage_grid(coverage: dict) -> Table | None:
 
 
 def render_report(report: Report, console: Console) -> None:
-    console.print(Text(f"faceset {report.database} ({report.role})", style="bold"))
+    console.print(Text(f"faceset {printable(report.database)} ({report.role})", style="bold"))
     for warning in report.warnings:
-        console.print(Text(f"warning: {warning}", style="yellow"))
+        console.print(Text(f"warning: {printable(warning)}", style="yellow"))
     if report.stale:
         console.print(Text(f"note: scanned again after these analyses ran: {', '.join(report.stale)} "
                            "(run 'facesmith curate analyze')", style="yellow"))
@@ -74,4 +75,4 @@ def render_report(report: Report, console: Console) -> None:
     if report.advice:
         console.print(Text("advice", style="bold"))
         for line in report.advice:
-            console.print(Text(f"  • {line}"))
+            console.print(Text(f"  • {printable(line)}"))

@@ -7,11 +7,14 @@ A check scores the model on faces it never trained on:
   as a normalised mean error (lower is better);
 - sharpness of the merged face relative to the src training faces;
 - a simple artefact score: the share of face pixels the model drove to pure black or white.
-Every check is a row of `merge_checks` in the model's DuckDB, with a contact sheet PNG.
+These are normalised and combined into one merge-quality score (merge/quality.py), which decides the
+best iteration and the overtraining flag (or, with the heldout-loss rule, the held-out src loss
+alone). Every check is a row of `merge_checks` in the model's DuckDB, with a contact sheet PNG.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from dataclasses import asdict, dataclass, fields
@@ -26,16 +29,26 @@ import numpy as np
 from curate.faces.align import arcface_crop, warp_face
 from curate.errors import FacesmithError
 from curate.faceset import FacesetReader
+from merge.quality import (
+    CheckSettings,
+    best_loss,
+    combine,
+    components,
+    quality_scores,
+    resolve_check_settings,
+)
 from train.faceset_data import FaceArrays, load_face_arrays, read_curated_faces
 from train.sampler import landmark_masks
 
 log = logging.getLogger(__name__)
 
 CHECK_DIR = "merge_checks"
-MAX_FRAMES = 8  # held-out dst frames merged per check
-MAX_SHEET_ROWS = 4
-PATIENCE = 3  # checks in a row with held-out loss worse than its best (training loss falling) raise the flag
-WORSE_MARGIN = 0.05  # "worse" means this share above the best held-out loss; smaller moves are noise
+MAX_FRAMES = 8  # held-out dst frames merged per check; every one is on the contact sheet
+PATIENCE = CheckSettings().check_patience
+WORSE_MARGIN = CheckSettings().check_loss_margin
+SHEET_LABEL_WIDTH = 132  # the contact sheet's left strip holding each row's frame name
+SHEET_HEADER_HEIGHT = 18
+SHEET_FONT_SCALE = 0.35
 
 _TABLE = """CREATE TABLE IF NOT EXISTS merge_checks (
     iteration BIGINT PRIMARY KEY,
@@ -55,6 +68,18 @@ _TABLE = """CREATE TABLE IF NOT EXISTS merge_checks (
     detail VARCHAR NOT NULL,
     contact_sheet VARCHAR
 )"""
+# Columns added after the first release: an older model's table gains them (NULL in its old rows).
+_ADDED_COLUMNS = (
+    ("src_identity_similarity", "DOUBLE"),   # held-out src faces vs the src identity (the identity scale's top)
+    ("quality_score", "DOUBLE"),             # the merge-quality score, 0..1 (merge/quality.py)
+    ("identity_component", "DOUBLE"),        # its normalised components, 0..1, higher is better
+    ("expression_component", "DOUBLE"),
+    ("sharpness_component", "DOUBLE"),
+    ("artefact_component", "DOUBLE"),
+    ("loss_component", "DOUBLE"),
+    ("rule", "VARCHAR"),                     # what decided best_iteration and overtraining
+    ("frame_names", "VARCHAR"),              # the contact sheet's rows, top to bottom, one per line
+)
 
 
 class MergeCheckError(FacesmithError):
@@ -83,13 +108,26 @@ class MergeCheckResult:
     best_iteration: int | None
     detail: str
     contact_sheet: str | None
+    src_identity_similarity: float = math.nan
+    quality_score: float = math.nan
+    identity_component: float = math.nan
+    expression_component: float = math.nan
+    sharpness_component: float = math.nan
+    artefact_component: float = math.nan
+    loss_component: float = math.nan
+    rule: str = "quality"
+    frame_names: str = ""
+    change_since_best: float = math.nan  # score (or held-out loss, by rule) minus the best check's; not stored
 
     def to_row(self) -> tuple:
         return tuple(None if isinstance(v, float) and math.isnan(v) else v
-                     for v in (getattr(self, f.name) for f in fields(self)))
+                     for v in (getattr(self, name) for name in STORED_COLUMNS))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+STORED_COLUMNS = tuple(f.name for f in fields(MergeCheckResult) if f.name != "change_since_best")
 
 
 @dataclass(frozen=True)
@@ -97,6 +135,7 @@ class OvertrainingVerdict:
     flagged: bool
     best_iteration: int | None
     detail: str
+    change_since_best: float = math.nan  # the newest check's value minus the best one's (score or loss)
 
 
 def overtraining_verdict(iterations: list[int], validation_losses: list[float], training_losses: list[float],
@@ -120,14 +159,57 @@ def overtraining_verdict(iterations: list[int], validation_losses: list[float], 
     worse = all(math.isfinite(v) and v > best_value * (1 + margin) for v in window)
     training_now, training_at_best = training_losses[-1], training_losses[best_index]
     falling = training_now < training_at_best and training_now < training_losses[-patience]
+    change = validation_losses[-1] - best_value
     if worse and falling:
         return OvertrainingVerdict(True, best, (
             f"overtraining: held-out src loss has been {min(window) / best_value - 1:.0%} or more above its "
             f"best ({best_value:.4f} at iteration {best}) for {patience} checks while training loss fell "
-            f"{training_at_best:.4f} -> {training_now:.4f}; best so far at iteration {best}"))
+            f"{training_at_best:.4f} -> {training_now:.4f}; best so far at iteration {best}"), change)
     return OvertrainingVerdict(False, best, f"held-out loss {'worse than' if worse else 'near'} its best "
                                f"({best_value:.4f} at iteration {best}), training loss "
-                               f"{'falling' if falling else 'not falling'}")
+                               f"{'falling' if falling else 'not falling'}", change)
+
+
+def quality_verdict(iterations: list[int], scores: list[float], training_losses: list[float],
+                    patience: int = PATIENCE, margin: float = CheckSettings().check_quality_margin) -> OvertrainingVerdict:
+    """Flag when the last `patience` checks all scored at least `margin` below the best merge-quality
+    score, while training loss kept falling (lower now than at the best check and at the window's start).
+
+    iterations, scores (0..1, higher is better), training_losses: one entry per check, oldest first.
+    The same shape of rule as the held-out loss one: the merged frames got worse for several checks
+    in a row while the model kept fitting its training faces better.
+    """
+    finite = [(index, value) for index, value in enumerate(scores) if math.isfinite(value)]
+    if not finite:
+        return OvertrainingVerdict(False, None, "no quality score yet")
+    best_index, best_value = max(finite, key=lambda pair: pair[1])
+    best = iterations[best_index]
+    change = scores[-1] - best_value if math.isfinite(scores[-1]) else math.nan
+    since_best = len(scores) - 1 - best_index
+    if since_best < patience:
+        return OvertrainingVerdict(False, best, f"best quality {best_value:.3f} at iteration {best}", change)
+    window = scores[-patience:]
+    worse = all(math.isfinite(v) and v < best_value - margin for v in window)
+    training_now, training_at_best = training_losses[-1], training_losses[best_index]
+    falling = training_now < training_at_best and training_now < training_losses[-patience]
+    if worse and falling:
+        return OvertrainingVerdict(True, best, (
+            f"overtraining: merge quality has been {best_value - max(window):.3f} or more below its best "
+            f"({best_value:.3f} at iteration {best}) for {patience} checks while training loss fell "
+            f"{training_at_best:.4f} -> {training_now:.4f}; best so far at iteration {best}"), change)
+    return OvertrainingVerdict(False, best, f"quality {'below' if worse else 'near'} its best ({best_value:.3f} at "
+                               f"iteration {best}), training loss {'falling' if falling else 'not falling'}", change)
+
+
+def judge(checks: list[dict[str, Any]], settings: CheckSettings) -> OvertrainingVerdict:
+    """The verdict on a model's checks (merge_checks rows as dicts, oldest first) under the chosen rule."""
+    iterations = [int(check["iteration"]) for check in checks]
+    training = [_float(check.get("training_loss")) for check in checks]
+    if settings.check_rule == "heldout-loss":
+        return overtraining_verdict(iterations, [_float(check.get("validation_src_loss")) for check in checks],
+                                    training, settings.check_patience, settings.check_loss_margin)
+    return quality_verdict(iterations, quality_scores(checks, settings), training, settings.check_patience,
+                           settings.check_quality_margin)
 
 
 # -- inputs -------------------------------------------------------------------------------------
@@ -162,6 +244,14 @@ def _src_identity(src_database: Path, face_ids: list[str]) -> np.ndarray:
     return centre / max(np.linalg.norm(centre), 1e-12)
 
 
+def _embeddings(database: Path, face_ids: list[str]) -> np.ndarray:
+    """(N, D) float64 stored embeddings of the given faces (N = 0 when there are none)."""
+    if not face_ids:
+        return np.zeros((0, 0), np.float64)
+    with FacesetReader(database) as reader:
+        return np.asarray(reader.embeddings(face_ids), dtype=np.float64)
+
+
 def _laplacian_variance(face: np.ndarray, mask: np.ndarray) -> float:
     grey = cv2.cvtColor(np.clip(face * 255, 0, 255).astype(np.uint8), cv2.COLOR_BGR2GRAY)
     laplacian = cv2.Laplacian(grey.astype(np.float32), cv2.CV_32F)
@@ -182,10 +272,11 @@ class MergeChecker:
 
     name = "merge check"
 
-    def __init__(self, session: Any, every: int = 0, analyzer: Any = None):
+    def __init__(self, session: Any, every: int = 0, analyzer: Any = None, settings: CheckSettings | None = None):
         from merge.settings import resolve_settings
 
         self.every = every
+        self.check_settings = settings or model_check_settings(session.history)
         self.session = session
         config = session.config
         if not session.src_validation:
@@ -212,6 +303,9 @@ class MergeChecker:
         self.train_src_rows = rng.choice(len(session.src_faces), min(count, len(session.src_faces)), replace=False)
         self.train_dst_rows = rng.choice(len(session.dst_faces), min(count, len(session.dst_faces)), replace=False)
         self.src_identity = _src_identity(session.src_database, list(session.src_faces.face_ids))
+        # The top of the identity scale: how like the src identity a real, unseen src photo is.
+        held_out = _embeddings(session.src_database, list(session.src_validation))
+        self.src_reference = float(np.mean(held_out @ self.src_identity)) if len(held_out) else float("nan")
         src_images, src_masks, _ = _plain_batch(session.src_faces, self.train_src_rows)
         sharpness = np.array([_laplacian_variance(i, m) for i, m in zip(src_images, src_masks, strict=True)])
         finite = sharpness[np.isfinite(sharpness)]
@@ -280,16 +374,22 @@ class MergeChecker:
         return float(error.mean() / interocular)
 
     def _contact_sheet(self, iteration: int, merged: list[dict[str, Any]]) -> Path:
+        """Every merged frame as a row (its name, dst crop, swapped face, merged crop), under a header."""
         from train.preview import write_png_atomically
 
+        resolution = merged[0]["dst_face"].shape[0]
         rows = []
-        for item in merged[:MAX_SHEET_ROWS]:
-            row = np.concatenate([item["dst_face"], item["predicted"], item["merged_face"]], axis=1)
-            rows.append(np.clip(row * 255 + 0.5, 0, 255).astype(np.uint8))
+        for item, name in zip(merged, sheet_names(merged), strict=True):
+            faces = np.concatenate([item["dst_face"], item["predicted"], item["merged_face"]], axis=1)
+            label = np.full((resolution, SHEET_LABEL_WIDTH, 3), 32, np.uint8)
+            _put_text(label, _fit(name, SHEET_LABEL_WIDTH - 8), (4, resolution // 2 + 4))
+            rows.append(np.concatenate([label, np.clip(faces * 255 + 0.5, 0, 255).astype(np.uint8)], axis=1))
         sheet = np.concatenate(rows, axis=0)
-        header = np.zeros((18, sheet.shape[1], 3), np.uint8)
-        cv2.putText(header, f"iter {iteration}: dst | swapped | merged", (4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
-                    (255, 255, 255), 1, cv2.LINE_AA)
+        header = np.zeros((SHEET_HEADER_HEIGHT, sheet.shape[1], 3), np.uint8)
+        _put_text(header, f"iteration {iteration}", (4, 13))
+        for column, title in enumerate(("dst", "swapped", "merged")):
+            width = _text_width(title)
+            _put_text(header, title, (SHEET_LABEL_WIDTH + column * resolution + max(2, (resolution - width) // 2), 13))
         path = self.folder / f"check_{iteration:07d}.png"
         self.folder.mkdir(exist_ok=True)
         write_png_atomically(path, np.concatenate([header, sheet], axis=0))
@@ -316,41 +416,113 @@ class MergeChecker:
         sharpness = _finite_mean([_laplacian_variance(item["merged_face"], item["mask"]) for item in merged])
         artefacts = _finite_mean([_clipped_share(item["predicted"], item["mask"]) for item in merged])
         connection = session.history.connection
-        previous = connection.execute("SELECT iteration, validation_src_loss, training_loss FROM merge_checks "
-                                      "WHERE iteration < ? ORDER BY iteration", [iteration]).fetchall()
-        last_iteration = previous[-1][0] if previous else 0
+        _ensure_table(connection)
+        previous = _rows(connection, "WHERE iteration < ? ORDER BY iteration", [iteration])
+        for row in previous:  # checks stored before the quality score lack the identity scale's top: it is fixed
+            if row.get("src_identity_similarity") is None:
+                row["src_identity_similarity"] = self.src_reference
+        last_iteration = previous[-1]["iteration"] if previous else 0
         training_row = connection.execute(
             "SELECT avg(src_loss + dst_loss) FROM history WHERE iteration > ? AND iteration <= ?",
             [max(last_iteration, iteration - max(1, self.every or 100)), iteration]).fetchone()
         training_loss = float(training_row[0]) if training_row and training_row[0] is not None else float("nan")
-        verdict = overtraining_verdict([row[0] for row in previous] + [iteration],
-                                       [_float(row[1]) for row in previous] + [validation_src],
-                                       [_float(row[2]) for row in previous] + [training_loss])
+        measures = {"iteration": iteration, "validation_src_loss": validation_src, "identity_similarity": identity,
+                    "dst_identity_similarity": dst_identity, "src_identity_similarity": self.src_reference,
+                    "expression_error": expression,
+                    "sharpness_ratio": sharpness / self.src_sharpness if self.src_sharpness > 0 else float("nan"),
+                    "artefact_score": artefacts, "training_loss": training_loss}
+        settings = self.check_settings
+        parts = components(measures, best_loss([*previous, measures]), settings)
+        score = combine(parts, settings.weights)
+        verdict = judge([*previous, measures], settings)
         sheet = self._contact_sheet(iteration, merged)
         result = MergeCheckResult(
             iteration=iteration, checked_at=datetime.now(timezone.utc), train_src_loss=train_src,
             validation_src_loss=validation_src, train_dst_loss=train_dst, validation_dst_loss=validation_dst,
             generalisation_gap=validation_src - train_src, identity_similarity=identity,
-            dst_identity_similarity=dst_identity,
-            expression_error=expression,
-            sharpness_ratio=sharpness / self.src_sharpness if self.src_sharpness > 0 else float("nan"),
-            artefact_score=artefacts, frames=len(merged), training_loss=training_loss,
-            overtraining=verdict.flagged, best_iteration=verdict.best_iteration, detail=verdict.detail,
-            contact_sheet=str(sheet.relative_to(session.model_dir)))
-        placeholders = ", ".join("?" for _ in fields(MergeCheckResult))
-        connection.execute(f"INSERT OR REPLACE INTO merge_checks VALUES ({placeholders})", list(result.to_row()))
+            dst_identity_similarity=dst_identity, expression_error=expression,
+            sharpness_ratio=measures["sharpness_ratio"], artefact_score=artefacts, frames=len(merged),
+            training_loss=training_loss, overtraining=verdict.flagged, best_iteration=verdict.best_iteration,
+            detail=verdict.detail, contact_sheet=str(sheet.relative_to(session.model_dir)),
+            src_identity_similarity=self.src_reference, quality_score=score,
+            identity_component=parts.identity, expression_component=parts.expression,
+            sharpness_component=parts.sharpness, artefact_component=parts.artefacts,
+            loss_component=parts.heldout_loss, rule=settings.check_rule,
+            frame_names="\n".join(sheet_names(merged)),
+            change_since_best=verdict.change_since_best)
+        columns = ", ".join(STORED_COLUMNS)
+        placeholders = ", ".join("?" for _ in STORED_COLUMNS)
+        connection.execute(f"INSERT OR REPLACE INTO merge_checks ({columns}) VALUES ({placeholders})",
+                           list(result.to_row()))
         return result
 
     def __call__(self, session: Any, iteration: int):
-        """The trainer's periodic hook: check, and tell the loop the best iteration and any flag."""
+        """The trainer's periodic hook: check, and tell the loop the best iteration, any flag, one line
+        for the terminal and the TensorBoard scalars and contact sheet."""
         from train.loop import EvaluationOutcome
 
         result = self.run(iteration)
         self.last_result = result
-        summary = (f"held-out src loss {result.validation_src_loss:.4f} (gap {result.generalisation_gap:+.4f}), "
-                   f"identity {result.identity_similarity:.3f}, expression error {result.expression_error:.3f}")
-        return EvaluationOutcome(summary=summary, best_iteration=result.best_iteration,
-                                 flag=result.detail if result.overtraining else None)
+        scalars = {f"merge_check/{name}": _float(getattr(result, name)) for name in TENSORBOARD_SCALARS}
+        return EvaluationOutcome(summary=check_line(result), best_iteration=result.best_iteration,
+                                 flag=result.detail if result.overtraining else None, scalars=scalars,
+                                 images={"merge_check/contact_sheet": session.model_dir / result.contact_sheet})
+
+
+# Every score a check stores, as TensorBoard scalars (the combined score, its components, the raw measures).
+TENSORBOARD_SCALARS = ("quality_score", "identity_component", "expression_component", "sharpness_component",
+                       "artefact_component", "loss_component", "validation_src_loss", "train_src_loss",
+                       "generalisation_gap", "validation_dst_loss", "identity_similarity", "dst_identity_similarity",
+                       "expression_error", "sharpness_ratio", "artefact_score")
+
+
+def check_line(result: MergeCheckResult) -> str:
+    """A check in one line: score, change since the best check, components, verdict (the terminal
+    prints it after 'merge check N:', the event log beside the iteration)."""
+    def number(value: float, digits: int, signed: bool = False) -> str:
+        return "-" if not math.isfinite(value) else f"{value:{'+' if signed else ''}.{digits}f}"
+
+    if result.rule == "heldout-loss":
+        decided = f"held-out loss {number(result.validation_src_loss, 4)} ({number(result.change_since_best, 4, True)} vs best"
+    else:
+        decided = f"quality {number(result.quality_score, 3)} ({number(result.change_since_best, 3, True)} vs best"
+    best = "-" if result.best_iteration is None else str(result.best_iteration)
+    verdict = "OVERTRAINING" if result.overtraining else "ok"
+    return (f"{decided} {best}), identity {number(result.identity_component, 2)}, "
+            f"expression {number(result.expression_component, 2)}, sharpness {number(result.sharpness_component, 2)}, "
+            f"artefacts {number(result.artefact_component, 2)}, held-out loss {number(result.validation_src_loss, 4)}"
+            f" [{verdict}]")
+
+
+def sheet_names(merged: list[dict[str, Any]]) -> list[str]:
+    """Each merged frame's file name; a frame holding several held-out faces gets '#2', '#3' on its later rows."""
+    names, seen = [], {}
+    for item in merged:
+        name = item["frame"].frame_path.name
+        seen[name] = seen.get(name, 0) + 1
+        names.append(name if seen[name] == 1 else f"{name} #{seen[name]}")
+    return names
+
+
+def _put_text(image: np.ndarray, text: str, origin: tuple[int, int]) -> None:
+    cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, SHEET_FONT_SCALE, (255, 255, 255), 1, cv2.LINE_AA)
+
+
+def _text_width(text: str) -> int:
+    return cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, SHEET_FONT_SCALE, 1)[0][0]
+
+
+def _fit(text: str, width: int) -> str:
+    """`text`, shortened in the middle with '..' until it is at most `width` pixels wide on the sheet."""
+    if _text_width(text) <= width:
+        return text
+    keep = len(text)
+    while keep > 2:
+        keep -= 1
+        candidate = text[:(keep + 1) // 2] + ".." + text[len(text) - keep // 2:]
+        if _text_width(candidate) <= width:
+            return candidate
+    return text[:1]
 
 
 def _clipped_share(face: np.ndarray, mask: np.ndarray) -> float:
@@ -374,6 +546,15 @@ def _float(value: Any) -> float:
 
 def _ensure_table(connection: duckdb.DuckDBPyConnection) -> None:
     connection.execute(_TABLE)
+    for name, kind in _ADDED_COLUMNS:
+        connection.execute(f"ALTER TABLE merge_checks ADD COLUMN IF NOT EXISTS {name} {kind}")
+
+
+def _rows(connection: duckdb.DuckDBPyConnection, where: str = "ORDER BY iteration",
+          parameters: list[Any] | None = None) -> list[dict[str, Any]]:
+    cursor = connection.execute(f"SELECT * FROM merge_checks {where}", parameters or [])
+    columns = [d[0] for d in cursor.description]
+    return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
 
 
 def read_checks(model_dir: Path) -> list[dict[str, Any]]:
@@ -385,13 +566,26 @@ def read_checks(model_dir: Path) -> list[dict[str, Any]]:
             "SELECT count(*) FROM information_schema.tables WHERE table_name = 'merge_checks'").fetchone()[0]
         if not exists:
             return []
-        cursor = history.connection.execute("SELECT * FROM merge_checks ORDER BY iteration")
-        columns = [d[0] for d in cursor.description]
-        return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+        return _rows(history.connection)
 
 
-def check_model(model_dir: Path, analyzer: Any = None) -> MergeCheckResult:
-    """An on-demand check of a model folder's newest checkpoint (`facesmith merge check`)."""
+SETTINGS_META_KEY = "merge_check_options"
+
+
+def model_check_settings(history: Any, options: dict[str, Any] | None = None) -> CheckSettings:
+    """The model's merge-check settings: the options stored with it, updated by `options` (which are
+    then stored, so training and later on-demand checks judge alike). Raises CheckSettingsError."""
+    stored = json.loads(history.meta(SETTINGS_META_KEY) or "{}")
+    merged = {**stored, **(options or {})}
+    settings = resolve_check_settings(merged)
+    if options:
+        history.set_meta(SETTINGS_META_KEY, json.dumps(merged, sort_keys=True))
+    return settings
+
+
+def check_model(model_dir: Path, analyzer: Any = None, options: dict[str, Any] | None = None) -> MergeCheckResult:
+    """An on-demand check of a model folder's newest checkpoint (`facesmith merge check`), judged with
+    the model's stored check options updated by `options`."""
     from train.loop import (
         close_session,
         list_checkpoints,
@@ -402,7 +596,7 @@ def check_model(model_dir: Path, analyzer: Any = None) -> MergeCheckResult:
 
     session = open_session(Path(model_dir), {})
     try:
-        checker = MergeChecker(session, analyzer=analyzer)
+        checker = MergeChecker(session, analyzer=analyzer, settings=model_check_settings(session.history, options))
         outcome = checker(session, session.iteration)
         # As in training: the best iteration is remembered (and kept) and a flag is shown by `train status`.
         record_evaluation(session, checker.name, session.iteration, outcome,
@@ -412,5 +606,5 @@ def check_model(model_dir: Path, analyzer: Any = None) -> MergeCheckResult:
         close_session(session)
 
 
-__all__ = ["MergeCheckError", "MergeCheckResult", "MergeChecker", "OvertrainingVerdict", "check_model",
-           "heldout_frames", "overtraining_verdict", "read_checks"]
+__all__ = ["MergeCheckError", "MergeCheckResult", "MergeChecker", "OvertrainingVerdict", "check_line", "check_model",
+           "heldout_frames", "judge", "overtraining_verdict", "quality_verdict", "read_checks"]

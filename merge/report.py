@@ -21,29 +21,41 @@ from train.status import training_status
 
 MAX_LOSS_POINTS = 2000  # the loss curve is averaged into at most this many points
 MAX_CONTACT_SHEETS = 6  # the newest checks' sheets embedded in the HTML page
-EVENT_KINDS = ("rollback", "phase", "plateau", "flag", "note")  # checkpoints and evaluations show elsewhere
+MAX_EVENTS = 200  # the newest events listed on the HTML page (the terminal and JSON get them all)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 # How people read the merge_checks columns (terminal and HTML); CSV and JSON keep the stored names.
 COLUMN_LABELS: dict[str, str] = {
+    "quality_score": "quality",
+    "identity_component": "identity",
+    "expression_component": "expression",
+    "sharpness_component": "sharpness",
+    "artefact_component": "artefacts",
+    "loss_component": "loss (score)",
     "validation_src_loss": "held-out src loss",
     "train_src_loss": "training src loss",
     "generalisation_gap": "gap",
-    "identity_similarity": "identity",
-    "dst_identity_similarity": "dst identity",
+    "identity_similarity": "identity cosine",
+    "dst_identity_similarity": "dst identity cosine",
+    "src_identity_similarity": "src identity cosine",
     "expression_error": "expression error",
-    "sharpness_ratio": "sharpness",
-    "artefact_score": "artefacts",
+    "sharpness_ratio": "sharpness ratio",
+    "artefact_score": "clipped share",
     "best_iteration": "best",
     "validation_dst_loss": "held-out dst loss",
     "train_dst_loss": "training dst loss",
     "training_loss": "training loss (interval)",
     "checked_at": "checked at",
 }
-# The columns a terminal has room for, in the order a reader compares them.
-CHECK_COLUMNS = ("iteration", "validation_src_loss", "train_src_loss", "generalisation_gap", "identity_similarity",
-                 "dst_identity_similarity", "expression_error", "sharpness_ratio", "artefact_score", "overtraining",
+# The columns a terminal (and the page's table) has room for, in the order a reader compares them:
+# the score that decides, its components (0..1, higher is better), then the losses and the verdict.
+CHECK_COLUMNS = ("iteration", "quality_score", "identity_component", "expression_component", "sharpness_component",
+                 "artefact_component", "validation_src_loss", "train_src_loss", "generalisation_gap", "overtraining",
                  "best_iteration")
+# The quality chart: the score and each component, per check.
+QUALITY_SERIES = (("quality", "quality_score"), ("identity", "identity_component"),
+                  ("expression", "expression_component"), ("sharpness", "sharpness_component"),
+                  ("artefacts", "artefact_component"), ("held-out loss", "loss_component"))
 
 
 @dataclass(frozen=True)
@@ -60,7 +72,7 @@ class TrainingReport:
     loss_iterations: list[int]  # (P,) P <= MAX_LOSS_POINTS: the last iteration of each averaged stretch
     src_loss: list[float]  # (P,) mean training loss over each stretch; NaN where no step had a finite loss
     dst_loss: list[float]  # (P,)
-    events: list[dict[str, Any]]  # {"iteration", "kind", "detail"} of rollbacks, phase moves, plateaus, flags
+    events: list[dict[str, Any]]  # {"iteration", "kind", "detail"} of every event the model logged, oldest first
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -130,7 +142,7 @@ def training_report(model_dir: Path) -> TrainingReport:
     with ModelHistory(model_dir, read_only=True) as history:
         iterations, losses, _ = history.losses()
         events = [{"iteration": iteration, "kind": kind, "detail": detail}
-                  for iteration, kind, detail in history.events() if kind in EVENT_KINDS]
+                  for iteration, kind, detail in history.events()]
     loss_iterations, mean_losses = downsample_losses(iterations, losses)
     if checks:
         # The newest check is the latest word: an on-demand check updates no training-loop flag.
@@ -151,13 +163,19 @@ def training_report(model_dir: Path) -> TrainingReport:
 # -- HTML -------------------------------------------------------------------------------------
 
 _STYLE = """
-body{font-family:system-ui,sans-serif;margin:24px;color:#1a202c;max-width:1200px}
+*{box-sizing:border-box}
+body{font-family:system-ui,sans-serif;margin:24px auto;padding:0 24px;color:#1a202c;max-width:1200px}
 h1{font-size:22px}h2{font-size:18px;margin-top:32px;border-bottom:1px solid #cbd5e0}
-table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #cbd5e0;padding:3px 8px;font-size:13px;text-align:left}
-.overtraining{background:#c53030;color:#fff;padding:12px 16px;font-size:16px;margin:12px 0}
-.plots{display:flex;flex-wrap:wrap;gap:12px}.sheets{display:flex;flex-wrap:wrap;gap:12px}
-figure{margin:0}figure img{display:block;image-rendering:pixelated}figcaption{font-size:12px}
-.advice li{margin:4px 0}section{overflow-x:auto}
+table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #cbd5e0;padding:3px 6px;font-size:13px;text-align:left;
+vertical-align:top;overflow-wrap:anywhere}
+table.checks{table-layout:fixed;width:100%}table.checks td,table.checks th{font-size:12px}
+table.events{table-layout:fixed;width:100%}table.events col.iteration{width:90px}table.events col.kind{width:110px}
+.overtraining{background:#c53030;color:#fff;padding:12px 16px;font-size:16px;margin:12px 0;overflow-wrap:anywhere}
+.plots{display:flex;flex-wrap:wrap;gap:12px}.plots svg{max-width:100%;height:auto}
+.sheets{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}
+figure{margin:0}figure img{display:block;image-rendering:pixelated}
+figcaption{font-size:12px;margin-top:4px;overflow-wrap:anywhere}figcaption ol{margin:2px 0 0;padding-left:20px}
+.advice li{margin:4px 0}p.note{font-size:12px;color:#4a5568}
 """
 
 
@@ -186,16 +204,41 @@ def _png_data_uri(path: Path) -> str | None:
 
 
 def _contact_sheets(model_dir: Path, checks: list[dict[str, Any]], limit: int) -> str:
+    """The newest sheets, each at its own pixel size, captioned with its iteration, score and frame names."""
     figures = []
     for check in reversed(checks):
         if len(figures) == limit:
             break
         uri = _png_data_uri(model_dir / check["contact_sheet"]) if check.get("contact_sheet") else None
-        if uri is not None:
-            caption = f"iteration {check['iteration']}: dst | swapped | merged"
-            figures.append(f'<figure><img src="{uri}" alt="{escape(caption)}">'
-                           f"<figcaption>{escape(caption)}</figcaption></figure>")
+        if uri is None:
+            continue
+        score = check.get("quality_score")
+        title = f"iteration {check['iteration']}" + ("" if score is None else f", quality {score:.3f}")
+        names = [name for name in (check.get("frame_names") or "").splitlines() if name]
+        listing = ("<ol>" + "".join(f"<li>{escape(name)}</li>" for name in names) + "</ol>") if names else ""
+        figures.append(f'<figure class="sheet"><img src="{uri}" alt="{escape(title)}: dst, swapped and merged '
+                       f'face of each held-out frame"><figcaption>{escape(title)}: dst | swapped | merged{listing}'
+                       "</figcaption></figure>")
     return f'<div class="sheets">{"".join(figures)}</div>' if figures else "<p>none</p>"
+
+
+def _checks_table(report: TrainingReport) -> str:
+    headers, rows = report.check_table()
+    head = "".join(f"<th>{escape(header)}</th>" for header in headers)
+    body = "".join("<tr>" + "".join(f"<td>{escape(_cell(value))}</td>" for value in row) + "</tr>" for row in rows)
+    return f'<table class="checks"><tr>{head}</tr>{body}</table>'
+
+
+def _events_table(events: list[dict[str, Any]], limit: int) -> str:
+    if not events:
+        return "<p>none</p>"
+    shown = events[-limit:]
+    note = (f'<p class="note">the newest {limit} of {len(events)} events; '
+            "'facesmith merge report --format json' lists them all</p>") if len(events) > limit else ""
+    body = "".join(f"<tr><td>{e['iteration']}</td><td>{escape(e['kind'])}</td><td>{escape(e['detail'])}</td></tr>"
+                   for e in reversed(shown))
+    return (f'{note}<table class="events"><colgroup><col class="iteration"><col class="kind"><col></colgroup>'
+            f"<tr><th>iteration</th><th>kind</th><th>detail</th></tr>{body}</table>")
 
 
 def write_training_html(report: TrainingReport, out: Path, log_x: bool = False,
@@ -203,12 +246,14 @@ def write_training_html(report: TrainingReport, out: Path, log_x: bool = False,
     """Write the report as one self-contained HTML page to `out` (atomically) and return the path.
 
     Charts are inline SVG and contact sheets data URIs, so the page can be mailed or archived alone.
+    Laid out for a 1280 px wide window: nothing is wider than the 1200 px column.
     """
     status, checks = report.status, report.checks
     best = report.best_iteration
     check_iterations = [check["iteration"] for check in checks]
     markers = [(float(i), f"merge check at {i}") for i in check_iterations]
     highlight = (float(best), f"best {best}") if best is not None else None
+    last = checks[-1] if checks else {}
 
     def number(value: float | None, digits: int) -> str:
         return "-" if value is None else f"{value:.{digits}f}"
@@ -216,8 +261,8 @@ def write_training_html(report: TrainingReport, out: Path, log_x: bool = False,
     sections = [f"<h1>facesmith training report</h1><p>{escape(report.model_dir)}</p>"]
     if report.overtraining:
         sections.append(
-            '<div class="overtraining" role="alert"><strong>OVERTRAINING</strong> — held-out quality worsens '
-            f"while training loss still falls; best iteration so far: {'-' if best is None else best}."
+            '<div class="overtraining" role="alert"><strong>OVERTRAINING</strong> — merged held-out frames get '
+            f"worse while training loss still falls; best iteration so far: {'-' if best is None else best}."
             f"<br>{escape(report.warning or '')}</div>")
     sections.append(html_table(["what", "value"], [
         ("phase", status["phase"]),
@@ -225,6 +270,9 @@ def write_training_html(report: TrainingReport, out: Path, log_x: bool = False,
         ("ms / iteration", number(status["ms_per_iteration"], 1)),
         ("loss src / dst", f"{number(status['src_loss'], 4)} / {number(status['dst_loss'], 4)}"),
         ("best iteration", "-" if best is None else best),
+        ("decided by", {"quality": "merge-quality score", "heldout-loss": "held-out src loss"}.get(
+            last.get("rule") or "", "-")),
+        ("last merge-quality score", number(last.get("quality_score"), 3)),
         ("overtraining", report.warning or "none"),
         ("checkpoints", ", ".join(str(step) for step in status["checkpoints"]) or "-"),
         ("model", f"{status['architecture']}, {status['resolution']} px, {status['sessions']} session(s)"),
@@ -233,28 +281,28 @@ def write_training_html(report: TrainingReport, out: Path, log_x: bool = False,
                     "".join(f"<li>{escape(line)}</li>" for line in report.advice) + "</ul>")
     loss_chart = line_chart(
         {"src loss": (report.loss_iterations, report.src_loss), "dst loss": (report.loss_iterations, report.dst_loss)},
-        "training loss", markers=markers, highlight=highlight, log_x=log_x, width=900, height=320)
+        "training loss", markers=markers, highlight=highlight, log_x=log_x, width=1100, height=320)
     sections.append(f'<h2 id="loss">Training loss</h2><div class="plots">{loss_chart}</div>')
 
     def measure(column: str) -> list[float]:
         return [math.nan if check.get(column) is None else float(check[column]) for check in checks]
 
+    quality_chart = line_chart(
+        {label: (check_iterations, measure(column)) for label, column in QUALITY_SERIES},
+        "merge-quality score and its components at each check (0..1, higher is better)", highlight=highlight,
+        dots=True, width=1100, height=300, y_range=(0.0, 1.0))
     heldout_chart = line_chart(
         {"held-out src": (check_iterations, measure("validation_src_loss")),
          "training src": (check_iterations, measure("train_src_loss"))},
         "src loss at each merge check: held-out vs training faces", highlight=highlight, dots=True,
-        width=900, height=280)
-    all_columns = [*CHECK_COLUMNS, "validation_dst_loss", "train_dst_loss", "training_loss", "frames",
-                   "checked_at", "detail"]
-    headers, rows = report.check_table(all_columns)
-    sections.append(f'<h2>Merge checks</h2><div class="plots">{heldout_chart}</div>'
-                    f'<section id="merge-checks">{html_table(headers, [[_cell(v) for v in row] for row in rows])}'
-                    "</section>")
-    sections.append(f"<h2>Contact sheets (newest {contact_limit})</h2>" +
-                    _contact_sheets(Path(report.model_dir), checks, contact_limit))
-    events = html_table(["iteration", "kind", "detail"],
-                        [(e["iteration"], e["kind"], e["detail"]) for e in report.events]) if report.events else "<p>none</p>"
-    sections.append(f'<h2>Events</h2><section id="events">{events}</section>')
+        width=1100, height=260)
+    sections.append(f'<h2 id="quality">Merge checks</h2><div class="plots">{quality_chart}{heldout_chart}</div>'
+                    f'<section id="merge-checks">{_checks_table(report)}</section>'
+                    '<p class="note">Every stored measure of every check (raw cosines, errors, ratios, dst losses, '
+                    "the verdict's detail): 'facesmith merge report --format csv'.</p>")
+    sections.append(f'<h2>Contact sheets (newest {contact_limit})</h2><section id="contact-sheets">'
+                    f"{_contact_sheets(Path(report.model_dir), checks, contact_limit)}</section>")
+    sections.append(f'<h2>Events</h2><section id="events">{_events_table(report.events, MAX_EVENTS)}</section>')
     page = ("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>facesmith training report"
             f"</title><style>{_STYLE}</style></head><body>{''.join(sections)}</body></html>")
     out = Path(out)

@@ -5,7 +5,9 @@ depend on them):
   1. frames/s of `merge run` on 1280×720 frames made from the sample photos, mode overlay with rct
      colour transfer, every frame written with its label (metadata + watermark);
   2. the time of one merge check and of one training iteration (batch 8), and the share of a
-     training run that checks take at the default interval (target < 5 %).
+     training run that checks take at the default interval (target < 5 %);
+  3. what the merge-quality score adds to a check: normalising, combining and judging a check against
+     a long history (every earlier check's score is recomputed with the current weights), timed alone.
 
     python tools/bench_merge.py [--frames 40] [--interval 2000] [--resolution 128]
 """
@@ -51,6 +53,29 @@ def build_720p_frames(samples: Path, out: Path, count: int) -> Path:
     return out
 
 
+def time_quality_scoring(check: dict, history: int, repeats: int = 20) -> float:
+    """Seconds the merge-quality score adds to one check whose model holds `history` earlier checks:
+    the components and weighted mean of the new check and the verdict (all scores recomputed)."""
+    from merge.checks import judge
+    from merge.quality import CheckSettings, best_loss, combine, components
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for index in range(history + 1):  # a plausible history: the stored measures, jittered
+        row = dict(check, iteration=(index + 1) * 2000)
+        for name in ("validation_src_loss", "identity_similarity", "expression_error", "sharpness_ratio",
+                     "training_loss"):
+            if row.get(name) is not None:
+                row[name] = float(row[name]) * (1 + 0.05 * rng.standard_normal())
+        rows.append(row)
+    settings = CheckSettings()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        combine(components(rows[-1], best_loss(rows), settings), settings.weights)
+        judge(rows, settings)
+    return (time.perf_counter() - started) / repeats
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=40)
@@ -58,6 +83,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--interval", type=int, default=DEFAULT_CHECK_INTERVAL, help="merge-check interval")
     parser.add_argument("--out", type=Path, default=REPO / "build" / "bench" / "train")
+    parser.add_argument("--history", type=int, default=500, help="earlier checks the quality verdict recomputes "
+                        "(500 checks = a million iterations at the default interval)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -103,6 +130,7 @@ def main() -> None:
         result = checker.run(session.iteration)
         check_seconds = time.perf_counter() - started
         close_session(session)
+        scoring_seconds = time_quality_scoring(result.to_dict(), args.history)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -111,7 +139,9 @@ def main() -> None:
                "merge_frames_per_s": round(frames_per_second, 2), "model_resolution": args.resolution,
                "train_step_s": round(step_seconds, 3), "merge_check_s": round(check_seconds, 2),
                "check_frames": result.frames, "check_interval": args.interval,
-               "check_share_of_training": round(share, 5), "cores": os.cpu_count()}
+               "check_share_of_training": round(share, 5), "quality_scoring_ms": round(scoring_seconds * 1000, 3),
+               "quality_scoring_history": args.history,
+               "quality_share_of_check": round(scoring_seconds / check_seconds, 6), "cores": os.cpu_count()}
     if args.json:
         print(json.dumps(figures, indent=2))
         return
@@ -121,6 +151,8 @@ def main() -> None:
           f"{step_seconds * 1000:.0f} ms (batch {args.batch})")
     print(f"share of a training run spent in checks every {args.interval} iterations: {share:.3%} "
           f"(target < 5%)")
+    print(f"merge-quality score and verdict over {args.history} earlier checks: {scoring_seconds * 1000:.2f} ms "
+          f"= {scoring_seconds / check_seconds:.4%} of the check")
 
 
 if __name__ == "__main__":

@@ -16,12 +16,13 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
 from curate.errors import FacesmithError
 from curate.fileio import write_atomically
+from train.checkpoint_guard import CheckpointDamage, check_shapes, check_state, read_arrays, read_json, read_pointer
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,10 @@ def list_checkpoints(model_dir: Path) -> list[int]:
     found = []
     for entry in root.glob("step-*") if root.is_dir() else []:
         state, arrays = entry / _STATE, entry / _ARRAYS
+        # A link could point a checkpoint anywhere on the machine: only real folders count.
+        if any(path.is_symlink() for path in (entry, state, arrays)):
+            log.warning("ignoring %s: checkpoints are never read through symbolic links", entry)
+            continue
         if state.is_file() and arrays.is_file():
             try:
                 found.append((state.stat().st_mtime_ns, int(entry.name.split("-", 1)[1])))
@@ -125,41 +130,45 @@ def list_checkpoints(model_dir: Path) -> list[int]:
     return [step for _, step in sorted(found, reverse=True)]
 
 
-def _read(path: Path, step: int) -> Checkpoint:
-    state = json.loads((path / _STATE).read_text(encoding="utf-8"))
-    if int(state.get("schema_version", 0)) > CHECKPOINT_SCHEMA:
+def _read(path: Path, step: int, expected: Mapping[str, tuple[int, ...]] | None = None) -> Checkpoint:
+    state = check_state(read_json(path / _STATE, "checkpoint state", CheckpointDamage), path)
+    if state["schema_version"] > CHECKPOINT_SCHEMA:
         raise CheckpointError(f"{path} was written by a newer facesmith (checkpoint schema "
                               f"{state['schema_version']}): upgrade facesmith to load it")
     payload = (path / _ARRAYS).read_bytes()
-    if hashlib.sha256(payload).hexdigest() != state.get("arrays_sha256"):
-        raise ValueError("arrays.npz does not match the checksum in state.json")
-    # allow_pickle=False: a model folder from elsewhere can never run code on load.
-    with np.load(io.BytesIO(payload), allow_pickle=False) as archive:
-        arrays = {name: archive[name] for name in archive.files}
+    if hashlib.sha256(payload).hexdigest() != state["arrays_sha256"]:
+        raise CheckpointDamage("arrays.npz does not match the checksum in state.json")
+    arrays = read_arrays(payload, path)
+    if expected is not None:
+        check_shapes(arrays, expected, path)
     return Checkpoint(step=step, path=path, arrays=arrays, state=state)
 
 
-def load_checkpoint(model_dir: Path, step: int | None = None) -> Checkpoint:
-    """The checkpoint at `step`, or the newest loadable one (LATEST first, then older ones)."""
+def load_checkpoint(model_dir: Path, step: int | None = None,
+                    expected: Mapping[str, tuple[int, ...]] | None = None) -> Checkpoint:
+    """The checkpoint at `step`, or the newest loadable one (LATEST first, then older ones).
+
+    Every candidate is checked (train.checkpoint_guard): state.json's fields, the checksum, arrays
+    that are finite numbers and, given `expected` (array name -> shape, the model's own), their
+    shapes. A candidate that fails is skipped with a warning and an older one tried.
+    """
     root = Path(model_dir) / CHECKPOINT_DIR
     if step is not None:
         candidates = [step]
     else:
         candidates = list_checkpoints(model_dir)
-        latest = root / _LATEST
-        if latest.is_file():
-            name = latest.read_text(encoding="utf-8").strip()
-            if name.startswith("step-") and name[5:].isdigit() and int(name[5:]) in candidates:
-                candidates.remove(int(name[5:]))
-                candidates.insert(0, int(name[5:]))
+        latest = read_pointer(root / _LATEST)
+        if latest is not None and latest in candidates:
+            candidates.remove(latest)
+            candidates.insert(0, latest)
     problems = []
     for candidate in candidates:
         path = root / _step_name(candidate)
         try:
-            return _read(path, candidate)
+            return _read(path, candidate, expected)
         except CheckpointError:
             raise
-        except (OSError, ValueError, KeyError, json.JSONDecodeError) as error:
+        except (OSError, ValueError, KeyError) as error:
             log.warning("skipping unreadable checkpoint %s: %s", path, error)
             problems.append(f"{path.name}: {error}")
     detail = f" ({'; '.join(problems)})" if problems else ""

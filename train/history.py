@@ -12,6 +12,7 @@ import duckdb
 import numpy as np
 
 from curate.errors import StoreError
+from curate.environment import lock_hint
 
 HISTORY_FILE = "model.duckdb"
 SCHEMA_VERSION = 1
@@ -88,7 +89,8 @@ class ModelHistory:
         try:
             self.connection = duckdb.connect(str(self.path), read_only=read_only)
         except duckdb.Error as error:
-            raise StoreError(f"cannot open {self.path}: {error}") from error
+            raise StoreError(f"cannot open {self.path}: "
+                             f"{lock_hint(error, 'training', 'stop it with Ctrl-C (it saves first)')}") from error
         if not read_only:
             self._migrate()
 

@@ -67,9 +67,11 @@ MAX_ROLLBACKS_IN_A_ROW = 3
 class EvaluationOutcome:
     """What a periodic evaluator tells the loop."""
 
-    summary: str  # one line for the log
+    summary: str  # one line for the log (and the terminal, through run_training's on_evaluation)
     best_iteration: int | None = None  # the best iteration so far: its checkpoint is kept
     flag: str | None = None  # a warning to record (e.g. overtraining), shown by `train status`
+    scalars: dict[str, float] = field(default_factory=dict)  # TensorBoard scalars, by tag
+    images: dict[str, Path] = field(default_factory=dict)  # TensorBoard images (PNG files), by tag
 
 
 class Evaluator(Protocol):
@@ -247,8 +249,9 @@ def _make_folder(model_dir: Path) -> Path | None:
 
 def restore_checkpoint(trainer: Any, model_dir: Path, step: int | None = None) -> Checkpoint:
     """Load the newest (or `step`) checkpoint of `model_dir` into `trainer`: the one place a session's
-    weights and optimiser state come from disk (resume and rollback)."""
-    checkpoint = load_checkpoint(model_dir, step)
+    weights and optimiser state come from disk (resume and rollback), behind the checkpoint guard
+    (train.checkpoint_guard: checksums, finite numbers, this model's names and shapes)."""
+    checkpoint = load_checkpoint(model_dir, step, expected=_expected_shapes(trainer))
     trainer.load_arrays(checkpoint.arrays)
     return checkpoint
 
@@ -256,6 +259,11 @@ def restore_checkpoint(trainer: Any, model_dir: Path, step: int | None = None) -
 def _write_model_file(session: TrainSession) -> None:
     write_model_file(session.model_dir, session.src_database, session.dst_database, session.requested,
                      session.config)
+
+
+def _expected_shapes(trainer: Any) -> dict[str, tuple[int, ...]]:
+    """What a checkpoint of this model must hold: every array's name and shape."""
+    return {name: tuple(variable.shape) for name, variable in trainer.named_state().items()}
 
 
 def _lockstep_fingerprint(config: TrainConfig) -> int:
@@ -438,10 +446,12 @@ StepHook = Callable[[TrainSession, int], None]
 def run_training(session: TrainSession, max_iterations: int | None = None,
                  evaluators: tuple[Evaluator, ...] = (), should_stop: Callable[[], bool] = lambda: False,
                  on_iteration: Callable[[TrainSession, HistoryRow], None] | None = None,
-                 before_step: StepHook | None = None) -> TrainOutcome:
+                 before_step: StepHook | None = None,
+                 on_evaluation: Callable[[str, int, EvaluationOutcome], None] | None = None) -> TrainOutcome:
     """Train until target_iter, `max_iterations` more steps, or `should_stop()`; save on the way out.
 
-    `before_step(session, iteration)` runs before each step (tests use it to inject faults).
+    `before_step(session, iteration)` runs before each step (tests use it to inject faults);
+    `on_evaluation(name, iteration, outcome)` after each evaluator's report (the CLI prints it).
     """
     config = session.config
     session_id = session.history.start_session(session.iteration, session.device.description,
@@ -542,6 +552,12 @@ def run_training(session: TrainSession, max_iterations: int | None = None,
                     evaluation = evaluator(session, iteration)
                     if evaluation is not None:
                         record_evaluation(session, evaluator.name, iteration, evaluation, checkpoint)
+                        tensorboard.scalars(iteration, evaluation.scalars)
+                        for tag, path in evaluation.images.items():
+                            if Path(path).is_file():
+                                tensorboard.image(iteration, tag, Path(path))
+                        if on_evaluation is not None:
+                            on_evaluation(evaluator.name, iteration, evaluation)
     finally:
         stream.close()
         try:

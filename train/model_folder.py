@@ -18,6 +18,7 @@ from typing import Any
 
 from curate.fileio import write_atomically
 from train.checkpoint import CHECKPOINT_DIR
+from train.checkpoint_guard import read_model_file
 from train.config import (
     TrainConfig,
     config_to_toml,
@@ -103,14 +104,8 @@ def open_model_folder(path: Path) -> ModelFolder:
     model_file = path / MODEL_FILE
     if not model_file.is_file():
         return ModelFolder(path)
-    try:
-        stored = json.loads(model_file.read_text(encoding="utf-8"))
-        if not isinstance(stored, dict) or not isinstance(stored.get("requested"), dict) \
-                or not isinstance(stored.get("structure"), dict):
-            raise ValueError("it lacks the 'requested' or 'structure' table")
-    except (OSError, ValueError) as error:
-        raise ModelFolderError(f"cannot read {model_file}: {error}") from error
-    return ModelFolder(path, stored)
+    # the checkpoint guard's checks (size, JSON, the documented keys and types) apply to every reader
+    return ModelFolder(path, read_model_file(model_file))
 
 
 def read_model_folder(path: Path) -> ModelFolder:

@@ -34,11 +34,12 @@ class Predictor:
         self.model_dir = Path(model_dir)
         if model is None:
             config = read_model_folder(self.model_dir).config()
-            checkpoint = load_checkpoint(self.model_dir, step)
             from train.model import SAEHDModel
             from train.shape import model_shape
 
             model = SAEHDModel(model_shape(config), seed=config.seed)
+            expected = {f"model/{name}": tuple(variable.shape) for name, variable in model.named_variables().items()}
+            checkpoint = load_checkpoint(self.model_dir, step, expected=expected)
             for name, variable in model.named_variables().items():
                 variable.assign(np.asarray(checkpoint.arrays[f"model/{name}"], np.float32))
             iteration = checkpoint.step

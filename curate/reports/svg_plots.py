@@ -201,13 +201,16 @@ def line_chart(
     series: dict[str, tuple[Sequence[float], Sequence[float]]], title: str, *,
     markers: Sequence[tuple[float, str]] = (), highlight: tuple[float, str] | None = None,
     x_label: str = "iteration", log_x: bool = False, dots: bool = False, width: int = 640, height: int = 260,
+    y_range: tuple[float, float] | None = None,
 ) -> str:
-    """One line per named (xs, ys) series, with a legend.
+    """One line per named (xs, ys) series, with a legend right of the plot.
 
     Non-finite ys break a line rather than drop to zero. `markers` are dashed vertical lines at x
-    (their label shows on hover); `highlight` is one solid, labelled vertical line. With `log_x`,
-    x is spaced by log10 and x <= 0 sits at the smallest positive x. `dots` marks every point,
-    for short series where a lone point would otherwise be invisible.
+    (their label shows on hover); `highlight` is one solid, labelled vertical line, its label kept
+    inside the plot (left of the line in the plot's right half) so it never reaches the legend.
+    With `log_x`, x is spaced by log10 and x <= 0 sits at the smallest positive x. `dots` marks
+    every point, for short series where a lone point would otherwise be invisible. `y_range` fixes
+    the y axis (scores on 0..1) instead of fitting it to the data.
     """
     finite_ys = [y for _, ys in series.values() for y in ys if math.isfinite(y)]
     if not finite_ys:
@@ -225,9 +228,12 @@ def line_chart(
     if x_high == x_low:  # one x (a single check): centre it
         spread = 0.5 if log_x else max(abs(x_low) * 0.1, 1.0)
         x_low, x_high = x_low - spread, x_high + spread
-    y_low, y_high = min(finite_ys), max(finite_ys)
-    pad = (y_high - y_low) * 0.05 or abs(y_high) * 0.05 or 1.0
-    y_low, y_high = y_low - pad, y_high + pad
+    if y_range is not None:
+        y_low, y_high = y_range
+    else:
+        y_low, y_high = min(finite_ys), max(finite_ys)
+        pad = (y_high - y_low) * 0.05 or abs(y_high) * 0.05 or 1.0
+        y_low, y_high = y_low - pad, y_high + pad
     left, right, top, bottom = 52, width - 120, 26, height - 30
 
     def point(x: float, y: float) -> tuple[float, float]:
@@ -242,9 +248,10 @@ def line_chart(
     if highlight is not None:
         px = point(highlight[0], y_low)[0]
         parts.append(f'<line x1="{px:.1f}" y1="{top}" x2="{px:.1f}" y2="{bottom}" stroke="#2f855a" '
-                     f'stroke-width="2"><title>{escape(highlight[1])}</title></line>'
-                     f'<text x="{px + 3:.1f}" y="{top + 10}" font-size="10" fill="#2f855a">'
-                     f"{escape(highlight[1])}</text>")
+                     f'stroke-width="2"><title>{escape(highlight[1])}</title></line>')
+        anchor, offset = ("end", -4) if px > (left + right) / 2 else ("start", 4)
+        parts.append(f'<text x="{px + offset:.1f}" y="{top + 10}" font-size="10" fill="#2f855a" '
+                     f'text-anchor="{anchor}">{escape(highlight[1])}</text>')
     for index, (name, (xs, ys)) in enumerate(series.items()):
         colour = PALETTE[index % len(PALETTE)]
         path, pen_down = [], False

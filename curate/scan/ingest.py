@@ -19,6 +19,15 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from curate.limits import (
+    DEFAULT_MAX_FILE_BYTES,
+    DEFAULT_MAX_PIXELS,
+    HEADER_BYTES,
+    file_too_large,
+    pixels_too_many,
+)
+from curate.scan import jpeg_scan
+
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
@@ -34,10 +43,6 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     }
 )
 
-# Pixels (width × height) above which a file is rejected before its pixels are decoded. Pillow's
-# own guard (Image.MAX_IMAGE_PIXELS, process-global) still refuses anything over twice its limit
-# (~179 M pixels by default), so a larger max_pixels only helps if the application raises that.
-DEFAULT_MAX_PIXELS = 100_000_000
 
 REJECT_REASONS: dict[str, str] = {
     "empty-file": "the file has zero bytes",
@@ -47,9 +52,11 @@ REJECT_REASONS: dict[str, str] = {
     "broken-symlink": "the path is a symbolic link whose target does not exist",
     "not-an-image": "the bytes are not in any image format this tool decodes",
     "truncated": "the image data ends before the image does",
-    "too-large": "the header declares more pixels than the limit (possible decompression bomb)",
+    "too-large": "the file is larger than the byte limit, or its header declares more pixels than the "
+                 "limit (possible decompression bomb); neither is read",
     "unsupported-mode": "the image decoded but its colour mode cannot be converted to 8-bit colour",
     "decode-error": "the file looks like an image but the decoder failed on it",
+    "unlistable": "a folder that cannot be listed (permissions, I/O error): its files were not seen",
     # Set by the scan, not by ingest: the image decoded but face analysis failed on it.
     "analysis-error": "the image decoded but finding or measuring its faces failed",
 }
@@ -168,7 +175,7 @@ def walk_files(root: Path, exclude: Collection[Path] = ()) -> Iterator[FileEntry
     root_stat = os.stat(root_path)
     visited_dirs = {(root_stat.st_dev, root_stat.st_ino)}
     # A stack of sorted listings gives pre-order output without recursion (deep trees are fine).
-    stack: list[Iterator[tuple[str, os.DirEntry[str]]]] = [_sorted_listing(root_path, "")]
+    stack: list[Iterator[_Listed]] = [_sorted_listing(root_path, "")]
     linked_dirs: deque[tuple[Path, str]] = deque()
 
     while stack or linked_dirs:
@@ -181,19 +188,20 @@ def walk_files(root: Path, exclude: Collection[Path] = ()) -> Iterator[FileEntry
             visited_dirs.add(key)
             stack.append(_sorted_listing(link_path, link_rel + "/"))
             continue
-        next_item = next(stack[-1], None)
-        if next_item is None:
+        listed = next(stack[-1], None)
+        if listed is None:
             stack.pop()
             continue
-        rel_path, dir_entry = next_item
-        path = Path(dir_entry.path)
-        if _is_excluded(dir_entry.path, excluded_paths, excluded_files):
+        if listed.problem is not None:  # a folder that could not be listed: it gets the row
+            yield FileEntry(listed.rel_path, listed.path, 0, 0, listed.problem)
             continue
-        is_link = dir_entry.is_symlink()
+        rel_path, path = listed.rel_path, listed.path
+        if _is_excluded(str(path), excluded_paths, excluded_files):
+            continue
         try:
-            target = os.stat(path)
+            target = stat_path(path)
         except OSError as exc:
-            entry = _unstattable_entry(path, rel_path, dir_entry.name, is_link, exc)
+            entry = _unstattable_entry(path, rel_path, listed.name, listed.is_link, exc)
             if entry is not None:
                 yield entry
             continue
@@ -202,31 +210,103 @@ def walk_files(root: Path, exclude: Collection[Path] = ()) -> Iterator[FileEntry
         if stat.S_ISREG(target.st_mode):
             yield FileEntry(rel_path, path, target.st_size, target.st_mtime_ns, None)
             continue
-        if has_image_extension(dir_entry.name):
+        if has_image_extension(listed.name):
             yield FileEntry(rel_path, path, 0, target.st_mtime_ns, "not-a-file")
         if not stat.S_ISDIR(target.st_mode):
             logger.debug("skipping %s: not a regular file or directory", rel_path)
-        elif is_link:
+        elif listed.is_link:
             linked_dirs.append((path, rel_path))
         elif (target.st_dev, target.st_ino) not in visited_dirs:
             visited_dirs.add((target.st_dev, target.st_ino))
-            stack.append(_sorted_listing(path, rel_path + "/"))
+            # A folder named like an image already has its 'not-a-file' row; one that cannot be
+            # listed gets an 'unlistable' row of its own otherwise.
+            stack.append(_sorted_listing(path, rel_path + "/", row_if_unlistable=not has_image_extension(listed.name)))
 
 
-def _sorted_listing(directory: Path, rel_prefix: str) -> Iterator[tuple[str, os.DirEntry[str]]]:
-    """(rel_path, entry) for each non-hidden entry of directory, sorted by the stored name."""
+@dataclass(frozen=True)
+class _Listed:
+    """One name of a listing (read eagerly: entries of a listing made through a descriptor cannot
+    be asked anything after it is closed), or the listing's own failure."""
+
+    rel_path: str
+    path: Path
+    name: str
+    is_link: bool
+    problem: str | None = None
+
+
+def _open_by_parts(path: Path, flags: int) -> int:
+    """os.open for a path longer than PATH_MAX: one component at a time, each opened relative to
+    the folder before it, so no single call sees the whole path."""
+    parts = Path(path).parts
+    descriptor = os.open(parts[0], os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
-        with os.scandir(directory) as listing:
-            entries = [entry for entry in listing if not entry.name.startswith(".")]
+        for part in parts[1:-1]:
+            inner = os.open(part, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0), dir_fd=descriptor)
+            os.close(descriptor)
+            descriptor = inner
+        return os.open(parts[-1], flags, dir_fd=descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def open_path(path: Path, flags: int) -> int:
+    """os.open, also for paths longer than PATH_MAX (deep trees): every file the walk lists can be read."""
+    try:
+        return os.open(path, flags)
+    except OSError as error:
+        if error.errno != errno.ENAMETOOLONG:
+            raise
+    return _open_by_parts(path, flags)
+
+
+def stat_path(path: Path) -> os.stat_result:
+    """os.stat (following links), also for paths longer than PATH_MAX."""
+    try:
+        return os.stat(path)
+    except OSError as error:
+        if error.errno != errno.ENAMETOOLONG:
+            raise
+    parent = _open_by_parts(Path(path).parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        return os.stat(Path(path).name, dir_fd=parent)
+    finally:
+        os.close(parent)
+
+
+def _sorted_listing(directory: Path, rel_prefix: str, row_if_unlistable: bool = True) -> Iterator[_Listed]:
+    """Each non-hidden entry of directory, sorted by the stored name; when the folder cannot be
+    listed, one _Listed carrying the problem ('unlistable'), so the folder still gets a row."""
+    try:
+        entries = _list(directory)
     except OSError as exc:
         if not rel_prefix:
             raise
         logger.warning("cannot list %s: %s", rel_prefix.rstrip("/"), exc.strerror or exc)
-        return iter(())
+        if not row_if_unlistable:
+            return iter(())
+        return iter([_Listed(rel_prefix.rstrip("/"), Path(directory), Path(directory).name, False, "unlistable")])
     # Sorting on the stored spelling makes the output order the order of the stored rel_paths;
     # the raw bytes break the (rare) tie between a raw name and its escaped look-alike.
-    entries.sort(key=lambda entry: (storable_name(entry.name), os.fsencode(entry.name)))
-    return iter([(rel_prefix + storable_name(entry.name), entry) for entry in entries])
+    entries.sort(key=lambda item: (storable_name(item[0]), os.fsencode(item[0])))
+    return iter([_Listed(rel_prefix + storable_name(name), Path(directory) / name, name, is_link)
+                 for name, is_link in entries])
+
+
+def _list(directory: Path) -> list[tuple[str, bool]]:
+    """(name, is a symbolic link) of each non-hidden entry, for folders at any depth."""
+    try:
+        with os.scandir(directory) as listing:
+            return [(entry.name, entry.is_symlink()) for entry in listing if not entry.name.startswith(".")]
+    except OSError as error:
+        if error.errno != errno.ENAMETOOLONG:
+            raise
+    descriptor = _open_by_parts(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        with os.scandir(descriptor) as listing:
+            return [(entry.name, entry.is_symlink()) for entry in listing if not entry.name.startswith(".")]
+    finally:
+        os.close(descriptor)
 
 
 def _unstattable_entry(
@@ -290,10 +370,13 @@ def _is_excluded(path: str, excluded_paths: set[str], excluded_files: set[str]) 
 
 
 def read_image(
-    entry: FileEntry, max_pixels: int = DEFAULT_MAX_PIXELS, known_hash: str | None = None
+    entry: FileEntry, max_pixels: int = DEFAULT_MAX_PIXELS, known_hash: str | None = None,
+    max_bytes: int = DEFAULT_MAX_FILE_BYTES,
 ) -> IngestResult:
     """Read, hash and decode one listed file; every failure is a Rejection, never an exception.
 
+    The file's size is checked before anything is read, and the size its header declares before
+    the rest is read: over `max_bytes` or `max_pixels` it is 'too-large', unread and unhashed.
     When the bytes hash to `known_hash` (a file touched but not changed) nothing is decoded: the
     result has the hash and neither pixels nor a rejection.
     """
@@ -301,43 +384,82 @@ def read_image(
         detail = f"{entry.rel_path}: {REJECT_REASONS.get(entry.problem, entry.problem)}"
         return IngestResult(None, entry.size, None, Rejection(entry.problem, detail))
     try:
-        data = _read_regular_file(entry.abs_path)
+        data = _read_regular_file(entry.abs_path, max_bytes, max_pixels)
     except OSError as exc:
         reason = "symlink-loop" if exc.errno == errno.ELOOP else "unreadable"
         detail = f"cannot read {entry.rel_path}: {exc.strerror or exc}"
         return IngestResult(None, entry.size, None, Rejection(reason, detail))
+    except MemoryError:
+        detail = f"{entry.rel_path}: not enough memory to read it"
+        return IngestResult(None, entry.size, None, Rejection("too-large", detail))
     if data is None:
         detail = f"{entry.rel_path} is no longer a regular file"
         return IngestResult(None, entry.size, None, Rejection("not-a-file", detail))
+    if isinstance(data, Rejection):
+        logger.debug("rejected %s unread: %s", entry.rel_path, data.detail)
+        return IngestResult(None, entry.size, None, data)
 
     content_hash = hashlib.sha256(data).hexdigest()
     if known_hash is not None and content_hash == known_hash:
         return IngestResult(content_hash, len(data), None, None)
-    outcome = decode_bytes(data, max_pixels)
+    try:
+        outcome = decode_bytes(data, max_pixels)
+    except MemoryError:
+        # Bounded above, so this means the machine is short of memory now: this file alone is
+        # refused (a re-scan reads it again only if it changes; 'too-large' says why).
+        outcome = Rejection("too-large", "not enough memory to decode it")
     if isinstance(outcome, Rejection):
         logger.debug("rejected %s: %s (%s)", entry.rel_path, outcome.reason, outcome.detail)
         return IngestResult(content_hash, len(data), None, outcome)
     return IngestResult(content_hash, len(data), outcome, None)
 
 
-def _read_regular_file(path: Path) -> bytes | None:
-    """All bytes of path, or None if it is not a regular file.
+def _read_regular_file(path: Path, max_bytes: int = DEFAULT_MAX_FILE_BYTES,
+                       max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes | Rejection | None:
+    """All bytes of path; None if it is not a regular file; a 'too-large' Rejection, read no
+    further, when its size or the pixels its header declares exceed the limits.
 
     O_NONBLOCK makes opening a FIFO return at once instead of waiting for a writer; fstat on the
     open descriptor then tells what was really opened, so a path swapped after listing cannot
-    fool us.
+    fool us. The size comes from that fstat (a sparse 40 GiB file costs nothing to refuse), and
+    the read stops one byte past the limit should the file grow meanwhile.
     """
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     flags |= getattr(os, "O_BINARY", 0)
-    descriptor = os.open(path, flags)
+    descriptor = open_path(path, flags)
     try:
-        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode):
             return None
+        too_large = file_too_large(info.st_size, max_bytes)
+        if too_large is not None:
+            return Rejection("too-large", too_large)
         os.set_blocking(descriptor, True)
         with os.fdopen(descriptor, "rb", closefd=False) as stream:
-            return stream.read()
+            head = stream.read(HEADER_BYTES)
+            if len(head) == HEADER_BYTES:
+                verdict = _header_verdict(head, max_pixels)
+                if verdict is not None:
+                    return verdict
+            data = head + stream.read(max(0, max_bytes + 1 - len(head)))
+        too_large = file_too_large(len(data), max_bytes)
+        return Rejection("too-large", too_large) if too_large is not None else data
     finally:
         os.close(descriptor)
+
+
+def _header_verdict(head: bytes, max_pixels: int) -> Rejection | None:
+    """'too-large' when the first bytes of a large file declare more pixels than the limit."""
+    try:
+        with Image.open(io.BytesIO(head), formats=_decodable_formats()) as image:
+            too_many = pixels_too_many(*image.size, max_pixels)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        return Rejection("too-large", f"{_bomb_detail(exc, max_pixels)} (body not read)")
+    except MemoryError:
+        raise
+    except Exception:  # header longer than `head`, or not an image: the full read decides
+        return None
+    return None if too_many is None else Rejection("too-large", f"{too_many} (body not read)")
 
 
 def decode_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded | Rejection:
@@ -383,14 +505,18 @@ def _decode(data: bytes, max_pixels: int) -> Decoded | Rejection:
         width, height = image.size
         if width <= 0 or height <= 0:
             return Rejection("decode-error", f"declared size {width}×{height} is empty")
-        if width * height > max_pixels:
-            detail = (
-                f"declared {width}×{height} = {width * height:.3g} pixels > limit {max_pixels:.3g}"
-            )
-            return Rejection("too-large", detail)
+        too_many = pixels_too_many(width, height, max_pixels)
+        if too_many is not None:
+            return Rejection("too-large", too_many)
+        if image_format == "JPEG":
+            missing = jpeg_scan.too_few_bytes(data)
+            if missing is not None:
+                return Rejection("truncated", f"JPEG {missing}")
         if _plain_jpeg(image, data):
             pixels = _decode_plain_jpeg(data, width, height)
             if pixels is not None:
+                if jpeg_scan.ends_in_fill_grey(pixels) and jpeg_scan.scan_data_ends_early(data):
+                    return Rejection("truncated", _SCAN_ENDS_EARLY)
                 return Decoded(pixels, width, height, image_format, original_mode)
         try:
             image.load()
@@ -401,6 +527,9 @@ def _decode(data: bytes, max_pixels: int) -> Decoded | Rejection:
                 return Rejection("truncated", f"{image_format} data ends early: {exc}")
             return Rejection("decode-error", f"{image_format} decoder failed: {exc}")
 
+        if image_format == "JPEG" and image.mode in ("RGB", "L") and _ends_in_fill_grey(image):
+            if jpeg_scan.scan_data_ends_early(data):
+                return Rejection("truncated", _SCAN_ENDS_EARLY)
         oriented = _apply_orientation(image)
         try:
             image_bgr = _to_bgr(oriented)
@@ -409,6 +538,16 @@ def _decode(data: bytes, max_pixels: int) -> Decoded | Rejection:
 
     height_out, width_out = image_bgr.shape[:2]
     return Decoded(image_bgr, width_out, height_out, image_format, original_mode)
+
+
+_SCAN_ENDS_EARLY = ("JPEG scan data ends before the last block (the decoder filled the rest with grey): "
+                    "the file was cut short")
+
+
+def _ends_in_fill_grey(image: Image.Image) -> bool:
+    width, height = image.size
+    tail = np.asarray(image.crop((max(0, width - 8), height - 1, width, height)))
+    return jpeg_scan.ends_in_fill_grey(tail.reshape(1, -1, *tail.shape[2:]))
 
 
 def _bomb_detail(exc: Exception, max_pixels: int) -> str:

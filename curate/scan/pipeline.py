@@ -29,9 +29,18 @@ from curate.faces.align import (
     warp_face,
 )
 from curate.faces.backends.base import FaceAnalyzer
+from curate.environment import (
+    EnvironmentFailure,
+    check_writable_folder,
+    describe,
+    environment_errors,
+    is_environment_error,
+)
 from curate.faceset import check_role
-from curate.errors import FacesmithError
+from curate.errors import FacesmithError, Interrupted
 from curate.fileio import write_atomically
+from curate.scan.crop_folder import claim_crop_folder
+from curate.limits import DEFAULT_MAX_FILE_BYTES
 from curate.scan.ingest import (
     DEFAULT_MAX_PIXELS,
     FileEntry,
@@ -66,6 +75,7 @@ class ScanSettings:
     batch_size: int = 16  # images per inference batch and per database transaction
     workers: int = 2  # decoding threads
     max_pixels: int = DEFAULT_MAX_PIXELS
+    max_bytes: int = DEFAULT_MAX_FILE_BYTES  # larger files are rejected 'too-large' unread
     det_max_side: int = 640
     det_threshold: float = 0.6
     jpeg_quality: int = 95
@@ -83,6 +93,8 @@ class ScanSettings:
             raise FacesmithError(f"resolution must be an even number of pixels in 32..2048, got {self.resolution}")
         if self.batch_size < 1 or self.workers < 1:
             raise FacesmithError("batch size and workers must be at least 1")
+        if self.max_bytes < 1 or self.max_pixels < 1:
+            raise FacesmithError("the file size and pixel limits must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -195,7 +207,7 @@ class ImagePreparer:
     def __call__(self, entry: FileEntry) -> PreparedImage:
         previous = self.known.get(entry.rel_path)
         result, unchanged = decode_entry(entry, previous.content_hash if previous else None,
-                                         self.settings.max_pixels)
+                                         self.settings.max_pixels, self.settings.max_bytes)
         return self.analyse(entry, result, unchanged)
 
     def analyse(self, entry: FileEntry, result: IngestResult, unchanged: bool) -> PreparedImage:
@@ -212,7 +224,11 @@ class ImagePreparer:
                 faces.append(record)
                 checks.extend(face_checks)
                 crops.append(arcface_crop(image, located.landmarks5))
+        except EnvironmentFailure:
+            raise  # the machine failed, not the image: stop the scan, leave the photo to be done again
         except Exception as error:  # one odd image must not end a days-long scan: record it instead
+            if is_environment_error(error):
+                raise describe(error, f"analyse {entry.rel_path}") from error
             logger.warning("analysis of %s failed: %s", entry.rel_path, error, exc_info=logger.isEnabledFor(logging.DEBUG))
             rejection = Rejection("analysis-error", f"{type(error).__name__}: {error}")
             return PreparedImage(entry, replace(result, decoded=None, rejection=rejection), False, [], [], [])
@@ -235,7 +251,8 @@ class ImagePreparer:
         ok, encoded = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, settings.jpeg_quality])
         if not ok:
             raise FacesmithError(f"cannot encode the aligned crop of {face_id}")
-        write_atomically(crop_path, encoded.tobytes())
+        with environment_errors("write an aligned crop to", self.aligned_dir):
+            write_atomically(crop_path, encoded.tobytes())
         record = FaceRecord(
             face_id=face_id,
             image_id=image_id,
@@ -261,9 +278,10 @@ class ImagePreparer:
         return record, check_rows(face_id, scores, face_size) + geometry_check_rows(face_id, geometry)
 
 
-def decode_entry(entry: FileEntry, known_hash: str | None, max_pixels: int) -> tuple[IngestResult, bool]:
+def decode_entry(entry: FileEntry, known_hash: str | None, max_pixels: int,
+                 max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> tuple[IngestResult, bool]:
     """Read and decode one file; the flag says its bytes equal the stored row's (`known_hash`)."""
-    result = read_image(entry, max_pixels, known_hash)
+    result = read_image(entry, max_pixels, known_hash, max_bytes)
     return result, bool(known_hash and result.content_hash == known_hash)
 
 
@@ -443,9 +461,11 @@ def scan_folder(
     if not root.is_dir():
         raise FacesmithError(f"not a folder: {root}")
     database = Path(database)
-    database.parent.mkdir(parents=True, exist_ok=True)
     aligned_dir = Path(aligned_dir) if aligned_dir else default_aligned_dir(database)
-    aligned_dir.mkdir(parents=True, exist_ok=True)
+    with environment_errors("create the folder for", database.parent):
+        database.parent.mkdir(parents=True, exist_ok=True)
+    with environment_errors("create the aligned crop folder", aligned_dir):
+        aligned_dir.mkdir(parents=True, exist_ok=True)
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
     entries = list(walk_files(root, exclude=faceset_own_files(database, aligned_dir)))
 
@@ -453,16 +473,25 @@ def scan_folder(
     with FacesetStore(database) as store:
         # One faceset mirrors one folder: rows are keyed by paths relative to it.
         store.require_meta("source_root", source_root, "source folder")
+        # Checked on every run, work or not: a re-scan with other settings must not record a run
+        # row that later stages (merge's detector) would take as the faceset's backend.
+        store.require_meta("backend", analyzer.name if analyzer else settings.backend, "backend")
+        store.require_meta("face_type", settings.face_type, "face type")
+        store.require_meta("resolution", str(settings.resolution), "resolution")
         if role is not None:
             store.set_meta("role", role)
-        _remove_torn_writes(aligned_dir)
         known = store.file_states()
+        # Before any crop is written or removed: the folder must be this faceset's alone.
+        claim_crop_folder(aligned_dir, store, database, has_faces=any(known.values()))
+        _remove_torn_writes(aligned_dir)
         present = {entry.rel_path for entry in entries}
         vanished = [state.image_id for path, state in known.items() if path not in present]
         store.delete_images(vanished)
         for image_id in vanished:
             _remove_crops(aligned_dir, image_id, keep=set())
         todo = [entry for entry in entries if _needs_scan(entry, known.get(entry.rel_path))]
+        if todo:
+            check_writable_folder(aligned_dir, "aligned crops")
         if todo and analyzer is None:
             analyzer = make_analyzer(settings)
         backend = analyzer.name if analyzer else settings.backend
@@ -470,8 +499,6 @@ def scan_folder(
         if analyzer:
             store.require_meta("backend", analyzer.name, "backend")
             store.require_meta("embedding_dim", str(analyzer.embedding_dim), "embedding size")
-            store.require_meta("face_type", settings.face_type, "face type")
-            store.require_meta("resolution", str(settings.resolution), "resolution")
         store.start_run(
             run_id, source_root, backend, providers, settings.device,
             [asdict(model) for model in analyzer.models] if analyzer else [],
@@ -481,41 +508,84 @@ def scan_folder(
         known_ids = {state.image_id for state in known.values()}
         counts: Counter[str] = Counter()
         reasons: Counter[str] = Counter()
+
+        def summarise() -> ScanSummary:
+            seconds = time.perf_counter() - started
+            return ScanSummary(
+                run_id=run_id,
+                root=str(root),
+                database=str(database),
+                images_found=len(entries),
+                images_unchanged=len(entries) - len(todo) + counts["touched"],
+                images_processed=counts["files"] - counts["touched"],
+                images_ok=counts["ok"],
+                images_rejected=counts["rejected"],
+                images_removed=len(vanished),
+                faces=counts["faces"],
+                rejected_by_reason=dict(sorted(reasons.items())),
+                seconds=round(seconds, 3),
+                images_per_second=round(counts["files"] / seconds, 2) if seconds > 0 else 0.0,
+                backend=backend,
+                device=settings.device,
+                providers=providers,
+                engine=engine.name,
+            )
+
         if on_progress:
             on_progress(0, len(todo))
-        for outcome in engine.run(job, todo) if todo else ():
-            counts.update(ok=outcome.images_ok, faces=outcome.faces, touched=outcome.touched,
-                          files=outcome.files, rejected=sum(outcome.rejected_by_reason.values()))
-            reasons.update(outcome.rejected_by_reason)
-            providers.extend(p for p in outcome.providers if p not in providers)
-            for image_id, face_ids in outcome.faces_by_image.items():
-                # A re-analysed image may have fewer faces than before.
-                if image_id in known_ids:
-                    _remove_crops(aligned_dir, image_id, keep=set(face_ids))
-            if on_progress:
-                on_progress(counts["files"], len(todo))
-        seconds = time.perf_counter() - started
-        summary = ScanSummary(
-            run_id=run_id,
-            root=str(root),
-            database=str(database),
-            images_found=len(entries),
-            images_unchanged=len(entries) - len(todo) + counts["touched"],
-            images_processed=len(todo) - counts["touched"],
-            images_ok=counts["ok"],
-            images_rejected=counts["rejected"],
-            images_removed=len(vanished),
-            faces=counts["faces"],
-            rejected_by_reason=dict(sorted(reasons.items())),
-            seconds=round(seconds, 3),
-            images_per_second=round(len(todo) / seconds, 2) if seconds > 0 else 0.0,
-            backend=backend,
-            device=settings.device,
-            providers=providers,
-            engine=engine.name,
-        )
+        try:
+            for outcome in engine.run(job, todo) if todo else ():
+                counts.update(ok=outcome.images_ok, faces=outcome.faces, touched=outcome.touched,
+                              files=outcome.files, rejected=sum(outcome.rejected_by_reason.values()))
+                reasons.update(outcome.rejected_by_reason)
+                providers.extend(p for p in outcome.providers if p not in providers)
+                for image_id, face_ids in outcome.faces_by_image.items():
+                    # A re-analysed image may have fewer faces than before.
+                    if image_id in known_ids:
+                        _remove_crops(aligned_dir, image_id, keep=set(face_ids))
+                if on_progress:
+                    on_progress(counts["files"], len(todo))
+        except BaseException as error:
+            partial = _as_committed(store, run_id, summarise())
+            _record_interruption(store, run_id, partial)
+            if isinstance(error, KeyboardInterrupt):
+                raise ScanInterrupted(partial, len(todo) - partial.images_processed - counts["touched"]) from None
+            raise
+        summary = summarise()
         store.finish_run(run_id, summary.to_dict())
     return summary
+
+
+class ScanInterrupted(Interrupted):
+    """Ctrl-C stopped a scan: every committed batch is kept; running it again continues."""
+
+    def __init__(self, summary: ScanSummary, left: int) -> None:
+        self.summary = summary
+        super().__init__(
+            f"scan interrupted: {summary.images_processed} images saved in {summary.database} "
+            f"({summary.faces} faces), {left} left; run the same command again to continue"
+        )
+
+
+def _as_committed(store: FacesetStore, run_id: str, summary: ScanSummary) -> ScanSummary:
+    """The summary with the images and faces this run committed, counted in the faceset: Ctrl-C
+    can land after a batch's commit and before the engine reports it."""
+    try:
+        images, faces = store.connection.execute(
+            "SELECT count(*), coalesce(sum(face_count), 0) FROM images WHERE run_id = ?", [run_id]).fetchone()
+    except Exception as error:  # a database that cannot answer keeps the engine's own counts
+        logger.debug("cannot count run %s's rows: %s", run_id, error)
+        return summary
+    return replace(summary, images_processed=int(images), faces=int(faces))
+
+
+def _record_interruption(store: FacesetStore, run_id: str, summary: ScanSummary) -> None:
+    """Mark the run 'interrupted' with what it saved; a database that can no longer be written
+    (the reason the scan stopped, perhaps) leaves it 'running', which the next scan corrects."""
+    try:
+        store.interrupt_run(run_id, summary.to_dict())
+    except Exception as error:  # the original error is the one to report
+        logger.debug("could not mark run %s interrupted: %s", run_id, error)
 
 
 def _remove_torn_writes(aligned_dir: Path) -> None:

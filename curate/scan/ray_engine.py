@@ -161,7 +161,8 @@ class RayEngine:
         dataset = ray.data.from_arrow(blocks)
         if plan.decode_cpus:
             dataset = dataset.map_batches(_decode_files, batch_format="pyarrow", batch_size=None,
-                                          fn_kwargs={"max_pixels": settings.max_pixels},
+                                          fn_kwargs={"max_pixels": settings.max_pixels,
+                                                     "max_bytes": settings.max_bytes},
                                           num_cpus=plan.decode_cpus)
         dataset = (
             dataset.map_batches(
@@ -241,11 +242,11 @@ def _entry(row: dict) -> FileEntry:
                      row["problem"])
 
 
-def _decode_files(table: pa.Table, max_pixels: int) -> pa.Table:
+def _decode_files(table: pa.Table, max_pixels: int, max_bytes: int) -> pa.Table:
     """Ray Data task: read and decode a block of files (runs on any CPU worker)."""
     columns: dict[str, list] = {name: [] for name in _DECODED_SCHEMA.names}
     for row in table.to_pylist():
-        result, unchanged = decode_entry(_entry(row), row["known_hash"], max_pixels)
+        result, unchanged = decode_entry(_entry(row), row["known_hash"], max_pixels, max_bytes)
         decoded, rejection = result.decoded, result.rejection
         values = {**row, "content_hash": result.content_hash, "read_size": result.size, "unchanged": unchanged,
                   "reason": rejection.reason if rejection else None,
@@ -289,12 +290,14 @@ class _FaceAnalysisActor:
         self.shard_dir = setup.shard_dir
         self.run_id = setup.run_id
         self.max_pixels = setup.settings.max_pixels
+        self.max_bytes = setup.settings.max_bytes
 
     def _prepare(self, row: dict) -> PreparedImage:
         entry = _entry(row)
         if "pixels" in row:  # decoded by a decode task
             return self.preparer.analyse(entry, _ingest_result(row), row["unchanged"])
-        return self.preparer.analyse(entry, *decode_entry(entry, row["known_hash"], self.max_pixels))
+        return self.preparer.analyse(entry, *decode_entry(entry, row["known_hash"], self.max_pixels,
+                                                          self.max_bytes))
 
     def __call__(self, table: pa.Table) -> pa.Table:
         prepared = [self._prepare(row) for row in table.to_pylist()]

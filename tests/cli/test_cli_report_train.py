@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -40,10 +41,12 @@ def test_report_table_and_csv(checked_model):
     assert result.exit_code == 0, result.output
     shown = flat(result.stdout)
     assert "best iteration 30" in shown and "overtraining none" in shown
-    assert "last merge check at 30: held-out src loss" in shown and "merge checks" in shown
+    assert re.search(r"last merge check at 30: quality 0\.\d{3} \(decided by quality\), held-out src loss", shown)
+    assert "merge checks" in shown
     rows = list(csv.DictReader(io.StringIO(invoke("merge", "report", "--model-dir", checked_model,
                                                   "--format", "csv").stdout)))
     assert [row["iteration"] for row in rows] == ["30"] and "validation_src_loss" in rows[0]
+    assert 0 <= float(rows[0]["quality_score"]) <= 1 and rows[0]["frame_names"]
 
 
 def test_report_shows_the_overtraining_warning(checked_model, tmp_path):

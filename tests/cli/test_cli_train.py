@@ -173,3 +173,47 @@ def test_status_and_options_never_import_tensorflow(cli_model):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "TF False" in result.stdout
+
+
+@pytest.mark.parametrize("command", [("train", "run", "--model-dir", "m"),
+                                     ("merge", "run", "--model-dir", "m", "--frames", "f", "--out", "o")])
+def test_a_deeply_nested_config_is_a_one_line_error(tmp_path, command):
+    from tests.curate.test_options import deeply_nested_toml
+
+    config = tmp_path / "nested.toml"
+    config.write_text(deeply_nested_toml())
+    result = invoke(*command, "--config", config)
+    assert "nests arrays or tables too deeply" in assert_one_line_error(result)
+
+
+def test_ctrl_c_saves_says_so_and_exits_130(tmp_path, training_facesets):
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src, dst = training_facesets
+    model_dir = tmp_path / "model"
+    repo = Path(__file__).resolve().parents[2]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "facesmith", "train", "run", "--model-dir", model_dir, "--src", src, "--dst", dst,
+         *TINY_FLAGS, "--iterations", "100000", "--check-every", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=dict(os.environ, PYTHONPATH=str(repo), COLUMNS="200"))
+    seen = []
+    try:
+        while not (seen and seen[-1].startswith("training on")):  # printed once the model is built
+            seen.append(process.stderr.readline())
+            assert seen[-1], "".join(seen)  # end of output: the command ended without training
+    except BaseException:
+        process.kill()
+        raise
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=600)
+    assert process.returncode == 130, (stdout, stderr)
+    assert "Traceback" not in stderr, stderr
+    assert stdout, (seen, stderr, process.returncode)
+    assert "training stopped by Ctrl-C at iteration" in stderr and "run the same command again" in stderr
+    status = invoke("train", "status", "--model-dir", model_dir, "--format", "json")
+    assert status.exit_code == 0 and json.loads(status.stdout)["checkpoints"]

@@ -532,16 +532,16 @@ def shared_dag(depth: int) -> list:
 
 
 def test_shared_references_are_finished_once_and_stay_shared():
-    loaded = safe_loads(pickle.dumps(shared_dag(25), protocol=2))
-    for _ in range(25):
+    loaded = safe_loads(pickle.dumps(shared_dag(12), protocol=2))
+    for _ in range(12):
         assert loaded[0] is loaded[1]
         loaded = loaded[0]
     assert loaded == []
-    # 426 bytes naming 2**60 leaves: loads at once, as plain pickle would
+    # 426 bytes naming 2**60 leaves: refused at once (np.asarray or repr would walk every leaf)
     payload = pickle.dumps(shared_dag(60), protocol=2)
     assert len(payload) < 600
-    loaded = safe_loads(payload)
-    assert loaded[0] is loaded[1]
+    with pytest.raises(BadMetadataError, match="expands to more than 1000000 values"):
+        safe_loads(payload)
     array = np.arange(4.0)
     loaded = safe_loads(pickle.dumps({"a": array, "b": array}, protocol=4))
     assert loaded["a"] is loaded["b"] and loaded["a"].tolist() == [0.0, 1.0, 2.0, 3.0]
@@ -560,7 +560,7 @@ def test_payloads_that_build_too_much_are_refused():
 
     payload = pickle.dumps([SharedBytesArray() for _ in range(1100)], protocol=2)
     assert len(payload) < 2**17
-    with pytest.raises(BadMetadataError, match="more than 67108864 bytes"):
+    with pytest.raises(BadMetadataError, match="more than 67108864 bytes|expands to more than"):
         safe_loads(payload)
 
 
@@ -630,7 +630,7 @@ def broken(**changes) -> dict:
     (broken(image_to_face_mat=np.eye(3)), r"'image_to_face_mat' has shape \(3, 3\)"),
     (broken(source_rect=(1, 2, 3)), r"'source_rect' has shape \(3,\)"),
     (broken(source_landmarks={"x": 1}), "'source_landmarks' is a dict"),
-    (broken(face_type=3), "'face_type' is not a face type name"),
+    (broken(face_type=3), "'face_type' is a int, not a face type name"),
     (broken(face_type=""), "'face_type' is not a face type name"),
     (broken(source_filename=b"x.png"), "'source_filename' is not a string"),
     (broken(eyebrows_expand_mod="1.0"), "'eyebrows_expand_mod' is not a finite number"),
@@ -885,3 +885,78 @@ def test_a_crafted_file_is_rejected_and_the_rest_imports(tmp_path, analyzer, exp
 def test_import_refuses_a_missing_folder(tmp_path, analyzer):
     with pytest.raises(FacesmithError, match="not a folder"):
         import_dfl_folder(tmp_path / "nowhere", tmp_path / "f.duckdb", analyzer=analyzer)
+
+
+# -- bounded before allocation (issue 17, findings 1 and 2) ------------------------------------
+
+
+@pytest.mark.parametrize("opcode", [b"r", b"q", b"h", b"j"])
+def test_memo_indices_past_the_payload_are_refused_before_the_memo_grows(opcode):
+    # Six hostile bytes: None, then a memo slot 2**27 (2**30) far, which the C unpickler would
+    # make room for first (~2 GiB, 16 GiB); refused before it runs.
+    index = {b"r": 2**27, b"j": 2**30, b"q": 255, b"h": 200}[opcode]
+    argument = index.to_bytes(4, "little") if opcode in (b"r", b"j") else bytes([index])
+    payload = b"N" + opcode + argument + b"."
+    with pytest.raises(BadMetadataError, match="memo index"):
+        safe_loads(payload)
+
+
+def test_declared_lengths_past_the_payload_are_refused():
+    # BINBYTES8 declaring 2**40 bytes: the C unpickler allocates the declared size before reading.
+    with pytest.raises(BadMetadataError, match="not a valid pickle"):
+        safe_loads(b"\x80\x04\x8e" + (2**40).to_bytes(8, "little") + b"abc.")
+
+
+@pytest.mark.parametrize("key", ["landmarks", "face_type"])
+def test_a_shared_tree_is_refused_before_anything_expands_it(key):
+    # 27 levels of [x, x]: a few hundred bytes naming 2**27 lists, which np.asarray (landmarks)
+    # or repr (face_type) would each build or print in full.
+    payload = pickle.dumps({"face_type": "whole_face", "landmarks": [[0.0, 0.0]] * 68, key: shared_dag(27)},
+                           protocol=2)
+    assert len(payload) < 1200
+    with pytest.raises(BadMetadataError, match="expands to more than"):
+        safe_loads(payload)
+
+
+def test_a_face_type_of_the_wrong_type_is_named_not_printed():
+    data = {"landmarks": [[0.0, 0.0]] * 68, "face_type": shared_dag(12)}
+    with pytest.raises(BadMetadataError, match="'face_type' is a list"):
+        DflFaceMetadata.from_dict(data)
+
+
+def test_hostile_metadata_costs_its_own_row_only(tmp_path, analyzer, exported):
+    folder = tmp_path / "dfl"
+    folder.mkdir()
+    good = exported[0].read_bytes()
+    shutil.copy(exported[0], folder / "good_1.jpg")
+    (folder / "memo_bomb.jpg").write_bytes(write_app15(good, b"Nr" + (2**27).to_bytes(4, "little") + b"."))
+    landmarks = {"face_type": "whole_face", "landmarks": shared_dag(27)}
+    (folder / "tree.jpg").write_bytes(write_app15(good, pickle.dumps(landmarks, protocol=2)))
+    face_type = {"face_type": shared_dag(28), "landmarks": [[0.0, 0.0]] * 68}
+    (folder / "face_type_tree.jpg").write_bytes(write_app15(good, pickle.dumps(face_type, protocol=2)))
+    summary = import_dfl_folder(folder, tmp_path / "f.duckdb", ScanSettings(resolution=128), analyzer=analyzer)
+    rows = {row.image_id: row for row in read_dfl_rows(tmp_path / "f.duckdb")}
+    by_name = {name: rows[image_id_for(name)] for name in ("good_1.jpg", "memo_bomb.jpg", "tree.jpg",
+                                                           "face_type_tree.jpg")}
+    assert by_name["good_1.jpg"].status == "ok"
+    for name in ("memo_bomb.jpg", "tree.jpg", "face_type_tree.jpg"):
+        assert by_name[name].status == "rejected", (name, by_name[name])
+        assert by_name[name].reason.startswith("bad-metadata"), by_name[name].reason
+    assert (summary.files, summary.with_metadata, summary.rejected) == (4, 1, 3)
+
+
+def test_a_huge_sparse_jpeg_costs_its_header_not_its_size(tmp_path, analyzer, exported):
+    import resource
+
+    folder = tmp_path / "dfl"
+    folder.mkdir()
+    shutil.copy(exported[0], folder / "good.jpg")
+    with open(folder / "huge.jpg", "wb") as handle:  # a DFL face, then 3 GiB of nothing (sparse)
+        handle.write(exported[0].read_bytes())
+        handle.truncate(3 * 2**30)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    summary = import_dfl_folder(folder, tmp_path / "f.duckdb", ScanSettings(resolution=128), analyzer=analyzer)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before < 512 * 2**20
+    rows = {row.image_id: row for row in read_dfl_rows(tmp_path / "f.duckdb")}
+    assert rows[image_id_for("huge.jpg")].status == "ok"  # its metadata is in its first bytes
+    assert summary.scan.rejected_by_reason == {"too-large": 1}

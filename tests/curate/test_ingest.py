@@ -57,7 +57,7 @@ def _assert_colour(image: np.ndarray, rows: slice, columns: slice, bgr: tuple[in
 def test_reason_codes_are_the_documented_set() -> None:
     assert set(REJECT_REASONS) == {
         "empty-file", "unreadable", "not-a-file", "symlink-loop", "broken-symlink",
-        "not-an-image", "truncated", "too-large", "unsupported-mode", "decode-error",
+        "not-an-image", "truncated", "too-large", "unsupported-mode", "decode-error", "unlistable",
         "analysis-error",
     }
 
@@ -450,3 +450,147 @@ def test_a_file_with_a_known_hash_is_not_decoded(tmp_path):
     assert again.content_hash == first.content_hash and again.decoded is None and again.rejection is None
     other = read_image(entry, known_hash="0" * 64)
     assert other.decoded is not None
+
+
+# -- bounded before reading (issue 17, findings 3 and 4) ---------------------------------------
+
+
+def _peak_rss_bytes() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def test_a_huge_sparse_file_is_too_large_and_never_read(tmp_path: Path) -> None:
+    photo = tmp_path / "huge.jpg"
+    with open(photo, "wb") as handle:  # 40 GiB of nothing: no disk blocks, a MemoryError to read
+        handle.write(b"\xff\xd8\xff")
+        handle.truncate(40 * 2**30)
+    before = _peak_rss_bytes()
+    [entry] = list(walk_files(tmp_path))
+    result = read_image(entry)
+    assert result.rejection is not None and result.rejection.reason == "too-large", result.rejection
+    assert "not read" in result.rejection.detail
+    assert result.content_hash is None and result.size == 40 * 2**30
+    assert _peak_rss_bytes() - before < 256 * 2**20
+
+
+def test_a_header_declaring_too_many_pixels_stops_the_read(tmp_path: Path) -> None:
+    # A real PNG header declaring 60000×60000, then 2 MiB that a trusting reader would load.
+    photo = tmp_path / "bomb.png"
+    photo.write_bytes(bomb_png_bytes(60000, 60000) + os.urandom(2 * 2**20))
+    [entry] = list(walk_files(tmp_path))
+    result = read_image(entry)
+    assert result.rejection is not None and result.rejection.reason == "too-large"
+    assert "body not read" in result.rejection.detail
+    limited = read_image(entry, max_bytes=2**20)  # and the byte limit, for any file
+    assert limited.rejection is not None and "not read" in limited.rejection.detail
+
+
+def _with_declared_size(jpeg: bytes, width: int, height: int) -> bytes:
+    """The JPEG with its SOF0 frame header claiming width × height."""
+    sof = jpeg.index(b"\xff\xc0")
+    return jpeg[: sof + 5] + height.to_bytes(2, "big") + width.to_bytes(2, "big") + jpeg[sof + 9 :]
+
+
+def test_a_jpeg_cut_in_half_with_an_end_marker_appended_is_truncated(astronaut_path: Path) -> None:
+    photo = cv2.imread(str(astronaut_path))
+    rotated = Image.Exif()
+    rotated[0x0112] = 6  # decoded by Pillow, not OpenCV
+    variants = dict(_jpeg_variants(photo), rotated=encode(Image.fromarray(photo[:, :, ::-1]), "JPEG",
+                                                          quality=90, exif=rotated.tobytes()))
+    for name, data in variants.items():
+        if name.startswith("progressive"):
+            continue  # libjpeg shows what it has of a progressive file; its first scan is whole
+        half = data[: len(data) // 2] + b"\xff\xd9"
+        outcome = decode_bytes(half)
+        assert isinstance(outcome, Rejection) and outcome.reason == "truncated", (name, outcome)
+        # the whole file, and flat grey that is really in the picture, stay ok
+        assert isinstance(decode_bytes(data), Decoded), name
+    grey = np.full((64, 96, 3), 128, np.uint8)
+    grey[:8, :8] = (0, 0, 255)
+    ok, encoded = cv2.imencode(".jpg", grey, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    assert ok and isinstance(decode_bytes(encoded.tobytes()), Decoded)
+
+
+def test_a_tiny_jpeg_declaring_a_huge_size_is_truncated_not_decoded() -> None:
+    ok, encoded = cv2.imencode(".jpg", np.full((16, 16, 3), 90, np.uint8))
+    assert ok
+    bomb = _with_declared_size(encoded.tobytes(), 9999, 9999)
+    assert len(bomb) < 2000
+    before = _peak_rss_bytes()
+    outcome = decode_bytes(bomb)
+    assert isinstance(outcome, Rejection) and outcome.reason == "truncated", outcome
+    assert "most of the image is missing" in outcome.detail
+    assert _peak_rss_bytes() - before < 100 * 2**20
+
+
+# -- every file the walk meets gets a row (issue 17) ----------------------------------------------
+
+
+def _make_deep_tree(root: Path, levels: int = 24) -> list[str]:
+    """Folders of 200-character names, `levels` deep: a path far beyond PATH_MAX (4096), made one
+    level at a time relative to the last (no call ever sees the whole path)."""
+    names = [f"{index:02d}" + "d" * 198 for index in range(levels)]
+    descriptor = os.open(root, os.O_RDONLY)
+    try:
+        for name in names:
+            os.mkdir(name, dir_fd=descriptor)
+            inner = os.open(name, os.O_RDONLY, dir_fd=descriptor)
+            os.close(descriptor)
+            descriptor = inner
+        ok, encoded = cv2.imencode(".jpg", corpus.gradient_image())
+        file_descriptor = os.open("deep.jpg", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=descriptor)
+        os.write(file_descriptor, encoded.tobytes())
+        os.close(file_descriptor)
+    finally:
+        os.close(descriptor)
+    return names
+
+
+def test_a_file_beyond_path_max_gets_its_own_row_and_is_read(tmp_path: Path) -> None:
+    names = _make_deep_tree(tmp_path)
+    deep_rel = "/".join([*names, "deep.jpg"])
+    assert len(os.fsencode(str(tmp_path / deep_rel))) > 4096
+    entries = list(walk_files(tmp_path))
+    assert [entry.rel_path for entry in entries] == [deep_rel]
+    result = read_image(entries[0])
+    assert result.decoded is not None, result.rejection
+    assert result.decoded.image_bgr.shape[:2] == corpus.gradient_image().shape[:2]
+
+
+_WALK_AS_NOBODY = """
+import json, os, sys
+from curate.scan.ingest import walk_files  # imported as root: the interpreter's files may be root's only
+os.setgid(65534)
+os.setuid(65534)
+print(json.dumps([[entry.rel_path, entry.problem] for entry in walk_files(sys.argv[1])]))
+"""
+
+
+def test_a_folder_that_cannot_be_listed_gets_a_row(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="unlistable-", dir="/tmp"))
+    try:
+        root.chmod(0o755)
+        (root / "a.jpg").write_bytes(b"x")
+        (root / "locked").mkdir()
+        (root / "locked" / "inside.jpg").write_bytes(b"x")
+        (root / "locked").chmod(0)
+        if os.geteuid() == 0:  # root lists anything: walk as an ordinary user instead
+            environment = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+            output = subprocess.run([sys.executable, "-c", _WALK_AS_NOBODY, str(root)], capture_output=True,
+                                    text=True, env=environment, check=True).stdout
+            listed = [tuple(item) for item in json.loads(output)]
+        else:
+            listed = [(entry.rel_path, entry.problem) for entry in walk_files(root)]
+        assert listed == [("a.jpg", None), ("locked", "unlistable")]
+    finally:
+        (root / "locked").chmod(0o755)
+        import shutil
+
+        shutil.rmtree(root)

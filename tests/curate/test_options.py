@@ -135,6 +135,23 @@ def test_toml_problems_raise_the_given_error(tmp_path):
         load_toml(tmp_path / "missing.toml", "toy", ToyError, "toy file")
 
 
+def deeply_nested_toml(levels: int = 5000) -> str:
+    """About 10 KB: `x = [[[…]]]`, which tomllib parses by recursion, one frame per level."""
+    return "x = " + "[" * levels + "]" * levels + "\n"
+
+
+def test_deeply_nested_or_huge_toml_is_a_clear_error(tmp_path):
+    nested = tmp_path / "nested.toml"
+    nested.write_text(deeply_nested_toml())
+    assert nested.stat().st_size < 11_000
+    with pytest.raises(ToyError, match="nests arrays or tables too deeply"):
+        load_toml(nested, "toy", ToyError, "toy file")
+    huge = tmp_path / "huge.toml"
+    huge.write_text("# padding\n" * 200_000)
+    with pytest.raises(ToyError, match="larger than 1024 KiB"):
+        load_toml(huge, "toy", ToyError, "toy file")
+
+
 def test_to_toml_round_trips_through_tomllib_and_drops_none(tmp_path):
     values = {"size": 16, "ratio": 5e-05, "mode": 'sl"o\\w\n', "verbose": True, "warp": None, "seed": 0}
     text = to_toml(values, "toy", "toy options")

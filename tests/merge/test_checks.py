@@ -7,7 +7,7 @@ import math
 import cv2
 import pytest
 
-from merge.checks import MergeChecker, check_model, overtraining_verdict, read_checks
+from merge.checks import SHEET_LABEL_WIDTH, MergeChecker, check_model, overtraining_verdict, read_checks
 
 
 def test_heldout_loss_staying_above_its_best_while_training_loss_falls_is_overtraining():
@@ -49,7 +49,12 @@ def test_a_real_check_is_scored_and_stored(tiny_model, analyzer):
     rows = read_checks(tiny_model)
     assert [row["iteration"] for row in rows] == [30]
     sheet = cv2.imread(str(tiny_model / result.contact_sheet))
-    assert sheet is not None and sheet.shape[1] == 3 * 64
+    # every merged frame is a row (name strip, dst, swapped, merged) under an 18 px header
+    names = result.frame_names.splitlines()
+    assert len(names) == result.frames and all(names)
+    assert sheet is not None and sheet.shape[:2] == (18 + 64 * result.frames, SHEET_LABEL_WIDTH + 3 * 64)
+    assert 0 <= result.quality_score <= 1 and result.rule == "quality"
+    assert result.quality_score == pytest.approx(rows[0]["quality_score"])
 
 
 def test_checks_need_held_out_faces(tmp_path, training_facesets):

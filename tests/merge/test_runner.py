@@ -99,3 +99,48 @@ def test_frames_are_read_with_the_backend_that_curated_the_dst_faceset(tiny_mode
 
     assert type(_analyzer_for_model(tiny_model)) is type(analyzer_for_faceset(training_facesets[1]))
     assert analyzer_for_faceset(training_facesets[1]).name == "embedded"
+
+
+# -- nothing lost (issue 17, findings 10 and 11) --------------------------------------------------
+
+
+def test_an_output_folder_that_is_the_frames_folder_is_refused(tiny_model, dst_frames, analyzer, tmp_path):
+    frames = tmp_path / "frames"
+    shutil.copytree(dst_frames, frames)
+    before = {path.name: path.read_bytes() for path in frames.iterdir()}
+    for out in (frames, tmp_path / "." / "frames" / ".." / "frames"):
+        with pytest.raises(MergeRunError, match="is the --frames folder"):
+            merge_frames(tiny_model, frames, out, resolve_settings({}), analyzer=analyzer)
+    assert {path.name: path.read_bytes() for path in frames.iterdir()} == before
+
+
+def test_frames_that_share_a_name_keep_their_own_outputs(tiny_model, dst_frames, analyzer, tmp_path):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    photo = cv2.imread(str(dst_frames / "einstein.png"))
+    cv2.imwrite(str(frames / "x.png"), photo)
+    cv2.imwrite(str(frames / "x.jpg"), cv2.flip(photo, 1))
+    cv2.imwrite(str(frames / "y.jpg"), photo)
+    out = tmp_path / "out"
+    summary = merge_frames(tiny_model, frames, out, resolve_settings({}), analyzer=analyzer)
+    written = sorted(path.name for path in out.glob("*.png"))
+    assert written == ["x.jpg.png", "x.png.png", "y.png"]
+    assert summary.merged == len(written) == 3
+    left, right = (cv2.imread(str(out / name)) for name in ("x.png.png", "x.jpg.png"))
+    assert not np.array_equal(left, right)  # each is its own frame's merge
+
+
+def test_a_killed_merges_temporary_frame_is_removed_by_the_next_run(tiny_model, dst_frames, analyzer, tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    out.mkdir()
+    # What SIGKILL during write_atomically leaves: a hidden temporary named for a process now gone.
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    leftover = out / f".t1.png.{int(gone.stdout)}.0badf00d.tmp"
+    leftover.write_bytes(b"half a frame")
+    merge_frames(tiny_model, dst_frames, out, resolve_settings({}), analyzer=analyzer)
+    assert not leftover.exists()
+    assert not list(out.glob(".*.tmp"))

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from curate.reports.svg_plots import line_chart
-from merge.checks import MergeCheckResult, check_model
+from merge.checks import SHEET_LABEL_WIDTH, MergeCheckResult, check_model
 from merge.report import downsample_losses, training_report, write_training_html
 
 
@@ -91,10 +91,12 @@ def test_the_report_holds_status_losses_and_the_check(checked_model):
     assert not report.overtraining and report.best_iteration == 30 and report.warning is None
     assert report.loss_iterations == list(range(1, 31)) and len(report.src_loss) == len(report.dst_loss) == 30
     assert report.advice and all(isinstance(line, str) and line for line in report.advice)
-    assert {event["kind"] for event in report.events} <= {"rollback", "phase", "plateau", "flag", "note"}
+    # every event the model logged, the merge check's evaluation among them
+    assert any(e["kind"] == "evaluation" and e["iteration"] == 30 for e in report.events)
+    assert {"checkpoint", "evaluation"} <= {event["kind"] for event in report.events}
     headers, rows = report.check_table()
-    assert headers[:2] == ["iteration", "held-out src loss"]
-    assert rows == [[30, pytest.approx(result.validation_src_loss), *rows[0][2:]]] and len(rows[0]) == len(headers)
+    assert headers[:2] == ["iteration", "quality"] and "held-out src loss" in headers
+    assert rows == [[30, pytest.approx(result.quality_score), *rows[0][2:]]] and len(rows[0]) == len(headers)
 
 
 def test_the_html_page_is_self_contained(checked_model, tmp_path):
@@ -109,9 +111,10 @@ def test_the_html_page_is_self_contained(checked_model, tmp_path):
     png = base64.b64decode(page.images[0].split(",", 1)[1])
     assert png == (model_dir / result.contact_sheet).read_bytes()
     sheet = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
-    assert sheet is not None and sheet.shape[1] == 3 * 64
+    assert sheet is not None and sheet.shape[:2] == (18 + 64 * result.frames, SHEET_LABEL_WIDTH + 3 * 64)
     text = out.read_text(encoding="utf-8")
     assert "OVERTRAINING" not in text and "merge check at 30" in text
+    assert all(f"<li>{name}</li>" in text for name in result.frame_names.splitlines())  # the sheet's rows, named
 
 
 def test_a_flagged_check_shows_the_banner_and_the_best_iteration(checked_model, tmp_path):

@@ -16,6 +16,7 @@ from curate.faces.align import transform_points
 from curate.faces.backends.base import FaceAnalyzer
 from curate.interop.dfl.errors import DflError
 from curate.interop.dfl.jpeg_segments import SOI
+from curate.limits import MAX_JPEG_HEADER_BYTES as MAX_HEADER_BYTES
 from curate.interop.dfl.metadata import (
     DFL_FACE_TYPES,
     DflFaceMetadata,
@@ -124,7 +125,9 @@ def _dfl_row(entry: FileEntry) -> DflFaceRow:
         with open(entry.abs_path, "rb") as handle:
             if handle.read(2) != SOI:
                 return DflFaceRow(image_id, "no-metadata", "not a JPEG file")
-            data = SOI + handle.read()
+            # The metadata sits in the header, before the image data: read no further than the
+            # header can reach, so a multi-GiB (or sparse) "JPEG" costs a few MiB, not its size.
+            data = SOI + handle.read(MAX_HEADER_BYTES)
     except OSError as error:
         return DflFaceRow(image_id, "no-metadata", f"unreadable: {error.strerror or error}")
     try:
@@ -132,6 +135,11 @@ def _dfl_row(entry: FileEntry) -> DflFaceRow:
     except DflError as error:
         logger.warning("%s: %s", entry.rel_path, error)
         return DflFaceRow(image_id, "rejected", error.reason)
+    except (MemoryError, RecursionError) as error:
+        # safe_loads bounds what a payload can build; should a value still prove too big for this
+        # machine, it costs this file its metadata, not the import of every other file.
+        logger.warning("%s: metadata too large to read: %s", entry.rel_path, type(error).__name__)
+        return DflFaceRow(image_id, "rejected", f"too-large: metadata too large to read ({type(error).__name__})")
     if metadata is None:
         return DflFaceRow(image_id, "no-metadata", "no APP15 segment")
     return DflFaceRow.from_metadata(image_id, metadata)

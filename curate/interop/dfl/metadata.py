@@ -72,8 +72,11 @@ class DflFaceMetadata:
         if "landmarks" not in data:
             raise BadMetadataError("no 'landmarks'")
         face_type = data.get("face_type", "full_face")  # DFL's reader assumes full_face when absent
-        if not isinstance(face_type, str) or not 0 < len(face_type) <= 64:
-            raise BadMetadataError(f"'face_type' is not a face type name: {face_type!r:.40}")
+        if not isinstance(face_type, str):
+            # The type, never repr(): a crafted value can take minutes to print.
+            raise BadMetadataError(f"'face_type' is a {type(face_type).__name__}, not a face type name")
+        if not 0 < len(face_type) <= 64:
+            raise BadMetadataError(f"'face_type' is not a face type name: {face_type[:40]!r}")
         source_filename = data.get("source_filename")
         if source_filename is not None and not isinstance(source_filename, str):
             raise BadMetadataError("'source_filename' is not a string")

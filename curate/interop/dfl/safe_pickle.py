@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import math
 import pickle
+import pickletools
 import re
 from typing import Any
 
@@ -30,6 +31,14 @@ from curate.interop.dfl.errors import BadMetadataError, DflError, UnsafeMetadata
 _NUMPY_CORE = ("numpy.core", "numpy._core")
 _MAX_DEPTH = 64  # containers nested deeper than any DFL dict: refused
 _MAX_VALUES = 1_000_000  # values in one payload (a DFL dict holds a few hundred)
+# Values once shared references are expanded, as np.asarray, repr or == walk them: a 283-byte
+# pickle of a shared binary tree names 2**27 leaves, and np.asarray would build every one.
+_MAX_EXPANDED = 1_000_000
+# Memo slots: the unpickler grows its memo table to the highest index a PUT names before storing
+# anything, so one LONG_BINPUT of 2**30 asks for 8 GiB. A real pickler numbers slots from 0, one
+# per stored object, so an index can never exceed the payload's length in bytes.
+_MAX_MEMO = 1 << 16
+_MEMO_OPCODES = frozenset({"PUT", "BINPUT", "LONG_BINPUT", "GET", "BINGET", "LONG_BINGET"})
 _MAX_ARRAY_BYTES = 64 * 2**20  # numpy array bytes built from one payload (a DFL dict: ~3 KiB)
 _DTYPE_SPEC = re.compile(r"[biufc]\d{1,2}")  # bool, ints, floats, complex: all a face needs
 
@@ -256,12 +265,33 @@ def safe_loads(payload: bytes) -> Any:
     raises UnsafeMetadataError naming it, before anything is called; a payload that is not a
     pickle of such values raises BadMetadataError.
     """
+    payload = bytes(payload)
     try:
-        loaded = _RestrictedUnpickler(io.BytesIO(bytes(payload))).load()
+        _check_opcodes(payload)
+        loaded = _RestrictedUnpickler(io.BytesIO(payload)).load()
         return _Finisher().finish(loaded, 0)
     except DflError:
         raise
     except Exception as error:  # the unpickler raises many kinds on malformed input
+        raise BadMetadataError(f"not a valid pickle ({type(error).__name__}: {error})") from error
+
+
+def _check_opcodes(payload: bytes) -> None:
+    """Refuse, before the unpickler allocates anything, memo indices past any a real pickler
+    writes and lengths (strings, bytes, frames) that run past the payload's end.
+
+    pickletools.genops reads each argument from the payload itself, so a declared length of
+    2**40 fails as a short read here instead of an allocation in the C unpickler.
+    """
+    bound = min(len(payload), _MAX_MEMO)
+    try:
+        for opcode, argument, position in pickletools.genops(payload):
+            if opcode.name in _MEMO_OPCODES and not 0 <= int(argument) < bound:
+                raise BadMetadataError(f"memo index {argument} at byte {position} is out of range "
+                                       f"(a {len(payload)}-byte pickle uses fewer than {bound})")
+    except DflError:
+        raise
+    except Exception as error:  # genops raises ValueError and others on malformed input
         raise BadMetadataError(f"not a valid pickle ({type(error).__name__}: {error})") from error
 
 
@@ -271,11 +301,14 @@ class _Finisher:
     Pickle's memo lets a few bytes name one object many times (L1 = [L0, L0], L2 = [L1, L1], …:
     a 600-byte payload can describe 2**60 leaves), so each object is finished once and shared
     references stay shared, as plain pickle would give them. Caps on the values and array bytes
-    built bound the work whatever the payload; a value that contains itself is refused.
+    built bound the work whatever the payload, and so does a cap on the expanded size (each
+    shared value counted as often as it is referenced): whoever walks the result as a tree
+    (np.asarray, repr, ==) does at most that much work. A value that contains itself is refused.
     """
 
     def __init__(self) -> None:
         self.done: dict[int, Any] = {}  # id(loaded object) -> its finished value
+        self.expanded: dict[int, int] = {}  # id(loaded object) -> values in it, shared ones repeated
         self.active: set[int] = set()  # ids of the containers being finished (cycle check)
         self.values = 0
         self.array_bytes = 0
@@ -286,40 +319,67 @@ class _Finisher:
             raise BadMetadataError(f"more than {_MAX_VALUES} values")
 
     def finish(self, value: Any, depth: int) -> Any:
+        """The finished value; the whole tree's expanded size is checked as it is built."""
+        finished, _ = self._finish(value, depth)
+        return finished
+
+    def _finish(self, value: Any, depth: int) -> tuple[Any, int]:
+        """(finished value, its expanded size)."""
         if depth > _MAX_DEPTH:
             raise BadMetadataError(f"values nested deeper than {_MAX_DEPTH} levels")
         if value is None or isinstance(value, (bool, int, float, complex, str, bytes)):
-            return value
+            return value, 1
         key = id(value)
         if key in self.done:
-            return self.done[key]
+            return self.done[key], self.expanded[key]
         if key in self.active:
             raise BadMetadataError("a value that contains itself")
         self.active.add(key)
         self._count(1)
-        finished = self._build(value, depth)
+        finished, size = self._build(value, depth)
+        if size > _MAX_EXPANDED:
+            raise BadMetadataError(f"a value that expands to more than {_MAX_EXPANDED} values "
+                                   "(shared references counted each time they are used)")
         self.active.discard(key)
         self.done[key] = finished
-        return finished
+        self.expanded[key] = size
+        return finished, size
 
-    def _build(self, value: Any, depth: int) -> Any:
+    def _children(self, items: Any, depth: int) -> tuple[list[Any], int]:
+        finished, total = [], 1
+        for item in items:
+            value, size = self._finish(item, depth + 1)
+            finished.append(value)
+            total += size
+            if total > _MAX_EXPANDED:  # stop early: the rest cannot make it smaller
+                break
+        return finished, total
+
+    def _build(self, value: Any, depth: int) -> tuple[Any, int]:
         if isinstance(value, bytearray):
-            return value
+            return value, 1
         if isinstance(value, _PendingDtype):
-            return value.build()
+            return value.build(), 1
         if isinstance(value, (_PendingArray, _PendingFromBuffer, _PendingScalar)):
             built = value.build()
             self.array_bytes += built.nbytes
             if self.array_bytes > _MAX_ARRAY_BYTES:
                 raise BadMetadataError(f"numpy arrays of more than {_MAX_ARRAY_BYTES} bytes in all")
-            return built
+            return built, max(1, int(np.size(built)))
         if isinstance(value, dict):
             self._count(2 * len(value))
-            return {self.finish(key, depth + 1): self.finish(item, depth + 1) for key, item in value.items()}
+            pairs = list(value.items())
+            keys, key_size = self._children([key for key, _ in pairs], depth)
+            items, item_size = self._children([item for _, item in pairs], depth)
+            if key_size + item_size - 1 > _MAX_EXPANDED:
+                return None, key_size + item_size - 1
+            return dict(zip(keys, items)), key_size + item_size - 1
         if isinstance(value, (list, tuple, set, frozenset)):
             self._count(len(value))
-            items = [self.finish(item, depth + 1) for item in value]
-            return items if isinstance(value, list) else type(value)(items)
+            items, size = self._children(value, depth)
+            if size > _MAX_EXPANDED:
+                return None, size
+            return (items if isinstance(value, list) else type(value)(items)), size
         if isinstance(value, _Stand):
             raise BadMetadataError(f"a bare {type(value).__name__.strip('_')} in the metadata")
         raise BadMetadataError(f"unsupported value of type {type(value).__name__}")
