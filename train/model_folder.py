@@ -18,6 +18,7 @@ from typing import Any
 
 from curate.fileio import write_atomically
 from train.checkpoint import CHECKPOINT_DIR
+from train.checkpoint_guard import ModelFolderError as DamagedModelFile
 from train.checkpoint_guard import read_model_file
 from train.config import (
     TrainConfig,
@@ -38,8 +39,9 @@ TENSORBOARD_DIR = "tensorboard"
 SESSION_OPTIONS = ("strategy",)
 
 
-class ModelFolderError(TrainingError):
-    """Not a model folder, an unreadable model.json, or a faceset it names cannot be found."""
+class ModelFolderError(TrainingError, DamagedModelFile):
+    """Not a model folder, or a faceset its model.json names cannot be found (a damaged model.json is the
+    checkpoint guard's DamagedModelFile, which this also is, so one `except` catches both)."""
 
 
 @dataclass(frozen=True)

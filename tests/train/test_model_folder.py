@@ -75,6 +75,9 @@ def test_checks_before_anything_is_created(tmp_path):
 
 
 def test_a_broken_model_json_is_a_clear_error(tmp_path):
+    from train.model_folder import DamagedModelFile
+
     (tmp_path / "model.json").write_text("{not json")
-    with pytest.raises(ModelFolderError, match="cannot read"):
+    with pytest.raises(DamagedModelFile, match="not valid JSON"):  # the checkpoint guard reads it
         open_model_folder(tmp_path)
+    assert issubclass(ModelFolderError, DamagedModelFile)
