@@ -8,8 +8,9 @@ channels-last memory format. One weight layout on every backend and device.
 Layers are small Python objects (`Module`) whose `keras.Variable` attributes are float32 weights. Each
 layer is given its full slash path (``"encoder/down_0/conv"``); ``named_variables`` derives the same
 names (``<path>/kernel``, ``<path>/bias``) from the object tree, and checkpoints use them. Initial
-values come from numpy's Philox generator keyed by (seed, variable name): the same on every backend
-and whatever the build order.
+values are TensorFlow's stateless Philox draw keyed by (seed, variable name), reproduced bit for bit in
+numpy (train/philox.py): the same on every backend, whatever the build order, and what TensorFlow-only
+facesmith drew for the same seed.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from train.backend import import_keras
+from train.philox import stateless_uniform
 
 keras = import_keras()
 ops = keras.ops
@@ -32,17 +34,21 @@ Activation = Callable[[Tensor], Tensor]
 _PADDINGS = ("SAME", "VALID")
 
 
-def _derived_key(seed: int, key: str) -> int:
-    """A 64-bit Philox key from the model seed and a variable name (a hash, not Python's salted one)."""
-    digest = hashlib.blake2b(f"{seed}:{key}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little")
+def _derived_seed(seed: int, key: str) -> tuple[int, int]:
+    """A (2,) stateless-RNG seed from the model seed and a variable name (a cryptographic hash, not
+    Python's salted one, so it is the same in every process)."""
+    digest = hashlib.blake2b(f"{seed}:{key}".encode(), digest_size=16).digest()
+    return tuple(int.from_bytes(digest[i:i + 8], "little", signed=True) for i in (0, 8))
 
 
 def glorot_uniform(shape: Sequence[int], fan_in: int, fan_out: int, seed: int, key: str) -> np.ndarray:
-    """Glorot-uniform values, U(-l, l) with l = sqrt(6 / (fan_in + fan_out)), float32 numpy of ``shape``."""
+    """Glorot-uniform values, U(-l, l) with l = sqrt(6 / (fan_in + fan_out)), float32 numpy of ``shape``.
+
+    TensorFlow's stateless Philox draw for (seed, name), reproduced in numpy (train/philox.py): the
+    weights TensorFlow-only facesmith built for a seed, now on every backend.
+    """
     limit = math.sqrt(6.0 / (fan_in + fan_out))
-    generator = np.random.Generator(np.random.Philox(key=_derived_key(seed, key)))
-    return generator.uniform(-limit, limit, size=tuple(shape)).astype(np.float32)
+    return stateless_uniform(shape, _derived_seed(seed, key), -limit, limit)
 
 
 def make_variable(value: np.ndarray, path: str, trainable: bool = True) -> Any:
