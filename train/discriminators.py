@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from train.layers import Conv2D, Conv2DTranspose, Module, leaky_relu, named_variables, ops
+from train.layers import (
+    Conv2D,
+    Conv2DTranspose,
+    Module,
+    leaky_relu,
+    named_variables,
+    ops,
+)
 from train.shape import patch_discriminator_layers, receptive_field
 
 __all__ = ["CodeDiscriminator", "UNetPatchDiscriminator", "patch_discriminator_layers", "receptive_field"]

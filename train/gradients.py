@@ -190,8 +190,8 @@ def _jax_pure_step(trainer: Any) -> tuple[Callable[..., Any], list[Any]]:
     import jax
     import jax.numpy as jnp
 
-    from train.step import LOSS_SCALE, GeneratorLosses
     from train.model import Forward
+    from train.step import LOSS_SCALE, GeneratorLosses
 
     state = list(trainer.named_state().values())
     position = {id(variable): index for index, variable in enumerate(state)}
