@@ -6,7 +6,6 @@ type, default, range and help live in exactly one place.
 
 from __future__ import annotations
 
-import os
 import signal
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -15,15 +14,15 @@ import typer
 from rich.console import Console
 
 from curate.errors import FacesmithError, Interrupted
-from facesmith.console import FormatOption, fail, warn
+from facesmith.console import FormatOption, fail, quiet_framework_startup, warn
 from facesmith.option_flags import given, render_option_table, with_option_flags
 from facesmith.render import OutputFormat, render_summary
 from merge.quality import check_option_specs
 from train.config import load_toml, option_specs
 
 train_app = typer.Typer(
-    help="Train SAEHD (TensorFlow) on curated facesets: RW -> LRD -> GAN, with history, previews, "
-         "safe checkpoints, plateau advice and collapse rollback.",
+    help="Train SAEHD (Keras 3 on PyTorch, JAX or TensorFlow) on curated facesets: RW -> LRD -> GAN, with "
+         "history, previews, safe checkpoints, plateau advice, collapse rollback and a VRAM plan.",
     no_args_is_help=True,
 )
 
@@ -78,20 +77,30 @@ def register(app: typer.Typer) -> None:
         **options: Any,
     ) -> None:
         """Train (or resume) a SAEHD model; Ctrl-C saves and stops cleanly."""
-        # TensorFlow's C++ start-up chatter (CPU features, oneDNN) is not for users; errors still show.
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         from merge.quality import resolve_check_settings
-        from train.loop import close_session, open_session, run_training
+        from train.backend import quiet_framework_logs
+        from train.model_folder import plan_session
 
         check_names = {spec.name for spec in check_option_specs()}
         check_options = {name: value for name, value in given(options).items() if name in check_names}
         options = {name: value for name, value in options.items() if name not in check_names}
         try:
-            resolve_check_settings(check_options)  # refused before TensorFlow loads
-            session = open_session(model_dir, _options_from(config, options), src, dst)
+            values = _options_from(config, options)
+            resolve_check_settings(check_options)
+            # Every option, the structure and the facesets are checked here, before a framework loads.
+            plan_session(model_dir, values, src, dst)
+        except (FacesmithError, OSError) as error:
+            fail(error)
+        quiet_framework_logs()  # the frameworks' C++ start-up chatter is not for users; errors still show
+        try:
+            with quiet_framework_startup():
+                from train.loop import close_session, open_session, run_training
+
+                session = open_session(model_dir, values, src, dst)
         except (FacesmithError, OSError) as error:
             fail(error)
         warn(session.notes, output)
+        end = session.iteration + iterations if iterations else (session.config.target_iter or None)
         stop = _StopFlag()
         try:
             # From here Ctrl-C asks for a clean stop: caught before the first line that says training began.
@@ -111,7 +120,7 @@ def register(app: typer.Typer) -> None:
                         evaluators = (MergeChecker(session, every=check_every, settings=settings),)
                     except MergeCheckError as error:
                         warn([f"merge checks off: {error}"], output)
-                with _iteration_display(output) as show:
+                with _iteration_display(output, end) as show:
                     outcome = run_training(session, max_iterations=iterations, evaluators=evaluators,
                                            should_stop=lambda: stop.requested, on_iteration=show,
                                            on_evaluation=_evaluation_lines(output))
@@ -132,7 +141,7 @@ def register(app: typer.Typer) -> None:
         render_summary(summary, output, f"train {model_dir.name}", [
             ("iteration", f"{outcome.iteration} ({outcome.iterations_run} this session, {outcome.reason})"),
             ("phase", outcome.phase),
-            ("loss src / dst", f"{outcome.last_src_loss:.4f} / {outcome.last_dst_loss:.4f}"),
+            (f"loss src / dst at {outcome.iteration}", f"{outcome.last_src_loss:.4f} / {outcome.last_dst_loss:.4f}"),
             ("time", f"{outcome.seconds:.1f} s"),
             ("rollbacks", str(outcome.rollbacks)),
             ("advice", summary["advice"] or "-"),
@@ -148,7 +157,7 @@ def register(app: typer.Typer) -> None:
         output: FormatOption = OutputFormat.table,
     ) -> None:
         """Phase, iterations, ms/iteration, loss trend and what to do next (never imports TensorFlow)."""
-        from train.status import training_status
+        from train.status import RECENT_ITERATIONS, training_status
 
         try:
             state = training_status(model_dir)
@@ -163,7 +172,8 @@ def register(app: typer.Typer) -> None:
             ("phase", state.phase),
             ("iteration", str(state.iteration)),
             ("ms / iteration", number(state.ms_per_iteration, 1)),
-            ("loss src / dst", f"{number(state.src_loss)} / {number(state.dst_loss)}"),
+            (f"loss src / dst at {state.iteration}", f"{number(state.last_src_loss)} / {number(state.last_dst_loss)}"),
+            (f"mean of the last {RECENT_ITERATIONS}", f"{number(state.src_loss)} / {number(state.dst_loss)}"),
             ("loss trend", trend),
             ("advice", state.advice),
             ("checkpoints", ", ".join(str(step) for step in state.checkpoints) or "-"),
@@ -174,10 +184,57 @@ def register(app: typer.Typer) -> None:
             ("last device", state.device or "-"),
         ])
 
+    @train_app.command("plan")
+    @with_option_flags(option_specs(), "Training options", "Model structure (fixed when the model is created)")
+    def plan(
+        model_dir: Annotated[Optional[Path], typer.Option("--model-dir", help="Plan an existing model folder "
+                                                          "(its structure and options); without it, the "
+                                                          "options given.")] = None,
+        config: Annotated[Optional[Path], typer.Option("--config", help="TOML file of options; flags override "
+                                                       "it.")] = None,
+        memory_gib: Annotated[Optional[float], typer.Option("--memory-gib", min=0.1, help="GPU memory to plan "
+                                                             "for, in GiB: reports the largest batch that fits "
+                                                             "(e.g. 24 for an RTX 4090, 139 for an H200).")] = None,
+        output: FormatOption = OutputFormat.table,
+        **options: Any,
+    ) -> None:
+        """Estimate GPU memory (weights, gradients, optimiser state, activations) and FLOPs of a training
+        step before training, and the largest batch that fits a given memory. Imports no framework."""
+        from train.config import resolve_config
+        from train.model_folder import open_model_folder, merge_requested
+        from train.plan import GIB, describe, plan_memory
+
+        try:
+            values = _options_from(config, options)
+            folder = open_model_folder(model_dir) if model_dir is not None else None
+            stored = folder.requested if folder is not None and folder.exists else {}
+            structure = folder.structure if folder is not None and folder.exists else None
+            resolved, notes = resolve_config(merge_requested(stored, values), structure)
+            memory = int(memory_gib * GIB) if memory_gib is not None else None
+            result = plan_memory(resolved, backend=resolved.backend, memory_available=memory)
+        except (FacesmithError, OSError) as error:
+            fail(error)
+        warn(notes, output)
+        render_summary(result.to_dict(), output, "training memory plan", describe(result))
+
     @train_app.command("options")
     def options(output: FormatOption = OutputFormat.table) -> None:
         """Every training option: type, default, allowed values, whether it is fixed at creation, help."""
         render_option_table(option_specs(), output, "SAEHD options (set in a TOML file or as --flags)")
+
+
+def progress_line(phase: str, iteration: int, recent_ms: list[float], src_loss: float, dst_loss: float,
+                  end: int | None) -> str:
+    """The live line: phase, iteration (of the end), median ms/iteration of the recent ones, ETA, losses."""
+    import statistics
+
+    ms = statistics.median(recent_ms) if recent_ms else float("nan")
+    text = f"[{phase}] iteration {iteration}" + (f"/{end}" if end else "") + f"  {ms:.0f} ms/it"
+    if end and end > iteration and ms == ms:
+        seconds = int(round((end - iteration) * ms / 1000.0))
+        hours, rest = divmod(seconds, 3600)
+        text += f"  ETA {hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"  ETA {rest // 60}:{rest % 60:02d}"
+    return text + f"  src {src_loss:.4f}  dst {dst_loss:.4f}"
 
 
 def _evaluation_lines(output: OutputFormat):
@@ -193,8 +250,9 @@ def _evaluation_lines(output: OutputFormat):
     return announce
 
 
-def _iteration_display(output: OutputFormat):
+def _iteration_display(output: OutputFormat, end: int | None = None):
     """A context giving an on_iteration callback that shows a live status line on a terminal."""
+    from collections import deque
     from contextlib import contextmanager
 
     from facesmith.console import wants_progress
@@ -208,9 +266,11 @@ def _iteration_display(output: OutputFormat):
         from rich.live import Live
 
         console = Console(stderr=True)
+        recent: deque[float] = deque(maxlen=50)
         with Live(console=console, transient=True, refresh_per_second=4) as live:
             def show(session, row) -> None:
-                live.update(f"[{session.config.phase}] iteration {row.iteration}  {row.ms:.0f} ms  "
-                            f"src {row.src_loss:.4f}  dst {row.dst_loss:.4f}")
+                recent.append(row.ms)
+                live.update(progress_line(session.config.phase, row.iteration, list(recent), row.src_loss,
+                                          row.dst_loss, end))
             yield show
     return display()

@@ -103,7 +103,7 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def embedder_ms_per_face(database: Path, photos_dir: Path, faces: int = 256) -> dict[str, float]:
+def embedder_ms_per_face(database: Path, photos_dir: Path, faces: int = 256, device: str = "cpu") -> dict[str, float]:
     """Milliseconds per face of SFace on each installed runtime, on the scan's own ArcFace crops,
     in batches of 16 on one thread."""
     from curate.faces.align import arcface_crop
@@ -113,15 +113,18 @@ def embedder_ms_per_face(database: Path, photos_dir: Path, faces: int = 256) -> 
         [faces]).fetchall()
     crops = [arcface_crop(cv2.imread(str(photos_dir / path)), np.array(points).reshape(5, 2))
              for path, points in rows]
-    runtimes = ["onnxruntime"] + (["openvino"] if openvino_available() else [])
+    runtimes = [("cpu", "onnxruntime")] + ([("cpu", "openvino")] if openvino_available() else [])
+    if device == "cuda":
+        runtimes.append(("cuda", "onnxruntime"))
     timings = {}
-    for runtime in runtimes:
-        embedder = EmbeddedFaceAnalyzer(device="cpu", threads=1, runtime=runtime).embedder
+    for where, runtime in runtimes:
+        embedder = EmbeddedFaceAnalyzer(device=where, threads=1, runtime=runtime).embedder
         embedder.embed(crops[:16])
         started = time.perf_counter()
         for start in range(0, len(crops), 16):
             embedder.embed(crops[start : start + 16])
-        label = embedder.providers[0] if runtime == "openvino" else "onnxruntime fp32"
+        label = embedder.providers[0] if runtime == "openvino" else (
+            "onnxruntime fp32" if where == "cpu" else f"onnxruntime {embedder.providers[0]}")
         timings[label] = round((time.perf_counter() - started) / len(crops) * 1000, 2)
     return timings
 
@@ -133,6 +136,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--out", type=Path, default=REPO / "build" / "bench")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                        help="where the scan's models run (cuda: onnxruntime's CUDA execution provider)")
     args = parser.parse_args()
 
     photos_dir = photo_set(args.out / "photos", args.images)
@@ -149,7 +154,7 @@ def main() -> None:
             shutil.rmtree(leftover)
         elif leftover.exists():
             leftover.unlink()
-    settings = ScanSettings(workers=args.workers, batch_size=args.batch_size)
+    settings = ScanSettings(workers=args.workers, batch_size=args.batch_size, device=args.device)
     started = time.perf_counter()
     analyzer = make_analyzer(settings)
     load_seconds = time.perf_counter() - started
@@ -160,7 +165,7 @@ def main() -> None:
     # The scan's own models go first: their idle inference threads would share the cores.
     del analyzer
     gc.collect()
-    embedder = embedder_ms_per_face(database, photos_dir)
+    embedder = embedder_ms_per_face(database, photos_dir, device=args.device)
 
     figures = {
         "images": count,
@@ -174,6 +179,7 @@ def main() -> None:
         "full_scan_with_load_images_per_s": round(count / (summary.seconds + load_seconds), 1),
         "scan_cpu_ms_per_image": round(scan_cpu / count * 1000, 1),
         "scan_cores_busy": round(scan_cpu / summary.seconds, 2),
+        "device": args.device,
         "providers": summary.providers,
         "embedder_ms_per_face_one_thread": embedder,
     }

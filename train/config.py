@@ -10,6 +10,7 @@ from typing import Any
 from curate import options
 from curate.errors import FacesmithError
 from curate.options import OptionSpec, declare
+from train.shape import model_shape
 
 FACE_TYPES = ("half", "mid_full", "full", "whole_face", "head")
 PHASES = ("rw", "lrd", "gan")
@@ -17,6 +18,10 @@ OPTIMIZERS = ("adabelief", "rmsprop")
 COLOR_TRANSFER_CHOICES = ("none", "rct", "lct", "mkl", "idt", "sot")
 DEVICE_CHOICES = ("auto", "cpu", "gpu")
 STRATEGY_CHOICES = ("default", "mirrored", "multiworker")
+BACKEND_CHOICES = ("auto", "tensorflow", "jax", "torch")
+PRECISION_CHOICES = ("float32", "bfloat16", "float16")
+# DeepFaceLab clips the mask decoder's width to 16..256 whatever d_dims // 3 gives.
+MIN_MASK_DIMS = 16
 
 
 class ConfigError(FacesmithError):
@@ -48,8 +53,8 @@ class TrainConfig:
                           structural=True)
     d_dims: int = declare(64, "Decoder base channels (rounded up to even).", minimum=16, maximum=256,
                           structural=True)
-    d_mask_dims: int = declare(0, "Mask-decoder base channels; 0 means d_dims // 3 made even.",
-                               minimum=0, maximum=256, structural=True)
+    d_mask_dims: int = declare(0, "Mask-decoder base channels, 16..256; 0 means d_dims // 3 made even, "
+                               "at least 16.", minimum=0, maximum=256, structural=True)
     # -- phase ------------------------------------------------------------------------------------
     phase: str = declare("rw", "Training phase: rw (random warp: learn the faces), lrd (warp off, "
                          "learning-rate dropout: refine detail), gan (adds the GAN: sharpen).",
@@ -120,13 +125,20 @@ class TrainConfig:
                                           "declared.", minimum=0)
     spike_factor: float = declare(4.0, "A loss above this multiple of its recent level is a collapse.",
                                   minimum=1.5)
-    device: str = declare("auto", "auto (GPU when TensorFlow sees one), cpu or gpu.", choices=DEVICE_CHOICES)
-    mixed_precision: bool = declare(False, "float16 compute with float32 weights (GPU only).")
+    backend: str = declare("auto", "Framework that trains the model: auto (the first installed of torch, "
+                           "jax and tensorflow that sees a GPU, else TensorFlow on the CPU), tensorflow, jax or "
+                           "torch. One Keras 3 model runs on each; a checkpoint written by one resumes on "
+                           "another.", choices=BACKEND_CHOICES)
+    device: str = declare("auto", "auto (the GPU when the backend sees one), cpu or gpu.", choices=DEVICE_CHOICES)
+    precision: str = declare("float32", "Compute precision: float32; bfloat16 (bfloat16 compute, float32 "
+                             "weights and optimiser state: GPUs from Ampere on, recent CPUs); float16 (the "
+                             "same with loss scaling, GPU only).", choices=PRECISION_CHOICES)
     strategy: str = declare("default", "Devices sharing each step. default: one device. mirrored: every GPU "
                             "of this machine (on a CPU-only machine its logical CPU devices, normally one): "
-                            "use it with several GPUs. multiworker: the GPUs of several machines, the "
-                            "cluster taken from the TF_CONFIG variable; start the same command on every "
-                            "machine, only the chief (task 0) writes the model folder. batch_size is the "
+                            "use it with several GPUs (TensorFlow: tf.distribute; JAX: keras.distribution data "
+                            "parallelism). multiworker: several processes, each started by the same command: "
+                            "TensorFlow takes the cluster from TF_CONFIG, torch from torchrun (DDP); only the "
+                            "chief (rank 0) writes the model folder. batch_size is the "
                             "global batch: each replica trains batch_size / replicas faces per side, so it "
                             "must divide evenly. Applies to this session only; checkpoints load with any "
                             "strategy.", choices=STRATEGY_CHOICES)
@@ -136,7 +148,7 @@ class TrainConfig:
 
     @property
     def effective_d_mask_dims(self) -> int:
-        return self.d_mask_dims or _even(self.d_dims // 3)
+        return self.d_mask_dims or max(MIN_MASK_DIMS, _even(self.d_dims // 3))
 
     @property
     def effective_gan_patch_size(self) -> int:
@@ -200,10 +212,11 @@ def resolve_config(values: dict[str, Any], stored_structure: dict[str, Any] | No
     Returns the config and human-readable notes (forced or ignored options).
     """
     specs = {spec.name: spec for spec in option_specs()}
+    notes: list[str] = []
+    values = _translate_legacy(values, notes)
     unknown = sorted(set(values) - set(specs))
     if unknown:
         raise ConfigError(f"unknown option(s): {', '.join(unknown)} (see 'facesmith train options')")
-    notes: list[str] = []
     merged: dict[str, Any] = {}
     for name, value in values.items():
         merged[name] = options.coerce(specs[name], value, ConfigError)
@@ -227,6 +240,13 @@ def resolve_config(values: dict[str, Any], stored_structure: dict[str, Any] | No
     config = TrainConfig(**merged)
     for name, spec in specs.items():
         options.check_range(spec, getattr(config, name), ConfigError)
+    if 0 < config.d_mask_dims < MIN_MASK_DIMS:
+        raise ConfigError(f"option d_mask_dims must be 0 (derived from d_dims) or {MIN_MASK_DIMS}..256, "
+                          f"got {config.d_mask_dims}")
+    try:  # every structural check before anything is built (or any framework imported)
+        model_shape(config)
+    except ValueError as error:
+        raise ConfigError(f"model structure: {error}") from error
     phase = phase_defaults(config.phase)
     filled = {name: phase[name] if getattr(config, name) is None else getattr(config, name)
               for name in phase}
@@ -247,9 +267,22 @@ def resolve_config(values: dict[str, Any], stored_structure: dict[str, Any] | No
         # a phase change on one worker alone would leave the others waiting in a different step.
         raise ConfigError("auto_phases does not work with strategy multiworker: set --auto-phases false "
                           "and change the phase by restarting every worker with --phase")
-    if config.mixed_precision and config.device == "cpu":
-        raise ConfigError("mixed_precision needs a GPU: drop it or use --device gpu/auto on a GPU machine")
+    if config.precision == "float16" and config.device == "cpu":
+        raise ConfigError("precision float16 needs a GPU: use bfloat16 or float32 on the CPU")
     return config, notes
+
+
+def _translate_legacy(values: dict[str, Any], notes: list[str]) -> dict[str, Any]:
+    """Options of older model folders in today's terms (mixed_precision became precision)."""
+    if "mixed_precision" not in values:
+        return values
+    values = dict(values)
+    legacy = options.coerce(options.OptionSpec("mixed_precision", "bool", False, ""),
+                            values.pop("mixed_precision"), ConfigError)
+    if legacy and "precision" not in values:
+        values["precision"] = "float16"
+        notes.append("mixed_precision true is now precision float16")
+    return values
 
 
 def structure_of(config: TrainConfig) -> dict[str, Any]:

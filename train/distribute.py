@@ -1,12 +1,23 @@
-"""Multi-replica training: build the tf.distribute strategy, describe it, split batches, find the chief."""
+"""Multi-replica training on each backend: build the replication, describe it, split batches, find the chief.
+
+TensorFlow: tf.distribute (MirroredStrategy over this machine's GPUs or logical CPUs,
+MultiWorkerMirroredStrategy over the TF_CONFIG cluster). JAX: keras.distribution.DataParallel over
+every local device (on a CPU, `XLA_FLAGS=--xla_force_host_platform_device_count=N` makes N). torch:
+one process per device started by torchrun, gradients averaged over a torch.distributed process group
+(DDP's all-reduce; gloo on CPUs, NCCL on GPUs).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from train.config import ConfigError
 
@@ -55,6 +66,94 @@ def check_batch_split(batch_size: int, replicas: int) -> int:
     return batch_size // replicas
 
 
+@dataclass(frozen=True)
+class TorchGroup:
+    """A torch.distributed process group this process belongs to (started by torchrun)."""
+
+    rank: int
+    world_size: int
+    backend: str  # "gloo" or "nccl"
+
+    @property
+    def num_replicas_in_sync(self) -> int:
+        return self.world_size
+
+    def local_rows(self, arrays: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
+        """This process's consecutive share of each (B, ...) global-batch array."""
+        share = check_batch_split(int(arrays[0].shape[0]), self.world_size)
+        return tuple(array[self.rank * share:(self.rank + 1) * share] for array in arrays)
+
+    def gather_reported(self, reported: dict[str, Any]) -> dict[str, Any]:
+        """Scalars averaged and per-face vectors concatenated over every process (rank order)."""
+        import torch
+        import torch.distributed as dist
+
+        result = {}
+        for name, value in reported.items():
+            if name.endswith("sample_losses"):
+                parts = [torch.empty_like(value) for _ in range(self.world_size)]
+                dist.all_gather(parts, value.contiguous())
+                result[name] = torch.cat(parts)
+            else:
+                total = value.clone()
+                dist.all_reduce(total, op=dist.ReduceOp.SUM)
+                result[name] = total / self.world_size
+        return result
+
+
+def torch_group_from_environment() -> TorchGroup:
+    """Join the process group torchrun describes (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)."""
+    import torch
+    import torch.distributed as dist
+
+    if "WORLD_SIZE" not in os.environ or "RANK" not in os.environ:
+        raise ConfigError("strategy multiworker with --backend torch runs under torchrun, e.g. "
+                          "torchrun --nproc-per-node 2 -m facesmith train run ... --strategy multiworker")
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend)
+    return TorchGroup(dist.get_rank(), dist.get_world_size(), backend)
+
+
+def replica_count(strategy: Any) -> int:
+    """How many replicas share each step (1 for None)."""
+    if strategy is None:
+        return 1
+    if _is_keras_distribution(strategy):
+        return int(np.prod(strategy.device_mesh.shape))
+    return int(strategy.num_replicas_in_sync)
+
+
+def _is_keras_distribution(strategy: Any) -> bool:
+    return type(strategy).__module__.startswith("keras")
+
+
+def variable_scope(strategy: Any):
+    """The context in which variables must be created for `strategy` (mirrored or replicated)."""
+    if strategy is None or isinstance(strategy, TorchGroup):
+        return contextlib.nullcontext()
+    return strategy.scope()
+
+
+def make_replication(backend: str, kind: str, device_kind: str) -> Any:
+    """The backend's replication for the `strategy` option: None for "default" (one device)."""
+    if kind == "default":
+        return None
+    if backend == "tensorflow":
+        return make_strategy(kind, device_kind)
+    if backend == "jax":
+        if kind == "multiworker":
+            raise ConfigError("strategy multiworker is not available with --backend jax: use mirrored (every "
+                              "device of this machine), or tensorflow/torch for several machines")
+        import keras
+
+        return keras.distribution.DataParallel(devices=keras.distribution.list_devices())
+    if kind == "mirrored":
+        raise ConfigError("--backend torch trains on several devices as several processes: start it with "
+                          "torchrun --nproc-per-node N ... --strategy multiworker")
+    return torch_group_from_environment()
+
+
 def make_strategy(kind: str, device_kind: str = "gpu") -> Any:
     """The tf.distribute.Strategy for the `strategy` option, or None for "default" (one device).
 
@@ -85,6 +184,12 @@ def describe_strategy(strategy: Any, role: WorkerRole | None = None) -> str:
     """One line for the start-up message, e.g. 'MirroredStrategy over 2 replicas (CPU:0, CPU:1)'."""
     if strategy is None:
         return "one replica"
+    if isinstance(strategy, TorchGroup):
+        return (f"DDP over {strategy.world_size} processes ({strategy.backend}, rank {strategy.rank}"
+                + (", chief)" if strategy.rank == 0 else ", writes a scratch folder)"))
+    if _is_keras_distribution(strategy):
+        devices = [str(d) for d in np.asarray(strategy.device_mesh.devices).ravel()]
+        return f"keras DataParallel over {len(devices)} devices ({', '.join(devices)})"
     replicas = strategy.num_replicas_in_sync
     devices = ", ".join(_short_device(d) for d in strategy.extended.worker_devices)
     # tf.distribute.MultiWorkerMirroredStrategy is the class CollectiveAllReduceStrategy.
@@ -117,6 +222,23 @@ def split_batch(strategy: Any, arrays: Sequence[Any]) -> tuple[Any, ...]:
             return tuple(tf.convert_to_tensor(array[replica * share:(replica + 1) * share]) for array in arrays)
 
     return strategy.experimental_distribute_values_from_function(local_share)
+
+
+def broadcast_from_chief(strategy: Any, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """`arrays` as the chief holds them, on every process (unchanged in a single process)."""
+    if isinstance(strategy, TorchGroup):
+        import torch
+        import torch.distributed as dist
+
+        result = []
+        for array in arrays:
+            tensor = torch.as_tensor(np.ascontiguousarray(array))
+            dist.broadcast(tensor, src=0)
+            result.append(tensor.numpy())
+        return result
+    if _is_keras_distribution(strategy):
+        return [np.asarray(a) for a in arrays]
+    return [np.asarray(v) for v in broadcast_from_first_replica(strategy, arrays)]
 
 
 def broadcast_from_first_replica(strategy: Any, values: Sequence[Any]) -> list[Any]:
@@ -156,10 +278,18 @@ def workers_agree(strategy: Any, value: int) -> bool:
     Every worker gets the same answer, so all of them stop (rather than some waiting forever in a
     collective the others never reach): with n replicas, n·Σv² = (Σv)² exactly when all v are equal.
     """
-    import tensorflow as tf
-
+    strategy = getattr(strategy, "strategy", strategy)  # a TrainDevice is accepted too
     if not 0 <= value < 2 ** 20:
         raise ValueError(f"value must be in [0, 2**20), got {value}")
+    if isinstance(strategy, TorchGroup):
+        import torch
+        import torch.distributed as dist
+
+        sums = torch.tensor([value, value * value, 1], dtype=torch.int64)
+        dist.all_reduce(sums, op=dist.ReduceOp.SUM)
+        total, squares, count = (int(x) for x in sums)
+        return count * squares == total * total
+    import tensorflow as tf
 
     def replica_sums() -> Any:
         number = tf.constant(value, tf.int64)

@@ -24,27 +24,19 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from curate.errors import FacesmithError
-from curate.fileio import write_atomically
 from train.checkpoint import (
     CHECKPOINT_DIR,
+    Checkpoint,
     CheckpointError,
     list_checkpoints,
     load_checkpoint,
     save_checkpoint,
 )
-from train.checkpoint_guard import read_model_file
 from train.collapse import CollapseVerdict, check_collapse
-from train.config import (
-    PHASES,
-    TrainConfig,
-    config_to_toml,
-    phase_defaults,
-    resolve_config,
-    structure_of,
-)
+from train.config import PHASES, TrainConfig, resolve_config, structure_of
 from train.device import TrainDevice, select_device
 from train.distribute import WorkerRole, check_batch_split, workers_agree
+from train.errors import TrainingError
 from train.faceset_data import (
     CuratedFace,
     FaceArrays,
@@ -53,25 +45,22 @@ from train.faceset_data import (
     read_curated_faces,
 )
 from train.history import HistoryRow, ModelHistory
+from train.model_folder import (
+    PREVIEW_DIR,
+    TENSORBOARD_DIR,
+    merge_requested,
+    plan_session,
+    write_model_file,
+)
 from train.plateau import PlateauVerdict, detect_plateau, next_phase
 from train.preview import render_preview, write_png_atomically
 from train.sampler import BatchStream, SamplerSettings, SideSampler
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE = "model.json"  # where the faceset paths and requested options of a model live
-PREVIEW_DIR = "previews"
-TENSORBOARD_DIR = "tensorboard"
 HISTORY_FLUSH_EVERY = 100
 RECENT_WINDOW = 200  # iterations of loss the collapse check compares against
 MAX_ROLLBACKS_IN_A_ROW = 3
-# Options that describe this run's machines rather than the model: model.json never carries them over
-# (a later one-process command such as `merge check` must not try to join a multi-worker cluster).
-SESSION_OPTIONS = ("strategy",)
-
-
-class TrainingError(FacesmithError):
-    """Training cannot start or cannot go on (no faces, repeated collapse, a mismatched model)."""
 
 
 @dataclass(frozen=True)
@@ -147,22 +136,6 @@ class TrainOutcome:
 
 # -- opening a model folder ------------------------------------------------------------------------
 
-def _read_model_file(model_dir: Path) -> dict[str, Any] | None:
-    path = model_dir / MODEL_FILE
-    if not path.is_file():
-        return None
-    return read_model_file(path)
-
-
-def _write_model_file(session: TrainSession) -> None:
-    requested = {name: value for name, value in session.requested.items() if name not in SESSION_OPTIONS}
-    document = {"src": str(session.src_database), "dst": str(session.dst_database),
-                "requested": requested, "structure": structure_of(session.config)}
-    write_atomically(session.model_dir / MODEL_FILE, json.dumps(document, indent=1, sort_keys=True),
-                     durable=True)
-    write_atomically(session.model_dir / "config.toml", config_to_toml(session.config))
-
-
 def _split_faces(history: ModelHistory, side: str, faces: list[CuratedFace], share: float,
                  seed: int) -> tuple[list[CuratedFace], list[str]]:
     """(training faces, validation ids) — recorded at creation, read back afterwards."""
@@ -180,44 +153,33 @@ def _split_faces(history: ModelHistory, side: str, faces: list[CuratedFace], sha
     return training, recorded[1]
 
 
-def merge_requested(stored: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """Options asked for across sessions: new ones win; a phase change drops the old phase's implied ones."""
-    merged = dict(stored)
-    if "phase" in new and new["phase"] != stored.get("phase"):
-        for name in phase_defaults(new["phase"]):
-            merged.pop(name, None)
-    merged.update(new)
-    return merged
-
-
 def open_session(model_dir: Path, options: dict[str, Any], src_database: Path | None = None,
                  dst_database: Path | None = None) -> TrainSession:
-    """Create a model folder, or resume the one at `model_dir` from its newest loadable checkpoint."""
+    """Create a model folder, or resume the one at `model_dir` from its newest loadable checkpoint.
+
+    Options, structure and facesets are validated first (`plan_session`, no framework import); a model
+    folder this call creates is removed again if anything fails before the session is open.
+    """
+    plan = plan_session(Path(model_dir), options, src_database, dst_database)
+    config, notes = plan.config, list(plan.notes)
+    src_all = read_curated_faces(plan.src, config.use_selection)
+    dst_all = read_curated_faces(plan.dst, config.use_selection, role="dst")
+    device = select_device(config.backend, config.device, config.precision, config.strategy)
     from train.step import SAEHDTrainer
 
-    model_dir = Path(model_dir)
-    stored = _read_model_file(model_dir)
-    if stored is None and (src_database is None or dst_database is None):
-        raise TrainingError(f"{model_dir} is not a model folder yet: give --src and --dst facesets to "
-                            "create it")
-    requested = merge_requested(stored["requested"] if stored else {}, options)
-    config, notes = resolve_config(requested, stored["structure"] if stored else None)
-    src_database = Path(src_database or stored["src"])
-    dst_database = Path(dst_database or stored["dst"])
-    device = select_device(config.device, config.mixed_precision, config.strategy)
+    model_dir = plan.folder.path
     check_batch_split(config.batch_size, device.replicas)
-    if device.role.worker_count > 1 and not workers_agree(device.strategy, _lockstep_fingerprint(config)):
+    notes.extend(_memory_preflight(config, device))
+    if device.role.worker_count > 1 and not workers_agree(device, _lockstep_fingerprint(config)):
         raise TrainingError("the workers of this cluster resolved different training options: start every "
                             "worker with the same options (a worker that can read the model folder takes "
                             "the chief's model.json, one that cannot needs every option given again)")
     scratch = not device.role.is_chief
     if scratch:
         model_dir = _worker_scratch_folder(model_dir, device.role, notes)
-    model_dir.mkdir(parents=True, exist_ok=True)
+    made = _make_folder(model_dir) if plan.creating and not scratch else None
     history = ModelHistory(model_dir)
     try:
-        src_all = read_curated_faces(src_database, config.use_selection)
-        dst_all = read_curated_faces(dst_database, config.use_selection, role="dst")
         src_train, src_validation = _split_faces(history, "src", src_all, config.validation_share, config.seed)
         dst_train, dst_validation = _split_faces(history, "dst", dst_all, config.validation_share,
                                                  config.seed + 1)
@@ -227,11 +189,10 @@ def open_session(model_dir: Path, options: dict[str, Any], src_database: Path | 
         trainer = SAEHDTrainer(config, device.compute_dtype, device.strategy)
         iteration, salt = 0, 0
         if list_checkpoints(model_dir):
-            checkpoint = load_checkpoint(model_dir, expected=_expected_shapes(trainer))
-            trainer.load_arrays(checkpoint.arrays)
+            checkpoint = restore_checkpoint(trainer, model_dir)
             iteration, salt = checkpoint.step, int(checkpoint.state.get("salt", 0))
             if checkpoint.state.get("config", {}).get("pretrain") and not config.pretrain:
-                trainer.model.reinitialise_inters()
+                trainer.reinitialise_inters()
                 archive = _archive_pretraining(model_dir, iteration)
                 notes.append(f"pretraining ended at {iteration}: iterations reset to 0, the inter "
                              f"blocks re-initialised, pretraining checkpoints kept in {archive.name}")
@@ -242,27 +203,67 @@ def open_session(model_dir: Path, options: dict[str, Any], src_database: Path | 
             if dropped:
                 notes.append(f"resumed from the checkpoint at {iteration}; {dropped} history rows after "
                              "it were dropped")
-        elif stored is None:
+        elif plan.creating:
             notes.append("new model: a pretrained model (--pretrain on a generic faceset) converges faster")
         if device.role.worker_count > 1:
             iteration, salt = trainer.adopt_first_replica_state([iteration, salt])
+        session = TrainSession(model_dir=model_dir, config=config, requested=plan.requested, device=device,
+                               trainer=trainer, history=history, src_faces=src_faces, dst_faces=dst_faces,
+                               src_validation=src_validation, dst_validation=dst_validation,
+                               iteration=iteration, salt=salt, notes=notes, src_database=plan.src,
+                               dst_database=plan.dst, best_iteration=_stored_best(history), scratch=scratch)
+        _write_model_file(session)
     except BaseException:
         history.close()
         if scratch:
             shutil.rmtree(model_dir, ignore_errors=True)
+        elif made is not None:
+            shutil.rmtree(made, ignore_errors=True)
         raise
-    session = TrainSession(model_dir=model_dir, config=config, requested=requested, device=device,
-                           trainer=trainer, history=history, src_faces=src_faces, dst_faces=dst_faces,
-                           src_validation=src_validation, dst_validation=dst_validation, iteration=iteration,
-                           salt=salt, notes=notes, src_database=src_database, dst_database=dst_database,
-                           best_iteration=_stored_best(history), scratch=scratch)
-    _write_model_file(session)
     return session
+
+
+def _memory_preflight(config: TrainConfig, device: TrainDevice) -> list[str]:
+    """A warning when the plan says this batch will not fit the GPU (`facesmith train plan`)."""
+    from train.device import device_memory
+    from train.plan import check_fits, plan_memory
+
+    memory = device_memory(device)
+    if memory is None:
+        return []
+    share = config.batch_size // max(device.replicas, 1)
+    warning = check_fits(plan_memory(config, device.backend, device.compute_dtype, "gpu", share), memory)
+    return [f"memory plan: {warning} per device (facesmith train plan --memory-gib)"] if warning else []
+
+
+def _make_folder(model_dir: Path) -> Path | None:
+    """Create `model_dir` (and missing parents); returns the topmost folder created, None if it existed."""
+    top = None
+    for folder in [model_dir, *model_dir.parents]:
+        if folder.exists():
+            break
+        top = folder
+    model_dir.mkdir(parents=True, exist_ok=True)
+    return top
+
+
+def restore_checkpoint(trainer: Any, model_dir: Path, step: int | None = None) -> Checkpoint:
+    """Load the newest (or `step`) checkpoint of `model_dir` into `trainer`: the one place a session's
+    weights and optimiser state come from disk (resume and rollback), behind the checkpoint guard
+    (train.checkpoint_guard: checksums, finite numbers, this model's names and shapes)."""
+    checkpoint = load_checkpoint(model_dir, step, expected=_expected_shapes(trainer))
+    trainer.load_arrays(checkpoint.arrays)
+    return checkpoint
+
+
+def _write_model_file(session: TrainSession) -> None:
+    write_model_file(session.model_dir, session.src_database, session.dst_database, session.requested,
+                     session.config)
 
 
 def _expected_shapes(trainer: Any) -> dict[str, tuple[int, ...]]:
     """What a checkpoint of this model must hold: every array's name and shape."""
-    return {name: tuple(array.shape) for name, array in trainer.state_arrays().items()}
+    return {name: tuple(variable.shape) for name, variable in trainer.named_state().items()}
 
 
 def _lockstep_fingerprint(config: TrainConfig) -> int:
@@ -366,9 +367,8 @@ def rollback(session: TrainSession, verdict: CollapseVerdict, depth: int = 0) ->
     in case the newest checkpoint already carried the seed of the collapse.
     """
     steps = list_checkpoints(session.model_dir)
-    checkpoint = load_checkpoint(session.model_dir, steps[min(depth, len(steps) - 1)] if steps else None,
-                                 expected=_expected_shapes(session.trainer))
-    session.trainer.load_arrays(checkpoint.arrays)
+    checkpoint = restore_checkpoint(session.trainer, session.model_dir,
+                                    steps[min(depth, len(steps) - 1)] if steps else None)
     session.iteration = checkpoint.step
     if session.device.role.worker_count > 1:  # a scratch folder's checkpoints may differ: the chief's win
         session.iteration, session.salt = session.trainer.adopt_first_replica_state(
@@ -389,28 +389,50 @@ def rollback(session: TrainSession, verdict: CollapseVerdict, depth: int = 0) ->
 
 @dataclass
 class _Tensorboard:
-    """TensorBoard scalars and preview images (created lazily; TensorFlow is already imported)."""
+    """TensorBoard scalars and preview images, written with tensorboard's own event writer (no
+    framework needed, so every backend logs the same files); off when tensorboard is not installed."""
 
     folder: Path
     writer: Any = None
 
+    def _write(self, iteration: int, values: list[Any]) -> None:
+        import sys
+        import types
+
+        if "tensorflow" not in sys.modules:
+            # tensorboard's writer imports TensorFlow for its file I/O when it is installed, unless its
+            # "notf" marker module exists: a JAX or torch run must not start TensorFlow for a log file.
+            sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
+        try:
+            from tensorboard.compat.proto import event_pb2, summary_pb2
+            from tensorboard.summary.writer.event_file_writer import EventFileWriter
+        except ImportError:
+            return
+        if self.writer is None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self.writer = EventFileWriter(str(self.folder))
+        summary = summary_pb2.Summary(value=values)
+        self.writer.add_event(event_pb2.Event(wall_time=time.time(), step=iteration, summary=summary))
+
     def scalars(self, iteration: int, values: dict[str, float]) -> None:
-        import tensorflow as tf
+        try:
+            from tensorboard.compat.proto import summary_pb2
+        except ImportError:
+            return
+        self._write(iteration, [summary_pb2.Summary.Value(tag=name, simple_value=float(value))
+                                for name, value in values.items() if math.isfinite(value)])
 
-        if self.writer is None:
-            self.writer = tf.summary.create_file_writer(str(self.folder))
-        with self.writer.as_default(step=iteration):
-            for name, value in values.items():
-                if math.isfinite(value):
-                    tf.summary.scalar(name, value)
+    def image(self, iteration: int, name: str, png_path: Path) -> None:
+        try:
+            from tensorboard.compat.proto import summary_pb2
+        except ImportError:
+            return
+        import cv2
 
-    def image(self, iteration: int, name: str, image_bgr: np.ndarray) -> None:
-        import tensorflow as tf
-
-        if self.writer is None:
-            self.writer = tf.summary.create_file_writer(str(self.folder))
-        with self.writer.as_default(step=iteration):
-            tf.summary.image(name, image_bgr[None, :, :, ::-1].astype(np.float32) / 255.0)
+        image = cv2.imread(str(png_path), cv2.IMREAD_COLOR)
+        encoded = summary_pb2.Summary.Image(height=image.shape[0], width=image.shape[1], colorspace=3,
+                                            encoded_image_string=png_path.read_bytes())
+        self._write(iteration, [summary_pb2.Summary.Value(tag=name, image=encoded)])
 
     def close(self) -> None:
         if self.writer is not None:
@@ -511,7 +533,7 @@ def run_training(session: TrainSession, max_iterations: int | None = None,
                 flush()
             if iteration % config.preview_every == 0:
                 flush()
-                tensorboard.image(iteration, "preview", _read_png(write_preview(session)))
+                tensorboard.image(iteration, "preview", write_preview(session))
             if iteration % config.save_every == 0:
                 checkpoint()
                 rollbacks_in_a_row = 0
@@ -532,9 +554,8 @@ def run_training(session: TrainSession, max_iterations: int | None = None,
                         record_evaluation(session, evaluator.name, iteration, evaluation, checkpoint)
                         tensorboard.scalars(iteration, evaluation.scalars)
                         for tag, path in evaluation.images.items():
-                            image = _read_png(path)
-                            if image is not None:
-                                tensorboard.image(iteration, tag, image)
+                            if Path(path).is_file():
+                                tensorboard.image(iteration, tag, Path(path))
                         if on_evaluation is not None:
                             on_evaluation(evaluator.name, iteration, evaluation)
     finally:
@@ -575,12 +596,6 @@ def record_evaluation(session: TrainSession, name: str, iteration: int, evaluati
 def _latest_saved(session: TrainSession) -> int:
     steps = list_checkpoints(session.model_dir)
     return steps[0] if steps else -1
-
-
-def _read_png(path: Path) -> np.ndarray:
-    import cv2
-
-    return cv2.imread(str(path), cv2.IMREAD_COLOR)
 
 
 def close_session(session: TrainSession) -> None:

@@ -1,86 +1,110 @@
-"""SAEHD optimizers (AdaBelief without bias correction, RMSprop) with lr dropout, as tf.Modules."""
+"""SAEHD optimisers on Keras 3 (AdaBelief without bias correction, RMSprop) with learning-rate dropout.
+
+Each optimiser states its rule once, as `update_step(gradient, value, slots, learning_rate)`: a pure
+function of tensors returning the step direction and the new slot values. The shared plumbing —
+global-norm clipping, the learning-rate cycle, the dropout masks, skipping a float16 step whose
+gradients are not finite — is `apply`, also pure, so a JAX step can run it under `jit` on values, while
+TensorFlow and torch call `apply_gradients`, which reads and assigns the `keras.Variable` slots.
+
+The dropout masks come from a counter-based integer hash evaluated with `keras.ops` (wrapping int32
+arithmetic, identical on every backend and device), keyed by (seed, step, variable index): a resumed
+run redraws the same mask for the same iteration and weight, and a checkpoint moved to another backend
+continues with the same masks.
+"""
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Sequence
+from typing import Any
 
-import tensorflow as tf
+import numpy as np
 
+from train.layers import make_variable, ops
+
+Tensor = Any
 LR_DROPOUT_CYCLE = 500
+# lowbias32 (C. Wellons' integer hash search): two multiply-xorshift rounds, a bijection of 32-bit ints.
+_MULTIPLIERS = (0x7FEB352D, 0x846CA68B - (1 << 32))  # the second as the signed int32 with the same bits
+_UNIFORM_BITS = 24
 
 
-def learning_rate_at(
-    step: tf.Tensor | float, base_lr: float, lr_dropout: bool, cycle: int = LR_DROPOUT_CYCLE
-) -> tf.Tensor:
+def learning_rate_at(step: Tensor | int, base_lr: float, lr_dropout: bool, cycle: int = LR_DROPOUT_CYCLE) -> Tensor:
     """Learning rate for an iteration, a float32 scalar tensor.
 
     With lr_dropout: base_lr·(cos(2π·step/cycle) + 1)/2, a repeating cycle from base_lr down to 0 and
-    back; without it, base_lr. step may be a Python number or an int/float tensor (also in tf.function).
+    back; without it, base_lr. step may be a Python integer or an integer tensor (also when compiled).
     """
     if not lr_dropout:
-        return tf.constant(base_lr, dtype=tf.float32)
+        return ops.convert_to_tensor(base_lr, dtype="float32")
     if cycle < 1:
         raise ValueError(f"learning-rate cycle must be >= 1 iteration, got {cycle}")
-    step = tf.convert_to_tensor(step)
     # Reducing modulo the cycle first keeps the phase exact at millions of iterations in float32.
-    if step.dtype.is_integer:
-        phase = tf.cast(tf.math.floormod(tf.cast(step, tf.int64), cycle), tf.float32) / cycle
+    if isinstance(step, (int, np.integer)):
+        phase = ops.convert_to_tensor(float(int(step) % cycle) / cycle, dtype="float32")
     else:
-        phase = tf.cast(tf.math.floormod(tf.cast(step, tf.float64), float(cycle)) / cycle, tf.float32)
-    return base_lr * (tf.cos(2.0 * math.pi * phase) + 1.0) / 2.0
+        phase = ops.cast(ops.mod(ops.cast(step, "int32"), cycle), "float32") / float(cycle)
+    return base_lr * (ops.cos(2.0 * math.pi * phase) + 1.0) / 2.0
 
 
-def _seed_pair(seed: tf.Tensor | int) -> tf.Tensor:
-    """A scalar seed or a (2,) seed as the (2,) int64 seed stateless ops take."""
-    seed = tf.cast(tf.convert_to_tensor(seed), tf.int64)
-    if seed.shape.rank == 0:
-        return tf.stack([seed, tf.constant(0, tf.int64)])
-    if seed.shape != (2,):
-        raise ValueError(f"seed must be a scalar or a pair of integers, got shape {seed.shape}")
-    return seed
+def to_int32(value: int) -> int:
+    """An integer folded into the int32 range with the same low 32 bits (seeds may be any size)."""
+    return ((int(value) & 0xFFFFFFFF) ^ 0x80000000) - 0x80000000
 
 
-def dropout_mask(
-    shape: Sequence[int],
-    keep_probability: float,
-    seed: tf.Tensor | int,
-    step: tf.Tensor | int,
-    index: int,
-) -> tf.Tensor:
+def _shift_right(x: Tensor, bits: int) -> Tensor:
+    """Logical right shift of int32 bits (the arithmetic shift then the sign bits masked off)."""
+    return ops.bitwise_and(ops.right_shift(x, bits), (1 << (32 - bits)) - 1)
+
+
+def _mix(x: Tensor) -> Tensor:
+    x = ops.bitwise_xor(x, _shift_right(x, 16))
+    x = ops.multiply(x, ops.convert_to_tensor(_MULTIPLIERS[0], dtype="int32"))
+    x = ops.bitwise_xor(x, _shift_right(x, 15))
+    x = ops.multiply(x, ops.convert_to_tensor(_MULTIPLIERS[1], dtype="int32"))
+    return ops.bitwise_xor(x, _shift_right(x, 16))
+
+
+def _int32(value: Tensor | int) -> Tensor:
+    if isinstance(value, (int, np.integer)):
+        return ops.convert_to_tensor(to_int32(value), dtype="int32")
+    return ops.cast(value, "int32")
+
+
+def dropout_mask(shape: Sequence[int], keep_probability: float, seed: Tensor | int, step: Tensor | int,
+                 index: int) -> Tensor:
     """Bernoulli float32 mask of `shape` with ones at rate keep_probability.
 
-    Drawn by stateless ops from (seed, step, index), so a resumed run redraws the same mask for the same
-    iteration and weight tensor. seed: scalar or (2,) integer; step: integer iteration; index: the
-    weight tensor's position in the optimizer's variable list.
+    A pure function of (seed, step, index): seed the run's integer seed, step the iteration, index
+    the weight tensor's position in the optimiser's variable list. Same bits on every backend.
     """
-    derived = tf.random.experimental.stateless_fold_in(_seed_pair(seed), tf.cast(step, tf.int64))
-    derived = tf.random.experimental.stateless_fold_in(derived, index)
-    uniform = tf.random.stateless_uniform(shape, seed=derived, dtype=tf.float32)
-    return tf.cast(uniform < keep_probability, tf.float32)
+    key = _mix(ops.bitwise_xor(_mix(ops.bitwise_xor(_mix(_int32(seed)), _int32(step))),
+                               ops.convert_to_tensor(to_int32(index * 0x9E3779B9), dtype="int32")))
+    count = int(np.prod(shape)) if len(shape) else 1
+    counter = ops.arange(count, dtype="int32")
+    bits = _mix(ops.add(_mix(ops.bitwise_xor(counter, key)), key))
+    threshold = int(round(keep_probability * (1 << _UNIFORM_BITS)))
+    keep = ops.less(_shift_right(bits, 32 - _UNIFORM_BITS), threshold)
+    return ops.reshape(ops.cast(keep, "float32"), tuple(shape))
 
 
-class _MaskedUpdateOptimizer(tf.Module):
-    """Shared plumbing: slot bookkeeping, global-norm clipping, lr schedule and lr-dropout masks."""
+def clip_by_global_norm(gradients: Sequence[Tensor | None], clip_norm: float) -> list[Tensor | None]:
+    """Every gradient times clip_norm / max(global norm, clip_norm) (None entries stay None)."""
+    present = [g for g in gradients if g is not None]
+    if not present:
+        return list(gradients)
+    norm = ops.sqrt(sum(ops.sum(ops.square(g)) for g in present))
+    scale = clip_norm / ops.maximum(norm, clip_norm)
+    return [None if g is None else g * scale for g in gradients]
 
-    # The model's variables belong to the model; listing them here would make `self.variables`
-    # (used to save optimizer state) include the weights a second time.
-    _TF_MODULE_IGNORED_PROPERTIES = frozenset(("_model_variables",)).union(
-        tf.Module._TF_MODULE_IGNORED_PROPERTIES
-    )
 
-    def __init__(
-        self,
-        variables: Sequence[tf.Variable],
-        names: Sequence[str] | None,
-        learning_rate: float,
-        epsilon: float,
-        lr_dropout: float,
-        clip_norm: float,
-        name: str,
-    ) -> None:
-        super().__init__(name=name)
+class _MaskedUpdateOptimizer:
+    """Shared plumbing: slots, global-norm clipping, the lr schedule, lr-dropout masks, skipped steps."""
+
+    slot_kinds: tuple[str, ...] = ()
+
+    def __init__(self, variables: Sequence[Any], names: Sequence[str] | None, learning_rate: float,
+                 epsilon: float, lr_dropout: float, clip_norm: float, name: str) -> None:
         if not 0.0 < lr_dropout <= 1.0:
             raise ValueError(f"lr_dropout is a keep probability in (0, 1], got {lr_dropout}")
         if clip_norm < 0.0:
@@ -88,110 +112,92 @@ class _MaskedUpdateOptimizer(tf.Module):
         if learning_rate <= 0.0:
             raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
         if names is None:
-            names = [_default_name(variable) for variable in variables]
+            names = [str(getattr(variable, "path", None) or variable.name) for variable in variables]
         names = list(names)
         if len(names) != len(variables):
             raise ValueError(f"got {len(names)} names for {len(variables)} variables")
         if len(set(names)) != len(names):
             duplicated = sorted({n for n in names if names.count(n) > 1})
             raise ValueError(f"variable names must be unique, duplicated: {duplicated}")
-        self._model_variables = tuple(variables)
+        self.name = name
+        self.model_variables = tuple(variables)
         self.variable_names = tuple(names)
         self.learning_rate = float(learning_rate)
         self.epsilon = float(epsilon)
         self.lr_dropout = float(lr_dropout)
         self.clip_norm = float(clip_norm)
-        self._slots: dict[str, tf.Variable] = {}
+        # slots[i] holds variable i's slots, one per kind, zero-initialised float32 like the weight.
+        self.slots = [tuple(make_variable(np.zeros(tuple(variable.shape), np.float32),
+                                          f"{name}/{kind}/{variable_name}", trainable=False)
+                            for kind in self.slot_kinds)
+                      for variable, variable_name in zip(self.model_variables, self.variable_names)]
 
-    def _make_slots(self, kind: str) -> list[tf.Variable]:
-        """One zero slot per model variable, registered under '<optimizer>/<kind>/<variable name>'."""
-        slots = []
-        for variable, variable_name in zip(self._model_variables, self.variable_names):
-            key = f"{self.name}/{kind}/{variable_name}"
-            slot = tf.Variable(
-                tf.zeros(tuple(variable.shape), dtype=tf.as_dtype(variable.dtype)),
-                trainable=False,
-                name=f"{kind}_{len(slots)}",
-            )
-            self._slots[key] = slot
-            slots.append(slot)
-        return slots
+    @property
+    def variables(self) -> list[Any]:
+        """The optimiser's own state (its slots), not the weights it updates."""
+        return list(self.slot_variables().values())
 
-    def slot_variables(self) -> dict[str, tf.Variable]:
-        """Optimizer state by stable name, e.g. 'adabelief/m/<variable name>'; insertion-ordered."""
-        return dict(self._slots)
+    def slot_variables(self) -> dict[str, Any]:
+        """Optimiser state by stable name, e.g. 'adabelief/m/<variable name>'; insertion-ordered by kind."""
+        return {f"{self.name}/{kind}/{variable_name}": slots[k]
+                for k, kind in enumerate(self.slot_kinds)
+                for variable_name, slots in zip(self.variable_names, self.slots)}
 
-    def _direction(self, index: int, gradient: tf.Tensor, skip: tf.Tensor | None) -> tf.Tensor:
-        """Update the slots of variable `index` and return its step direction (added after ×lr·mask).
-
-        skip: None, or a boolean scalar that, when true, leaves the slots as they are.
-        """
+    def update_step(self, gradient: Tensor, value: Tensor, slots: tuple[Tensor, ...],
+                    learning_rate: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """The optimiser's rule for one weight: (direction, new slots); the weight moves by −lr·direction."""
         raise NotImplementedError
 
-    def apply_gradients(
-        self,
-        gradients: Sequence[tf.Tensor | None],
-        step: tf.Tensor | int,
-        seed: tf.Tensor | int,
-        skip: tf.Tensor | None = None,
-    ) -> None:
-        """Apply one update to the variables given at construction, in the same order.
+    @property
+    def dropout_on(self) -> bool:
+        return self.lr_dropout < 1.0
 
-        gradients: one tensor per variable (None leaves that variable and its slots untouched).
-        step: the integer iteration, which drives the lr cycle and the dropout masks.
-        seed: scalar or (2,) integer run seed for the dropout masks.
-        skip: None, or a boolean scalar tensor; when true nothing changes (a float16 step whose gradients
-        are not finite). A flag rather than tf.cond because a cond branch cannot hold a merge_call.
+    def apply(self, gradients: Sequence[Tensor | None], values: Sequence[Tensor],
+              slots: Sequence[tuple[Tensor, ...]], step: Tensor | int, seed: Tensor | int,
+              skip: Tensor | None = None) -> tuple[list[Tensor], list[tuple[Tensor, ...]]]:
+        """One update on tensors: (new weight values, new slot values), parallel to the inputs.
 
-        Inside `strategy.run` of a tf.distribute strategy the gradients must already be averaged over
-        the replicas: every replica then applies the same update to its copy of each weight and slot.
+        gradients: one per variable (None leaves that weight and its slots as they are).
+        step: the integer iteration (the lr cycle, the dropout masks); seed: the run's integer seed.
+        skip: None, or a boolean scalar: when true nothing changes (a float16 step with non-finite
+        gradients). A flag with `where` rather than a branch, so every replica runs the same program.
         """
         gradients = list(gradients)
-        if len(gradients) != len(self._model_variables):
-            raise ValueError(f"got {len(gradients)} gradients for {len(self._model_variables)} variables")
+        if len(gradients) != len(self.model_variables):
+            raise ValueError(f"got {len(gradients)} gradients for {len(self.model_variables)} variables")
         if self.clip_norm > 0.0:
-            gradients, _ = tf.clip_by_global_norm(gradients, self.clip_norm)
-        if tf.distribute.has_strategy() and not tf.distribute.in_cross_replica_context():
-            # Mirrored variables change only in a cross-replica context: one merge_call for the whole
-            # update, in which extended.update runs `_update_variable` once per local device.
-            update = functools.partial(self._update_mirrored, step=step, seed=seed)
-            tf.distribute.get_replica_context().merge_call(update, args=(gradients, skip))
-            return
-        learning_rate = learning_rate_at(step, self.learning_rate, self.lr_dropout < 1.0)
-        for index, (variable, gradient) in enumerate(zip(self._model_variables, gradients)):
-            if gradient is not None:
-                self._update_variable(index, variable, gradient, skip, learning_rate, step, seed)
+            gradients = clip_by_global_norm(gradients, self.clip_norm)
+        learning_rate = learning_rate_at(step, self.learning_rate, self.dropout_on)
+        new_values, new_slots = [], []
+        for index, (gradient, value, old) in enumerate(zip(gradients, values, slots)):
+            if gradient is None:
+                new_values.append(value)
+                new_slots.append(tuple(old))
+                continue
+            direction, updated = self.update_step(ops.cast(gradient, "float32"), value, tuple(old), learning_rate)
+            update = learning_rate * direction
+            if self.dropout_on:
+                update = update * dropout_mask(tuple(value.shape), self.lr_dropout, seed, step, index)
+            if skip is not None:
+                update = ops.where(skip, ops.zeros_like(update), update)
+                updated = tuple(ops.where(skip, before, after) for before, after in zip(old, updated))
+            new_values.append(value - update)
+            new_slots.append(updated)
+        return new_values, new_slots
 
-    def _update_mirrored(self, strategy: tf.distribute.Strategy, gradients: list, skip: tf.Tensor | None, *,
-                         step: tf.Tensor | int, seed: tf.Tensor | int) -> None:
-        learning_rate = learning_rate_at(step, self.learning_rate, self.lr_dropout < 1.0)
-        for index, (variable, gradient) in enumerate(zip(self._model_variables, gradients)):
+    def apply_gradients(self, gradients: Sequence[Tensor | None], step: Tensor | int, seed: Tensor | int,
+                        skip: Tensor | None = None) -> None:
+        """`apply` on the variables given at construction, assigning the results (TensorFlow, torch)."""
+        values = [variable.value for variable in self.model_variables]
+        slots = [tuple(slot.value for slot in group) for group in self.slots]
+        new_values, new_slots = self.apply(gradients, values, slots, step, seed, skip)
+        for gradient, variable, value, group, updated in zip(gradients, self.model_variables, new_values, self.slots,
+                                                             new_slots):
             if gradient is None:
                 continue
-            update = functools.partial(self._update_variable, index, learning_rate=learning_rate, step=step,
-                                       seed=seed)
-            # Inside extended.update a mirrored slot read or assigned in `_direction` resolves to the
-            # copy on the device being updated.
-            strategy.extended.update(variable, update, args=(gradient, skip), group=False)
-
-    def _update_variable(self, index: int, variable: tf.Variable, gradient: tf.Tensor, skip: tf.Tensor | None,
-                         learning_rate: tf.Tensor, step: tf.Tensor | int, seed: tf.Tensor | int):
-        gradient = tf.cast(tf.convert_to_tensor(gradient), tf.as_dtype(variable.dtype))
-        update = learning_rate * self._direction(index, gradient, skip)
-        if self.lr_dropout < 1.0:
-            update *= dropout_mask(tuple(variable.shape), self.lr_dropout, seed, step, index)
-        if skip is not None:
-            update = tf.where(skip, tf.zeros_like(update), update)
-        return variable.assign_sub(update)
-
-
-def _assign_slot(slot: tf.Variable, value: tf.Tensor, skip: tf.Tensor | None) -> None:
-    slot.assign(value if skip is None else tf.where(skip, slot, value))
-
-
-def _default_name(variable: tf.Variable) -> str:
-    path = getattr(variable, "path", None)
-    return str(path) if path else variable.name.split(":")[0]
+            variable.assign(value)
+            for slot, slot_value in zip(group, updated):
+                slot.assign(slot_value)
 
 
 class AdaBelief(_MaskedUpdateOptimizer):
@@ -203,32 +209,20 @@ class AdaBelief(_MaskedUpdateOptimizer):
     global gradient norm first. names: stable names parallel to variables (default: the variables' own).
     """
 
-    def __init__(
-        self,
-        variables: Sequence[tf.Variable],
-        names: Sequence[str] | None = None,
-        learning_rate: float = 5e-5,
-        beta1: float = 0.9,
-        beta2: float = 0.999,
-        epsilon: float = 1e-6,
-        lr_dropout: float = 1.0,
-        clip_norm: float = 0.0,
-        name: str = "adabelief",
-    ) -> None:
+    slot_kinds = ("m", "v")
+
+    def __init__(self, variables: Sequence[Any], names: Sequence[str] | None = None, learning_rate: float = 5e-5,
+                 beta1: float = 0.9, beta2: float = 0.999, epsilon: float = 1e-6, lr_dropout: float = 1.0,
+                 clip_norm: float = 0.0, name: str = "adabelief") -> None:
         super().__init__(variables, names, learning_rate, epsilon, lr_dropout, clip_norm, name)
         self.beta1 = float(beta1)
         self.beta2 = float(beta2)
-        self._first_moments = self._make_slots("m")
-        self._belief = self._make_slots("v")
 
-    def _direction(self, index: int, gradient: tf.Tensor, skip: tf.Tensor | None) -> tf.Tensor:
-        first = self._first_moments[index]
-        belief = self._belief[index]
+    def update_step(self, gradient, value, slots, learning_rate):
+        first, belief = slots
         new_first = self.beta1 * first + (1.0 - self.beta1) * gradient
-        new_belief = self.beta2 * belief + (1.0 - self.beta2) * tf.square(gradient - new_first)
-        _assign_slot(first, new_first, skip)
-        _assign_slot(belief, new_belief, skip)
-        return new_first / (tf.sqrt(new_belief) + self.epsilon)
+        new_belief = self.beta2 * belief + (1.0 - self.beta2) * ops.square(gradient - new_first)
+        return new_first / (ops.sqrt(new_belief) + self.epsilon), (new_first, new_belief)
 
 
 class RMSprop(_MaskedUpdateOptimizer):
@@ -237,23 +231,15 @@ class RMSprop(_MaskedUpdateOptimizer):
     lr_dropout, clip_norm and names behave as in `AdaBelief`.
     """
 
-    def __init__(
-        self,
-        variables: Sequence[tf.Variable],
-        names: Sequence[str] | None = None,
-        learning_rate: float = 5e-5,
-        rho: float = 0.9,
-        epsilon: float = 1e-6,
-        lr_dropout: float = 1.0,
-        clip_norm: float = 0.0,
-        name: str = "rmsprop",
-    ) -> None:
+    slot_kinds = ("accumulator",)
+
+    def __init__(self, variables: Sequence[Any], names: Sequence[str] | None = None, learning_rate: float = 5e-5,
+                 rho: float = 0.9, epsilon: float = 1e-6, lr_dropout: float = 1.0, clip_norm: float = 0.0,
+                 name: str = "rmsprop") -> None:
         super().__init__(variables, names, learning_rate, epsilon, lr_dropout, clip_norm, name)
         self.rho = float(rho)
-        self._accumulators = self._make_slots("accumulator")
 
-    def _direction(self, index: int, gradient: tf.Tensor, skip: tf.Tensor | None) -> tf.Tensor:
-        accumulator = self._accumulators[index]
-        new_accumulator = self.rho * accumulator + (1.0 - self.rho) * tf.square(gradient)
-        _assign_slot(accumulator, new_accumulator, skip)
-        return gradient / (tf.sqrt(new_accumulator) + self.epsilon)
+    def update_step(self, gradient, value, slots, learning_rate):
+        (accumulator,) = slots
+        new_accumulator = self.rho * accumulator + (1.0 - self.rho) * ops.square(gradient)
+        return gradient / (ops.sqrt(new_accumulator) + self.epsilon), (new_accumulator,)

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from train.checkpoint import load_checkpoint
-from train.checkpoint_guard import read_model_file
-from train.config import TrainConfig, resolve_config
+from train.config import TrainConfig
+from train.model_folder import read_model_folder
 
 
 @dataclass(frozen=True)
@@ -26,27 +26,29 @@ class Predictor:
 
     def __init__(self, model_dir: Path, step: int | None = None, model=None, config: TrainConfig | None = None,
                  iteration: int | None = None):
-        """Load the newest (or `step`) checkpoint; or wrap an in-memory `model` (merge checks in training)."""
-        import tensorflow as tf
+        """Load the newest (or `step`) checkpoint; or wrap an in-memory `model` (merge checks in training).
 
-        from train.step import model_shape
-
+        Runs on whichever Keras backend this process uses (`train.backend.choose_backend`): a checkpoint
+        from any backend loads.
+        """
         self.model_dir = Path(model_dir)
         if model is None:
-            stored = read_model_file(self.model_dir / "model.json")
-            config, _ = resolve_config(stored["requested"], stored["structure"])
+            config = read_model_folder(self.model_dir).config()
             from train.model import SAEHDModel
+            from train.shape import model_shape
 
             model = SAEHDModel(model_shape(config), seed=config.seed)
             expected = {f"model/{name}": tuple(variable.shape) for name, variable in model.named_variables().items()}
             checkpoint = load_checkpoint(self.model_dir, step, expected=expected)
             for name, variable in model.named_variables().items():
-                variable.assign(checkpoint.arrays[f"model/{name}"])
+                variable.assign(np.asarray(checkpoint.arrays[f"model/{name}"], np.float32))
             iteration = checkpoint.step
+        from train.gradients import compiled
+
         self.config = config
         self.model = model
         self.iteration = int(iteration or 0)
-        self._swap = tf.function(model.swap, reduce_retracing=True)
+        self._swap = compiled(model.swap, list(model.named_variables().values()))
 
     @property
     def resolution(self) -> int:
@@ -58,12 +60,12 @@ class Predictor:
 
     def swap(self, dst_faces: np.ndarray, batch_size: int = 16) -> SwapResult:
         """Swap (B, R, R, 3) float32 aligned dst faces, in batches."""
-        import tensorflow as tf
+        from train.layers import keras
 
         parts = []
         for start in range(0, len(dst_faces), batch_size):
-            chunk = tf.constant(np.asarray(dst_faces[start:start + batch_size], dtype=np.float32))
-            parts.append([value.numpy() for value in self._swap(chunk)])
+            chunk = np.asarray(dst_faces[start:start + batch_size], dtype=np.float32)
+            parts.append([np.asarray(keras.ops.convert_to_numpy(value)) for value in self._swap(chunk)])
         if not parts:
             empty = np.zeros((0, self.resolution, self.resolution, 1), np.float32)
             return SwapResult(np.zeros((0, self.resolution, self.resolution, 3), np.float32), empty, empty)

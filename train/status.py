@@ -9,9 +9,8 @@ from typing import Any
 import numpy as np
 
 from train.checkpoint import list_checkpoints
-from train.checkpoint_guard import read_model_file
-from train.config import resolve_config
-from train.history import HISTORY_FILE, ModelHistory
+from train.history import ModelHistory
+from train.model_folder import open_model_folder
 from train.plateau import detect_plateau
 
 RECENT_ITERATIONS = 100
@@ -28,6 +27,8 @@ class TrainStatus:
     ms_per_iteration: float | None  # median over the last 100 iterations
     src_loss: float | None  # mean over the last 100 iterations
     dst_loss: float | None
+    last_src_loss: float | None  # the last iteration's, what `train run` reports as it stops
+    last_dst_loss: float | None
     trend_per_decade: float | None  # fractional loss change per ×10 iterations in this phase
     plateaued: bool
     advice: str
@@ -48,18 +49,21 @@ def _mean(values: np.ndarray) -> float | None:
     return float(finite.mean()) if finite.size else None
 
 
+def _last(values: np.ndarray) -> float | None:
+    return float(values[-1]) if values.size and np.isfinite(values[-1]) else None
+
+
 def training_status(model_dir: Path) -> TrainStatus:
     """The status of the model at `model_dir` (a clear error when it is not a model folder)."""
     model_dir = Path(model_dir)
-    model_file = model_dir / "model.json"
-    stored = read_model_file(model_file) if model_file.is_file() else None
-    history = ModelHistory(model_dir, read_only=True) if (model_dir / HISTORY_FILE).is_file() else None
-    if stored is None or history is None:
-        from train.loop import TrainingError
+    folder = open_model_folder(model_dir)
+    history = ModelHistory(model_dir, read_only=True) if folder.history_file.is_file() else None
+    if not folder.exists or history is None:
+        from train.model_folder import ModelFolderError
 
-        raise TrainingError(f"{model_dir} is not a model folder: train one with 'facesmith train run'")
+        raise ModelFolderError(f"{model_dir} is not a model folder: train one with 'facesmith train run'")
     try:
-        config, _ = resolve_config(stored["requested"], stored["structure"])
+        config = folder.config()
         iterations, losses, ms = history.losses()
         row = history.connection.execute(
             "SELECT phase FROM history ORDER BY iteration DESC LIMIT 1").fetchone()
@@ -79,6 +83,8 @@ def training_status(model_dir: Path) -> TrainStatus:
             ms_per_iteration=float(np.median(ms[recent])) if ms.size else None,
             src_loss=_mean(losses[recent, 0]) if losses.size else None,
             dst_loss=_mean(losses[recent, 1]) if losses.size else None,
+            last_src_loss=_last(losses[:, 0]) if losses.size else None,
+            last_dst_loss=_last(losses[:, 1]) if losses.size else None,
             trend_per_decade=None if verdict.trend is None else verdict.trend.relative_slope,
             plateaued=verdict.plateaued, advice=verdict.advice, rollbacks=rollbacks, sessions=sessions,
             architecture=config.archi, resolution=config.resolution,

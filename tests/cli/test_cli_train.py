@@ -27,7 +27,7 @@ def cli_model(tmp_path_factory, training_facesets):
 def test_run_json_summary(cli_model):
     model_dir, summary = cli_model
     assert summary["iteration"] == 3 and summary["iterations_run"] == 3 and summary["phase"] == "rw"
-    assert summary["reason"] == "iterations-done" and summary["device"].startswith("CPU")
+    assert summary["reason"] == "iterations-done" and summary["device"].startswith("tensorflow on CPU")
     assert 0 < summary["src_loss"] < 20
     assert (model_dir / "previews" / "last.png").is_file()
 
@@ -48,6 +48,75 @@ def test_status_json_and_table(cli_model):
     assert status["iteration"] >= 3 and status["architecture"] == "liae-ud" and status["resolution"] == 64
     table = invoke("train", "status", "--model-dir", model_dir)
     assert table.exit_code == 0 and "advice" in table.stdout and "ms / iteration" in table.stdout
+    assert f"loss src / dst at {status['iteration']}" in table.stdout and "mean of the last 100" in table.stdout
+
+
+def test_status_and_the_run_summary_give_the_same_loss_for_the_same_iteration(tmp_path, training_facesets):
+    src, dst = training_facesets
+    result = invoke("train", "run", "--model-dir", tmp_path / "m", "--src", src, "--dst", dst, "--iterations", "2",
+                    "--check-every", "0", "--format", "json", *TINY_FLAGS)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    status = json.loads(invoke("train", "status", "--model-dir", tmp_path / "m", "--format", "json").stdout)
+    assert status["iteration"] == summary["iteration"] == 2
+    assert status["last_src_loss"] == pytest.approx(summary["src_loss"], rel=1e-6)
+    assert status["last_dst_loss"] == pytest.approx(summary["dst_loss"], rel=1e-6)
+
+
+def test_derived_mask_dims_of_a_small_decoder_train(tmp_path, training_facesets):
+    """--d-dims 16 derived d_mask_dims 6 and died with a traceback; DFL clips it to 16."""
+    src, dst = training_facesets
+    result = invoke("train", "run", "--model-dir", tmp_path / "m", "--src", src, "--dst", dst, "--iterations", "1",
+                    "--check-every", "0", "--format", "json", "--resolution", "64", "--ae-dims", "32",
+                    "--e-dims", "16", "--d-dims", "16", "--batch-size", "2")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["iteration"] == 1
+    assert "d_mask_dims must be 0 (derived from d_dims) or 16..256" in assert_one_line_error(
+        invoke("train", "run", "--model-dir", tmp_path / "n", "--src", src, "--dst", dst, "--d-mask-dims", "8"))
+    assert not (tmp_path / "n").exists()
+
+
+def test_bad_options_are_refused_before_a_framework_loads_and_leave_no_folder(tmp_path, training_facesets):
+    import subprocess
+    import sys
+
+    src, dst = training_facesets
+    cases = [["--batch-size", "300"], ["--archi", "liae-xx"], ["--resolution", "64", "--d-mask-dims", "6"],
+             ["--precision", "float16", "--device", "cpu"]]
+    code = "\n".join([
+        "import json, sys",
+        "from facesmith.cli import app",
+        "from typer.testing import CliRunner",
+        "out = []",
+        f"for extra in {cases!r}:",
+        f"    r = CliRunner().invoke(app, ['train', 'run', '--model-dir', {str(tmp_path / 'm')!r}, '--src', "
+        f"{str(src)!r}, '--dst', {str(dst)!r}, *extra])",
+        "    out.append([r.exit_code, r.stderr])",
+        "print(json.dumps({'results': out, 'frameworks': [m for m in ('keras', 'tensorflow', 'jax', 'torch') "
+        "if m in sys.modules]}))"])
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    report = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert report["frameworks"] == []
+    for exit_code, stderr in report["results"]:
+        assert exit_code == 1 and stderr.startswith("error: ") and stderr.count("\n") == 1, stderr
+    assert not (tmp_path / "m").exists()
+
+
+def test_train_plan_json_and_the_largest_batch(tmp_path):
+    small = json.loads(invoke("train", "plan", "--resolution", "128", "--memory-gib", "8", "--format", "json").stdout)
+    large = json.loads(invoke("train", "plan", "--resolution", "128", "--memory-gib", "24", "--format", "json").stdout)
+    half = json.loads(invoke("train", "plan", "--resolution", "128", "--precision", "bfloat16", "--memory-gib", "24",
+                             "--format", "json").stdout)
+    assert small["parameters"] == 82_376_555 and small["batch_size"] == 8  # liae-ud 128, default dims
+    assert 0 < small["largest_batch"] < large["largest_batch"] < half["largest_batch"]
+    assert half["activations_per_sample"] < large["activations_per_sample"]
+    # the largest batch really is the largest that fits
+    per, fixed = large["activations_per_sample"], large["total"] - large["batch_size"] * large["activations_per_sample"]
+    assert fixed + large["largest_batch"] * per <= 24 * 2**30 < fixed + (large["largest_batch"] + 1) * per
+    table = invoke("train", "plan", "--archi", "df-ud", "--resolution", "480", "--ae-dims", "480", "--e-dims", "96",
+                   "--d-dims", "96", "--d-mask-dims", "22", "--batch-size", "4")
+    assert table.exit_code == 0 and "activations per face pair" in table.stdout
 
 
 def test_sql_reads_the_history(cli_model):

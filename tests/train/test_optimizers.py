@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -11,6 +12,10 @@ import tensorflow as tf
 from train.optimizers import AdaBelief, RMSprop, dropout_mask, learning_rate_at
 
 Arrays = list[np.ndarray]
+
+
+def _variable(value) -> keras.Variable:
+    return keras.Variable(np.asarray(value, np.float32))
 
 
 def _numpy_adabelief(
@@ -48,16 +53,16 @@ def _numpy_rmsprop(
     return weights, acc
 
 
-def _setup(seed: int = 0) -> tuple[Arrays, list[Arrays], list[tf.Variable]]:
+def _setup(seed: int = 0) -> tuple[Arrays, list[Arrays], list[keras.Variable]]:
     rng = np.random.default_rng(seed)
     initial = [rng.normal(size=(3, 4)).astype(np.float32), rng.normal(size=(5,)).astype(np.float32)]
     gradients = [[rng.normal(size=w.shape).astype(np.float32) for w in initial] for _ in range(3)]
-    variables = [tf.Variable(w) for w in initial]
+    variables = [_variable(w) for w in initial]
     return initial, gradients, variables
 
 
 def test_adabelief_single_step_hand_value_has_no_bias_correction() -> None:
-    w = tf.Variable([1.0])
+    w = _variable([1.0])
     opt = AdaBelief([w], ["w"], learning_rate=0.1)
     opt.apply_gradients([tf.constant([0.5])], step=0, seed=0)
     m = 0.1 * 0.5
@@ -99,7 +104,7 @@ def test_adabelief_with_lr_dropout_matches_numpy_with_masks_and_cycle() -> None:
 
 
 def test_rmsprop_single_step_and_three_steps() -> None:
-    w = tf.Variable([2.0])
+    w = _variable([2.0])
     opt = RMSprop([w], ["w"], learning_rate=0.1)
     opt.apply_gradients([tf.constant([-0.4])], step=0, seed=0)
     a = 0.1 * 0.16
@@ -117,7 +122,7 @@ def test_rmsprop_single_step_and_three_steps() -> None:
 
 
 def test_lr_dropout_updates_about_thirty_percent() -> None:
-    w = tf.Variable(tf.zeros([200, 500]))
+    w = _variable(np.zeros([200, 500]))
     opt = AdaBelief([w], ["w"], learning_rate=1e-3, lr_dropout=0.3)
     opt.apply_gradients([tf.ones([200, 500])], step=1, seed=3)
     moved = float(np.mean(w.numpy() != 0.0))
@@ -137,7 +142,7 @@ def test_dropout_mask_is_a_function_of_seed_step_and_index() -> None:
 
 def test_same_seed_and_step_give_same_update_and_different_step_differs() -> None:
     def run(step: int) -> np.ndarray:
-        w = tf.Variable(tf.zeros([50, 50]))
+        w = _variable(np.zeros([50, 50]))
         AdaBelief([w], ["w"], lr_dropout=0.3).apply_gradients([tf.ones([50, 50])], step=step, seed=9)
         return w.numpy() != 0.0
 
@@ -162,7 +167,7 @@ def test_learning_rate_at() -> None:
 
 
 def test_clip_norm_bounds_the_applied_gradient() -> None:
-    a, b = tf.Variable(tf.zeros([2])), tf.Variable(tf.zeros([2]))
+    a, b = _variable(np.zeros([2])), _variable(np.zeros([2]))
     opt = AdaBelief([a, b], ["a", "b"], clip_norm=1.0)
     opt.apply_gradients([tf.constant([6.0, 0.0]), tf.constant([0.0, 8.0])], step=0, seed=0)
     # m = (1 - β1)·g_clipped, and clipping rescales the norm-10 gradients to norm 1.
@@ -170,7 +175,7 @@ def test_clip_norm_bounds_the_applied_gradient() -> None:
     clipped = np.concatenate([slots["adabelief/m/a"].numpy(), slots["adabelief/m/b"].numpy()]) / 0.1
     np.testing.assert_allclose(clipped, [0.6, 0.0, 0.0, 0.8], rtol=1e-5)
 
-    small = tf.Variable(tf.zeros([2]))
+    small = _variable(np.zeros([2]))
     opt = RMSprop([small], ["s"], clip_norm=1.0)
     opt.apply_gradients([tf.constant([0.3, 0.4])], step=0, seed=0)
     acc = opt.slot_variables()["rmsprop/accumulator/s"].numpy()
@@ -180,8 +185,8 @@ def test_clip_norm_bounds_the_applied_gradient() -> None:
 def test_apply_gradients_inside_tf_function_matches_eager_and_resumes_exactly() -> None:
     initial, gradients, _ = _setup(4)
 
-    def make() -> tuple[list[tf.Variable], AdaBelief]:
-        variables = [tf.Variable(w) for w in initial]
+    def make() -> tuple[list[keras.Variable], AdaBelief]:
+        variables = [_variable(w) for w in initial]
         return variables, AdaBelief(variables, ["a", "b"], learning_rate=1e-2, lr_dropout=0.3, clip_norm=1.0)
 
     eager_vars, eager_opt = make()
@@ -212,7 +217,7 @@ def test_apply_gradients_inside_tf_function_matches_eager_and_resumes_exactly() 
 
 
 def test_slot_names_and_module_variables() -> None:
-    a, b = tf.Variable(tf.zeros([2, 2])), tf.Variable(tf.zeros([3]))
+    a, b = _variable(np.zeros([2, 2])), _variable(np.zeros([3]))
     opt = AdaBelief([a, b], ["encoder/kernel", "encoder/bias"], name="gan_opt")
     assert list(opt.slot_variables()) == [
         "gan_opt/m/encoder/kernel",
@@ -227,7 +232,7 @@ def test_slot_names_and_module_variables() -> None:
 
 
 def test_none_gradient_leaves_variable_untouched() -> None:
-    a, b = tf.Variable([1.0]), tf.Variable([1.0])
+    a, b = _variable([1.0]), _variable([1.0])
     opt = RMSprop([a, b], ["a", "b"], learning_rate=0.1)
     opt.apply_gradients([None, tf.constant([1.0])], step=0, seed=0)
     assert a.numpy()[0] == 1.0
@@ -246,7 +251,7 @@ def test_keras_variables_are_supported() -> None:
 
 
 def test_invalid_arguments_raise_value_error() -> None:
-    w = tf.Variable([1.0])
+    w = _variable([1.0])
     with pytest.raises(ValueError, match="keep probability"):
         AdaBelief([w], ["w"], lr_dropout=0.0)
     with pytest.raises(ValueError, match="keep probability"):
@@ -254,7 +259,7 @@ def test_invalid_arguments_raise_value_error() -> None:
     with pytest.raises(ValueError, match="names"):
         AdaBelief([w], ["w", "x"])
     with pytest.raises(ValueError, match="unique"):
-        AdaBelief([w, tf.Variable([2.0])], ["w", "w"])
+        AdaBelief([w, _variable([2.0])], ["w", "w"])
     with pytest.raises(ValueError, match="gradients"):
         AdaBelief([w], ["w"]).apply_gradients([tf.ones([1]), tf.ones([1])], step=0, seed=0)
     with pytest.raises(ValueError, match="clip_norm"):
