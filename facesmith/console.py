@@ -14,6 +14,7 @@ from rich.text import Text
 
 from curate.errors import Interrupted
 from curate.progress import ProgressCallback
+from train.backend import quiet_framework_startup  # noqa: F401  (the CLI's name for it)
 from facesmith.render import OutputFormat, printable
 
 FormatOption = Annotated[
@@ -43,43 +44,6 @@ def warn(warnings: list[str], output: OutputFormat) -> None:
 
 # What TensorFlow, JAX and XLA print from C++ while they start (CPU features, oneDNN, absl's early-log
 # notice): not for users, and TF_CPP_MIN_LOG_LEVEL does not reach all of it.
-_STARTUP_NOISE = ("WARNING: All log messages before absl::InitializeLog()", "oneDNN custom operations are on",
-                  "cpu_feature_guard", "To enable the following instructions", "rebuild TensorFlow with the",
-                  "An NVIDIA GPU may be present on this machine", "Unable to register cuDNN factory",
-                  "Unable to register cuBLAS factory", "Unable to register cuFFT factory",
-                  "computation placer already registered", "TF-TRT Warning")
-
-
-def _is_noise(line: str) -> bool:
-    stripped = line.strip()
-    return not stripped or any(mark in stripped for mark in _STARTUP_NOISE) or (
-        stripped[:1] in "IW" and stripped[1:5].isdigit() and " port.cc:" in stripped)
-
-
-@contextmanager
-def quiet_framework_startup() -> Iterator[None]:
-    """Run a block with the process's stderr (file descriptor 2) captured, then show what it wrote
-    minus the frameworks' start-up chatter: a framework's C++ messages bypass Python's logging."""
-    import os
-    import tempfile
-
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            captured.seek(0)
-            text = captured.read().decode("utf-8", "replace")
-            kept = [line for line in text.splitlines() if not _is_noise(line)]
-            if kept:
-                sys.stderr.write("\n".join(kept) + "\n")
-
-
 def wants_progress(output: OutputFormat) -> bool:
     """Bars only for people: table output on a terminal."""
     return output is OutputFormat.table and sys.stderr.isatty()

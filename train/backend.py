@@ -12,6 +12,9 @@ import logging
 import os
 import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from train.config import BACKEND_CHOICES, ConfigError
@@ -108,9 +111,48 @@ def choose_backend(requested: str = "auto") -> str:
     return chosen
 
 
+_STARTUP_NOISE = ("WARNING: All log messages before absl::InitializeLog()", "oneDNN custom operations are on",
+                  "cpu_feature_guard", "To enable the following instructions", "rebuild TensorFlow with the",
+                  "An NVIDIA GPU may be present on this machine", "Unable to register cuDNN factory",
+                  "Unable to register cuBLAS factory", "Unable to register cuFFT factory",
+                  "computation placer already registered", "TF-TRT Warning")
+
+
+def _is_noise(line: str) -> bool:
+    stripped = line.strip()
+    return not stripped or any(mark in stripped for mark in _STARTUP_NOISE) or (
+        stripped[:1] in "IW" and stripped[1:5].isdigit() and " port.cc:" in stripped)
+
+
+@contextmanager
+def quiet_framework_startup() -> Iterator[None]:
+    """Run a block with the process's stderr (file descriptor 2) captured, then write back what it
+    wrote minus the frameworks' start-up chatter: their C++ messages bypass Python's logging, and
+    TensorFlow 2.21's absl logger prints its oneDNN notice whatever TF_CPP_MIN_LOG_LEVEL says."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            text = captured.read().decode("utf-8", "replace")
+            kept = [line for line in text.splitlines() if not _is_noise(line)]
+            if kept:
+                sys.stderr.write("\n".join(kept) + "\n")
+
+
 def import_keras(requested: str = "auto"):
-    """keras, imported on the backend `choose_backend(requested)` picks."""
+    """keras, imported on the backend `choose_backend(requested)` picks (its first import with the
+    framework's start-up chatter filtered out, whichever command or tool loads it)."""
     choose_backend(requested)
+    if "keras" not in sys.modules:
+        with quiet_framework_startup():
+            import keras
     import keras
 
     return keras

@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass, replace
 from typing import Any
 
-from train.backend import choose_backend
+from train.backend import choose_backend, quiet_framework_startup
 from train.config import ConfigError
 from train.distribute import (
     ONE_PROCESS,
@@ -42,12 +42,13 @@ def select_device(backend: str = "auto", requested: str = "auto", precision: str
     """The backend (`choose_backend`), the device for `requested` ("auto", "cpu", "gpu") and the
     `strategy` option's replicas on it. A clear error when a GPU is asked and absent."""
     chosen = choose_backend(backend)
-    if chosen == "tensorflow":
-        device = _tensorflow_device(requested, precision)
-    elif chosen == "jax":
-        device = _jax_device(requested, precision)
-    else:
-        device = _torch_device(requested, precision)
+    with quiet_framework_startup():  # usually the framework's first import in the process
+        if chosen == "tensorflow":
+            device = _tensorflow_device(requested, precision)
+        elif chosen == "jax":
+            device = _jax_device(requested, precision)
+        else:
+            device = _torch_device(requested, precision)
     if strategy == "default":
         return device
     if chosen == "tensorflow" and strategy == "multiworker":

@@ -24,6 +24,23 @@ def test_merge_run_then_verify(tmp_path, tiny_model, dst_frames):
     assert json.loads(verified.stdout)[0]["synthetic"] is True
 
 
+def test_a_merge_in_a_new_process_shows_no_framework_start_up_chatter(tmp_path, tiny_model, dst_frames):
+    """TensorFlow 2.21 prints its oneDNN notice through absl whatever TF_CPP_MIN_LOG_LEVEL says; the
+    first import of the framework (device selection, keras) filters it, and real messages still show."""
+    import os
+    import subprocess
+    import sys
+
+    environment = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run([sys.executable, "-m", "facesmith", "merge", "preview", "--model-dir", str(tiny_model),
+                             "--frames", str(dst_frames), "--out", str(tmp_path / "preview.png")],
+                            capture_output=True, text=True, timeout=300, env=environment)
+    assert result.returncode == 0, result.stderr
+    assert cv2.imread(str(tmp_path / "preview.png")) is not None
+    for chatter in ("oneDNN", "absl::InitializeLog", "port.cc", "cpu_feature_guard"):
+        assert chatter not in result.stderr, result.stderr
+
+
 def test_verify_an_ordinary_photo_exits_2(dst_frames):
     result = invoke("verify", dst_frames / "einstein.png", "--format", "json")
     assert result.exit_code == 2 and json.loads(result.stdout)[0]["synthetic"] is False
