@@ -16,6 +16,10 @@ this module states what they rely on:
   the same file names share them, so a faceset's side is found by its path).
 
 A model folder from before per-face losses has no such table: it reads as no losses.
+
+`hardest_faces` puts the faces with the highest running loss beside what curation knows of them
+(read through `curate.faceset.FacesetReader`: whether the face trains and why not, its bad and warn
+quality verdicts, its identity label): the reports and the review app show that list.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import duckdb
 
 from curate.environment import lock_hint
 from curate.errors import StoreError
-from curate.faceset import table_exists
+from curate.faceset import QUALITY_WORDS, FacesetReader, table_exists
 
 HISTORY_FILE = "model.duckdb"  # train.history.HISTORY_FILE (a test checks they agree)
 TABLE = "face_losses"
@@ -139,5 +143,107 @@ def side_of(model_dir: Path, database: Path, role: str) -> str:
     return matching[0] if len(matching) == 1 else role
 
 
-__all__ = ["COLUMNS", "FACESET_META_KEYS", "HISTORY_FILE", "SIDES", "TABLE", "FaceLoss", "FaceLosses",
-           "history_path", "read_face_losses", "side_of"]
+# -- the hardest faces beside their verdicts ---------------------------------------------------------
+
+DEFAULT_HARDEST = 10
+# A face whose running loss is this many times the side's median is "hard" in the reports' advice.
+# Faces of one person in one session spread to about 1.2x (the sample facesets at 80 iterations: the
+# second-hardest real face at 1.16x, the noise crop the tests plant at 1.35x).
+HARD_RATIO = 1.3
+
+
+@dataclass(frozen=True)
+class HardFace:
+    """One face the model learns worst, with what curation says of it."""
+
+    rank: int  # 1 = the highest running loss of its side
+    face_id: str
+    loss: float  # running loss
+    ratio: float | None  # loss over the side's median: 2.0 = twice as hard as the typical face
+    seen: int  # batches it was in
+    last_loss: float
+    last_iteration: int
+    path: str  # its image, relative to the scanned folder
+    face_index: int  # its index in that image
+    aligned_path: str  # its crop, relative to the faceset's folder
+    trains: bool  # whether it trains now, as the faceset reader rules (a decision since may have excluded it)
+    status: str  # why it does not train ('' when it does)
+    bad: tuple[str, ...]  # measures with a 'bad' verdict (every measure, not only the gates)
+    warn: tuple[str, ...]  # measures with a 'warn' verdict
+    identity: str | None  # 'main', 'other-person' or 'outlier' with its distance; None when not analysed
+
+    @property
+    def verdicts(self) -> str:
+        """The quality verdicts in words, for one table cell ('ok' when none is warn or bad)."""
+        words = [f"{QUALITY_WORDS.get(m, m)} (bad)" for m in self.bad] + [f"{m} warn" for m in self.warn]
+        return ", ".join(words) or "ok"
+
+    def to_dict(self) -> dict:
+        values = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        return {**values, "bad": list(self.bad), "warn": list(self.warn), "verdicts": self.verdicts}
+
+
+@dataclass(frozen=True)
+class HardestFaces:
+    """A side's hardest faces in one faceset, as the reports and the review app show them."""
+
+    model_dir: str
+    database: str
+    side: str  # the side of the model this faceset trained as
+    iteration: int | None  # the snapshot's (None: the model has recorded no per-face loss yet)
+    faces_with_loss: int  # faces of this side with a running loss in the snapshot
+    median: float | None
+    not_in_faceset: int  # faces with a loss that the faceset no longer has (re-scanned, another faceset)
+    faces: list[HardFace]  # hardest first
+
+    def to_dict(self) -> dict:
+        return {**{name: getattr(self, name) for name in self.__dataclass_fields__ if name != "faces"},
+                "faces": [face.to_dict() for face in self.faces]}
+
+
+def hardest_faces(model_dir: Path, database: Path, count: int = DEFAULT_HARDEST,
+                  side: str | None = None) -> HardestFaces:
+    """The `count` faces of the faceset at `database` with the highest running training loss in the
+    model at `model_dir`, each with its verdicts. `side`: which side of the model the faceset was
+    (default: the one the model recorded for this file, else the faceset's own role)."""
+    if count < 1:
+        raise ValueError("count is at least 1")
+    database = Path(database)
+    with FacesetReader(database) as reader:
+        role = reader.role
+        side = side or side_of(model_dir, database, role)
+        losses = read_face_losses(model_dir, side)
+        table = reader.faces()
+        position = table.index()
+        statuses = {status.face_id: status for status in reader.statuses(as_role=side)}
+        bad = reader.bad_checks(measures=_all_measures(reader))
+        warn: dict[str, list[str]] = {}
+        for face_id, measure in reader.connection.execute(
+                "SELECT face_id, measure FROM face_checks WHERE verdict = 'warn' ORDER BY face_id, measure").fetchall():
+            warn.setdefault(face_id, []).append(measure)
+        labels = reader.identity_labels()
+    ranked = [face for face in losses.ranked() if face.face_id in position]
+    median = losses.median
+    faces = []
+    for rank, face in enumerate(ranked[:count], start=1):
+        i = position[face.face_id]
+        status = statuses[face.face_id]
+        label = labels.get(face.face_id)
+        faces.append(HardFace(
+            rank=rank, face_id=face.face_id, loss=face.loss, ratio=losses.ratio(face.face_id), seen=face.seen,
+            last_loss=face.last_loss, last_iteration=face.last_iteration, path=table.paths[i],
+            face_index=int(table.face_index[i]), aligned_path=table.aligned_paths[i], trains=status.trains,
+            status=status.reason, bad=tuple(bad.get(face.face_id, ())), warn=tuple(warn.get(face.face_id, ())),
+            identity=None if label is None else f"{label[0]} ({label[1]:.2f})"))
+    return HardestFaces(model_dir=str(model_dir), database=str(database), side=side, iteration=losses.iteration,
+                        faces_with_loss=len(losses.losses), median=median,
+                        not_in_faceset=len(losses.losses) - len(ranked), faces=faces)
+
+
+def _all_measures(reader: FacesetReader) -> list[str]:
+    return [measure for (measure,) in reader.connection.execute(
+        "SELECT DISTINCT measure FROM face_checks ORDER BY measure").fetchall()]
+
+
+__all__ = ["COLUMNS", "DEFAULT_HARDEST", "HARD_RATIO", "FACESET_META_KEYS", "HISTORY_FILE", "SIDES", "TABLE", "FaceLoss",
+           "FaceLosses", "HardFace", "HardestFaces", "hardest_faces", "history_path", "read_face_losses", "side_of"]

@@ -11,8 +11,11 @@ over the whole run would be dominated by the early iterations, when every face w
 uniform-yaw sampling faces are seen at very different rates, so whole-run means would compare faces
 at different stages of training. A moving average over each face's own steps (decay
 `FACE_LOSS_DECAY`, 0.9: about the last ten times the face was in a batch) follows what the model
-makes of the face now and smooths the noise of random warp, flips and colour jitter. It starts at the
-face's first loss (no zero start to correct for), and the count of times seen is kept beside it.
+makes of the face now and smooths the noise of random warp, flips and colour jitter. It is bias
+corrected as Adam's moments are (an average started at zero, divided by 1 - decay^seen): the stored
+value is the weighted mean of the face's own losses with weights decay^age, so a face seen only a few
+times is not dominated by its first, untrained loss (starting the average at the first loss gives that
+loss weight 0.9^(seen-1): still 59 % after six sightings). The count of times seen is kept beside it.
 """
 
 from __future__ import annotations
@@ -26,11 +29,21 @@ import numpy as np
 
 from curate.decisions import Decision, record_decisions
 from curate.faceset import FacesetReader
-from curate.training_loss import FaceLoss, FaceLosses, read_face_losses
+from curate.training_loss import FaceLoss, FaceLosses, history_path, read_face_losses
 from train.errors import TrainingError
 
 FACE_LOSS_DECAY = 0.9
 EXCLUDE_WHO = "train --exclude-hardest"
+
+
+def folded(mean: float, seen: int, value: float, decay: float = FACE_LOSS_DECAY) -> float:
+    """The bias-corrected moving average after one more loss `value`, from the average `mean` of
+    `seen` earlier ones. Computed from the stored (mean, seen) alone, so a resumed run folds
+    exactly as an uninterrupted one does."""
+    if seen == 0:
+        return value
+    kept = decay ** seen
+    return (decay * mean * (1.0 - kept) + (1.0 - decay) * value) / (1.0 - kept * decay)
 
 
 class SideLosses:
@@ -55,11 +68,10 @@ class SideLosses:
         One face at a time: a batch that crosses an epoch boundary can hold a face twice, and each of
         its losses counts once, in batch order (a vectorised assignment would keep only one).
         """
-        decay = self.decay
         for row, value in zip(rows.tolist(), losses.tolist()):
             if not math.isfinite(value):
                 continue
-            self.loss[row] = decay * self.loss[row] + (1.0 - decay) * value if self.seen[row] else value
+            self.loss[row] = folded(float(self.loss[row]), int(self.seen[row]), value, self.decay)
             self.seen[row] += 1
             self.last_loss[row] = value
             self.last_iteration[row] = iteration
@@ -157,6 +169,9 @@ def exclude_hardest(model_dir: Path, src_database: Path, count: int, use_selecti
     """
     if count < 1:
         raise TrainingError("--exclude-hardest takes a number of faces, at least 1")
+    if not history_path(model_dir).is_file():
+        raise TrainingError(f"--exclude-hardest needs a model that has trained: {model_dir} has no training "
+                            "history yet")
     losses = read_face_losses(model_dir, "src")
     if not losses.losses:
         raise TrainingError(f"{model_dir} has no per-face losses yet (they are stored with every checkpoint): "
@@ -172,4 +187,4 @@ def exclude_hardest(model_dir: Path, src_database: Path, count: int, use_selecti
 
 
 __all__ = ["EXCLUDE_WHO", "FACE_LOSS_DECAY", "FaceLossTracker", "HardestExclusion", "SideLosses",
-           "exclude_hardest", "hardest_to_exclude"]
+           "exclude_hardest", "folded", "hardest_to_exclude"]
