@@ -203,7 +203,7 @@ def dst_frames(training_facesets) -> Path:
 
 @pytest.fixture(scope="session")
 def noisy_model(tmp_path_factory, training_facesets) -> tuple[Path, Path, Path, str]:
-    """A 64 px model trained 40 iterations (checkpoints at 20 and 40) on a copy of the src faceset in
+    """A 64 px model trained 80 iterations (checkpoints at 40 and 80) on a copy of the src faceset in
     which one training face's crop was replaced by noise: a face the model cannot learn.
     Returns (model folder, src faceset, dst faceset, the noisy face's id); read-only for tests (copy
     the model folder and the src faceset's folder to write)."""
@@ -227,9 +227,9 @@ def noisy_model(tmp_path_factory, training_facesets) -> tuple[Path, Path, Path, 
     noise = np.random.default_rng(0).integers(0, 256, crop.shape, dtype=np.uint8)
     assert cv2.imwrite(str(noisy.crop_path), noise)
     model_dir = root / "model"
-    session = open_session(model_dir, dict(TINY_OPTIONS, save_every=20, seed=0), src, training_facesets[1])
+    session = open_session(model_dir, dict(TINY_OPTIONS, save_every=40, seed=0), src, training_facesets[1])
     try:
-        run_training(session, max_iterations=40)
+        run_training(session, max_iterations=80)
     finally:
         close_session(session)
     return model_dir, src, training_facesets[1], noisy.face_id
