@@ -111,3 +111,31 @@ def test_exclude_hardest_records_a_decision_with_the_loss_as_its_reason(tmp_path
         exclude_hardest(model_dir, src_copy, 100)
     with pytest.raises(TrainingError, match="has no training history"):
         exclude_hardest(tmp_path / "no_model", src_copy, 1)
+
+
+def test_the_curate_reader_contract_matches_the_table_the_trainer_writes(tmp_path, noisy_model):
+    """curate.training_loss reads the model file by path (curate cannot import train): its file name,
+    table and columns are the trainer's, and a model folder from before per-face losses migrates."""
+    import duckdb
+
+    from curate import training_loss
+    from train import history as train_history
+
+    model_dir = noisy_model[0]
+    assert training_loss.HISTORY_FILE == train_history.HISTORY_FILE
+    with duckdb.connect(str(model_dir / train_history.HISTORY_FILE), read_only=True) as connection:
+        columns = [name for name, *_ in connection.execute(f"DESCRIBE {training_loss.TABLE}").fetchall()]
+        meta = dict(connection.execute("SELECT key, value FROM meta").fetchall())
+    assert columns == ["iteration", *training_loss.COLUMNS]
+    assert set(training_loss.FACESET_META_KEYS.values()) <= set(meta)
+
+    old = tmp_path / "old_model"  # a history file at schema 1, as facesmith wrote it before this table
+    old.mkdir()
+    with duckdb.connect(str(old / train_history.HISTORY_FILE)) as connection:
+        for statement in train_history._MIGRATIONS[1]:
+            connection.execute(statement)
+        connection.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    assert training_loss.read_face_losses(old, "src").losses == {}  # read-only: no table reads as none
+    with ModelHistory(old) as history:
+        assert history.meta("schema_version") == str(train_history.SCHEMA_VERSION) == "2"
+        assert history.face_losses(0) == []
