@@ -31,6 +31,7 @@ from curate.errors import FacesmithError
 from curate.fileio import remove_stale_temporaries, write_atomically
 from curate.scan.ingest import IMAGE_EXTENSIONS
 from merge.settings import MergeSettings, settings_to_toml
+from train.model_folder import is_model_folder
 from train.sampler import landmark_masks
 
 log = logging.getLogger(__name__)
@@ -220,7 +221,7 @@ def merge_frames(model_dir: Path, source: Path, out_dir: Path, settings: MergeSe
     if source.is_dir() and out_dir.exists() and out_dir.resolve() == source.resolve():
         raise MergeRunError(f"--out {out_dir} is the --frames folder: merged frames would replace the "
                             "originals; write them to another folder")
-    if not (model_dir / "model.json").is_file():
+    if not is_model_folder(model_dir):
         raise MergeRunError(f"{model_dir} is not a model folder: train one with 'facesmith train run'")
     if fps is not None and not fps > 0:
         raise MergeRunError(f"frame rate {fps} must be above 0")
@@ -312,7 +313,7 @@ def merge_preview(model_dir: Path, source: Path, out: Path, settings: MergeSetti
     from train.predictor import Predictor
 
     model_dir, source, out = Path(model_dir), Path(source), Path(out)
-    if not (model_dir / "model.json").is_file():
+    if not is_model_folder(model_dir):
         raise MergeRunError(f"{model_dir} is not a model folder: train one with 'facesmith train run'")
     if out.suffix.lower() not in (".png", ".jpg", ".jpeg"):
         raise MergeRunError(f"{out}: a preview is written as .png or .jpg")
@@ -342,16 +343,16 @@ def _analyzer_for_model(model_dir: Path) -> Any:
     """Detect and align frames with the backend that curated the model's dst faceset (embedded if gone)."""
     from curate.scan.pipeline import analyzer_for_faceset
 
-    from train.checkpoint_guard import read_model_file
+    from train.model_folder import ModelFolderError, read_model_folder
 
-    stored = read_model_file(model_dir / "model.json")
-    dst = Path(stored.get("dst") or "")
-    if dst.is_file():
-        return analyzer_for_faceset(dst)
-    from curate.faces.backends.embedded import EmbeddedFaceAnalyzer
+    folder = read_model_folder(model_dir)  # through the model folder's one door (its checks, old relative paths)
+    try:
+        return analyzer_for_faceset(folder.faceset("dst"))
+    except ModelFolderError as gone:
+        from curate.faces.backends.embedded import EmbeddedFaceAnalyzer
 
-    log.warning("the model's dst faceset %s is gone: detecting with the embedded backend", dst)
-    return EmbeddedFaceAnalyzer(device="auto")
+        log.warning("%s: detecting with the embedded backend", gone)
+        return EmbeddedFaceAnalyzer(device="auto")
 
 
 def _version() -> str:

@@ -58,13 +58,18 @@ def bind(host: str, port: int | None) -> socket.socket:
     tries = [port] if port is not None else [DEFAULT_PORT, 0]
     for index, number in enumerate(tries):
         try:
-            return socket.create_server((host.strip("[]"), number), family=family, reuse_port=False)
+            listener = socket.create_server((host.strip("[]"), number), family=family, reuse_port=False)
         except OSError as error:
             if error.errno == errno.EADDRINUSE and index + 1 < len(tries):
                 continue
             if error.errno == errno.EADDRINUSE:
                 raise ReviewError(f"port {number} on {host} is in use: pass another --port") from error
             raise ReviewError(f"cannot listen on {host}:{number}: {error.strerror or error}") from error
+        # asyncio turns Nagle off only on sockets made with proto IPPROTO_TCP, and create_server's have
+        # proto 0: without this every answer on a kept-alive connection (a browser's thumbnails) waited
+        # ~40 ms for the client's delayed ACK. Accepted connections inherit the option on Linux.
+        listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return listener
     raise ReviewError(f"cannot listen on {host}")  # unreachable: the loop returns or raises
 
 

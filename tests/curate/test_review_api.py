@@ -310,3 +310,21 @@ def test_the_index_is_kept_between_starts_and_follows_the_faceset(faceset, tmp_p
     for stored in cache.glob("index-*.json.gz"):
         stored.write_bytes(b"\x1f\x8b torn")
     assert FacesetAccess(faceset, cache).index() == again
+
+
+def test_the_listening_socket_hands_out_connections_without_nagle():
+    """Kept-alive answers (a browser's thumbnails) must not wait for the client's delayed ACK: every
+    accepted connection has TCP_NODELAY, which asyncio does not set on create_server's sockets."""
+    import socket
+
+    from curate.review.server import bind
+
+    listener = bind("127.0.0.1", 0)
+    try:
+        with socket.create_connection(listener.getsockname()) as client:
+            accepted, _ = listener.accept()
+            with accepted:
+                assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+                assert client.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0  # the option is ours
+    finally:
+        listener.close()

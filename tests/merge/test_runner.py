@@ -101,6 +101,21 @@ def test_frames_are_read_with_the_backend_that_curated_the_dst_faceset(tiny_mode
     assert analyzer_for_faceset(training_facesets[1]).name == "embedded"
 
 
+def test_a_gone_dst_faceset_falls_back_to_the_embedded_detector(tiny_model, tmp_path, caplog):
+    import json
+
+    from merge.runner import _analyzer_for_model
+
+    stored = json.loads((tiny_model / "model.json").read_text())
+    moved = tmp_path / "model"
+    moved.mkdir()
+    (moved / "model.json").write_text(json.dumps(dict(stored, dst=str(tmp_path / "gone" / "dst.duckdb"))))
+    with caplog.at_level("WARNING"):
+        analyzer = _analyzer_for_model(moved)
+    assert analyzer.name == "embedded"
+    assert "gone" in caplog.text and "embedded backend" in caplog.text
+
+
 # -- nothing lost (issue 17, findings 10 and 11) --------------------------------------------------
 
 

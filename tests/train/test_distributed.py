@@ -142,7 +142,10 @@ def test_two_replicas_train_like_one(replica_runs, backend, case):
     if backend != "jax":  # XLA on two host devices may split the work exactly as on one
         assert not record["bitwise_equal"]
     assert record["share_half_step_apart"] <= (1e-2 if "float16" in case else 1e-4), record
-    assert record["max_weight_diff"] < (1e-3 if "float16" in case else 2e-4)
+    # A flipped sign costs up to ~2 lr a step, and early bias-corrected steps run a little over lr:
+    # 3 lr a step over STEPS steps bounds it (CI's CPU measured 5.2 lr after 3 steps on torch).
+    lr = resolve_config({})[0].learning_rate
+    assert record["max_weight_diff"] < (1e-3 if "float16" in case else 3 * STEPS * lr)
     # Every replica applied the identical update: their copies agree bitwise.
     assert record["replica_spread"] == 0.0
     assert record["reload_exact"] and record["predict_finite"]
