@@ -273,9 +273,7 @@ def face_detail(access: FacesetAccess, face_id: str) -> dict[str, Any]:
 
 def _face_losses(access: FacesetAccess, model_dir: Path) -> FaceLosses:
     """The model's per-face losses of the side this faceset trained as (read by path, curate's contract)."""
-    with access.reader() as reader:
-        role = reader.role
-    return read_face_losses(model_dir, side_of(model_dir, access.database, role))
+    return read_face_losses(model_dir, side_of(model_dir, access.database, access.role()))
 
 
 def training_loss_columns(access: FacesetAccess, model_dir: Path | None) -> dict[str, Any]:

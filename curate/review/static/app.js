@@ -52,6 +52,8 @@ function say(text, error = false) {
 async function load() {
   const started = performance.now();
   probe.scriptStarted = started;
+  // asked for beside the index, not after it: the small answer is in before the index is parsed
+  const losses = getJson("/api/training-loss").catch((error) => ({ available: false, failed: error.message }));
   const data = await getJson("/api/faces", () => say("the faceset is busy (another facesmith command is writing it); waiting…"));
   probe.indexLoaded = performance.now() - started;
   state.data = data;
@@ -61,7 +63,7 @@ async function load() {
   const measures = $("f-measure");
   measures.replaceChildren(new Option("any measure", ""), ...data.measures.map((m) => new Option(m, m)));
   measures.value = state.filters.measure;
-  await loadTrainingLoss(data);
+  showTrainingLoss(data, await losses);
   probe.indexParsed = performance.now();
   apply();
   probe.applied = performance.now();
@@ -72,12 +74,9 @@ async function load() {
 
 // The model's per-face training losses, when the app was started with --model-dir: a column to sort
 // and filter by (the faces the model cannot learn), shown in the captions and the side panel.
-async function loadTrainingLoss(data) {
-  let losses;
-  try {
-    losses = await getJson("/api/training-loss");
-  } catch (error) {
-    say(`training losses not loaded: ${error.message}`, true);
+function showTrainingLoss(data, losses) {
+  if (losses.failed) {
+    say(`training losses not loaded: ${losses.failed}`, true);
     return;
   }
   if (!losses.available) {
