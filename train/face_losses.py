@@ -178,6 +178,9 @@ def exclude_hardest(model_dir: Path, src_database: Path, count: int, use_selecti
                             "train it first, then --exclude-hardest")
     with FacesetReader(src_database) as reader:
         trainable = [face_id for face_id in reader.trainable_ids(use_selection) if face_id in losses.losses]
+    if not trainable:
+        raise TrainingError(f"none of the faces of {src_database} that train has a training loss in {model_dir}: "
+                            "was the model trained on another faceset? (give the --src it trained on)")
     if count >= len(trainable):
         raise TrainingError(f"--exclude-hardest {count} would leave no src face to train on: {len(trainable)} "
                             "faces with a training loss still train")
