@@ -77,6 +77,14 @@ class _Thumbnails:
         return f'<div class="sheet">{"".join(figures)}</div>' if figures else "<p>none</p>"
 
 
+def _advice(side: str | None) -> str:
+    if side == "dst":
+        return ("A dst face the model cannot learn is a frame that will merge badly; excluding it (in 'facesmith "
+                "curate review --model-dir') only stops training on it.")
+    return ("Misaligned, occluded or other people's faces usually lead this list: exclude them in 'facesmith "
+            "curate review --model-dir', or with 'facesmith train run --exclude-hardest K'.")
+
+
 def hardest_faces_html(training_loss: dict[str, Any], element_id: str = "training-loss") -> str:
     """The faces a model learns worst (a HardestFaces document, curate.training_loss) as a contact
     sheet, each captioned with its loss and verdicts, and a table of the same; '' when there is none."""
@@ -101,9 +109,7 @@ def hardest_faces_html(training_loss: dict[str, Any], element_id: str = "trainin
     return (f'<section id="{element_id}" class="training-loss"><h2>Faces the model learns worst ({escape(str(side))})</h2>'
             f'<p class="note">Running training loss per face (a moving average over the batches each face was in) '
             f"at iteration {training_loss['iteration']} of {escape(str(model))}; median "
-            f"{training_loss['median']:.4f} over {training_loss['faces_with_loss']} faces. Misaligned, occluded "
-            "or other people's faces usually lead this list: exclude them in 'facesmith curate review "
-            "--model-dir', or with 'facesmith train run --exclude-hardest K'.</p>"
+            f"{training_loss['median']:.4f} over {training_loss['faces_with_loss']} faces. {escape(_advice(side))}</p>"
             + thumbnails.sheet((f["face_id"], caption(f), False) for f in faces)
             + _table(["rank", "face", "image #face", "training loss", "x median", "seen", "trains",
                       "quality verdicts", "identity", "why it does not train"], rows) + "</section>")
