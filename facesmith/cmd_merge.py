@@ -14,7 +14,6 @@ from curate.errors import FacesmithError, Interrupted
 from facesmith.console import FormatOption, fail, progress, wants_progress, warn
 from facesmith.option_flags import given, render_option_table, with_option_flags
 from facesmith.render import OutputFormat, printable, render_rows, render_summary, stdout_console
-from facesmith.report_terminal import render_hardest
 from merge.quality import check_option_specs
 from merge.settings import load_toml, option_specs
 
@@ -167,6 +166,7 @@ def register(app: typer.Typer) -> None:
         output: FormatOption = OutputFormat.table,
     ) -> None:
         """Training so far: status, overtraining warning and best iteration, every merge check, and the faces the model learns worst."""
+        from facesmith.report_terminal import render_hardest
         from merge.report import training_report, write_training_html
 
         try:
