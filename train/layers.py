@@ -34,6 +34,31 @@ Activation = Callable[[Tensor], Tensor]
 _PADDINGS = ("SAME", "VALID")
 
 
+def to_host(value: Any) -> np.ndarray:
+    """A tensor or variable value as a numpy array on the host.
+
+    Not `keras.ops.convert_to_numpy`: it calls `np.array` on TensorFlow variables and torch tensors,
+    whose `__array__` takes no `copy` argument, and numpy 2 warns on every call (thousands a run).
+    """
+    if isinstance(value, (np.ndarray, np.generic, float, int)):
+        return np.asarray(value)
+    backend = keras.backend.backend()
+    # A copy, as convert_to_numpy makes: torch's .numpy() shares the variable's memory, and the
+    # next step updates it in place (a checkpoint would hold later weights than its iteration's).
+    if backend == "tensorflow":
+        return np.array(value.numpy(), copy=True)
+    if backend == "torch":
+        value = value.detach()
+        if value.device.type != "cpu":
+            value = value.cpu()
+        if str(value.dtype) == "torch.bfloat16":  # numpy has no bfloat16: through float32 to ml_dtypes'
+            import ml_dtypes
+
+            return value.float().numpy().astype(ml_dtypes.bfloat16)
+        return np.array(value.numpy(), copy=True)
+    return np.asarray(value)
+
+
 def _derived_seed(seed: int, key: str) -> tuple[int, int]:
     """A (2,) stateless-RNG seed from the model seed and a variable name (a cryptographic hash, not
     Python's salted one, so it is the same in every process)."""

@@ -60,12 +60,12 @@ class Predictor:
 
     def swap(self, dst_faces: np.ndarray, batch_size: int = 16) -> SwapResult:
         """Swap (B, R, R, 3) float32 aligned dst faces, in batches."""
-        from train.layers import keras
+        from train.layers import to_host
 
         parts = []
         for start in range(0, len(dst_faces), batch_size):
             chunk = np.asarray(dst_faces[start:start + batch_size], dtype=np.float32)
-            parts.append([np.asarray(keras.ops.convert_to_numpy(value)) for value in self._swap(chunk)])
+            parts.append([to_host(value) for value in self._swap(chunk)])
         if not parts:
             empty = np.zeros((0, self.resolution, self.resolution, 1), np.float32)
             return SwapResult(np.zeros((0, self.resolution, self.resolution, 3), np.float32), empty, empty)

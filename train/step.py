@@ -19,7 +19,7 @@ from train import losses
 from train.config import TrainConfig
 from train.discriminators import CodeDiscriminator, UNetPatchDiscriminator
 from train.distribute import check_batch_split, replica_count, variable_scope
-from train.layers import keras, ops
+from train.layers import keras, ops, to_host
 from train.model import Forward, SAEHDModel
 from train.optimizers import AdaBelief, RMSprop, learning_rate_at, to_int32
 from train.shape import model_shape
@@ -168,7 +168,7 @@ class SAEHDTrainer:
         return state
 
     def state_arrays(self) -> dict[str, np.ndarray]:
-        return {name: np.asarray(keras.ops.convert_to_numpy(variable.value))
+        return {name: to_host(variable.value)
                 for name, variable in self.named_state().items()}
 
     def load_arrays(self, arrays: dict[str, np.ndarray], strict: bool = True) -> list[str]:
@@ -298,7 +298,7 @@ class SAEHDTrainer:
         from train.distribute import broadcast_from_chief
 
         variables = list(self.named_state().values())
-        values = broadcast_from_chief(self.strategy, [keras.ops.convert_to_numpy(v.value) for v in variables]
+        values = broadcast_from_chief(self.strategy, [to_host(v.value) for v in variables]
                                       + [np.asarray(list(counters), np.int64)])
         for variable, value in zip(variables, values):
             variable.assign(value)
@@ -312,7 +312,7 @@ class SAEHDTrainer:
 
             self._predict = compiled(self.model.forward, list(self.model.named_variables().values()), Forward)
         forward = self._predict(np.asarray(src_faces, np.float32), np.asarray(dst_faces, np.float32))
-        return Forward(**{name: np.asarray(keras.ops.convert_to_numpy(value)) for name, value in _fields(forward)})
+        return Forward(**{name: to_host(value) for name, value in _fields(forward)})
 
     def reconstruction_losses(self, src_faces, src_masks, src_eyes_mouth, dst_faces, dst_masks,
                               dst_eyes_mouth) -> tuple[np.ndarray, np.ndarray]:
@@ -323,4 +323,4 @@ class SAEHDTrainer:
         forward = self.model.forward(src, dst)
         src_loss, _ = self._side_loss(src, forward.src_src, src_mask, src_em, forward.src_src_mask)
         dst_loss, _ = self._side_loss(dst, forward.dst_dst, dst_mask, dst_em, forward.dst_dst_mask)
-        return (np.asarray(keras.ops.convert_to_numpy(src_loss)), np.asarray(keras.ops.convert_to_numpy(dst_loss)))
+        return (to_host(src_loss), to_host(dst_loss))

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 
 from merge.checks import MergeChecker, judge, read_checks
@@ -52,23 +50,11 @@ def _loss_rule_flags(checks) -> list[int]:
 @pytest.fixture(scope="module")
 def open_mouth_facesets(tmp_path_factory, training_facesets, analyzer) -> tuple[Path, Path]:
     """(src, dst): the src photos with every mouth painted wide open, scanned; the usual dst faceset."""
-    from curate.scan.pipeline import ScanSettings, scan_folder
+    from tools.quality_runs import open_mouth_faceset
 
     root = tmp_path_factory.mktemp("open_mouth")
-    photos = root / "src_photos"
-    photos.mkdir()
-    for path in sorted((training_facesets[0].parent.parent / "src_photos").iterdir()):
-        image = cv2.imread(str(path))
-        for face in analyzer.locate(image):
-            mouth = np.asarray(face.landmarks68, np.float64)[48:68]
-            width = float(np.ptp(mouth[:, 0]))
-            centre = (int(mouth[:, 0].mean()), int(mouth[:, 1].mean() + 0.22 * width))
-            cv2.ellipse(image, centre, (int(0.55 * width), int(0.54 * width)), 0, 0, 360, (20, 10, 40), -1,
-                        cv2.LINE_AA)
-        cv2.imwrite(str(photos / path.name), image)
-    database = root / "src" / "faceset.duckdb"
-    scan_folder(photos, database, ScanSettings(resolution=128, batch_size=8), analyzer=analyzer)
-    return database, training_facesets[1]
+    src_photos = training_facesets[0].parent.parent / "src_photos"
+    return open_mouth_faceset(root, src_photos, analyzer), training_facesets[1]
 
 
 @pytest.mark.slow
