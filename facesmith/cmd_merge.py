@@ -159,14 +159,18 @@ def register(app: typer.Typer) -> None:
         model_dir: ModelDirOption,
         html: Annotated[Optional[Path], typer.Option(
             "--html", help="Also write one self-contained HTML page: loss and held-out charts, every merge "
-                           "check, the newest contact sheets and events.")] = None,
+                           "check, the newest contact sheets, the faces it learns worst and events.")] = None,
+        hardest: Annotated[int, typer.Option(
+            "--hardest", min=1, help="How many of the faces the model learns worst (highest running training "
+                                     "loss) to list per side, with their quality verdicts.")] = 10,
         output: FormatOption = OutputFormat.table,
     ) -> None:
-        """Training so far: status, overtraining warning and best iteration, and every merge check."""
+        """Training so far: status, overtraining warning and best iteration, every merge check, and the faces the model learns worst."""
+        from facesmith.report_terminal import render_hardest
         from merge.report import training_report, write_training_html
 
         try:
-            built = training_report(model_dir)
+            built = training_report(model_dir, hardest)
             if html is not None:
                 write_training_html(built, html)
         except (FacesmithError, OSError) as error:
@@ -196,6 +200,10 @@ def register(app: typer.Typer) -> None:
             *(("advice", line) for line in built.advice),
         ])
         render_rows(*built.check_table(), output, stdout_console(), title="merge checks")
+        for side in ("src", "dst"):
+            if side in built.hardest:
+                render_hardest(built.hardest[side], stdout_console())
+        warn(built.hardest_notes, output)
         if html is not None:
             stdout_console().print(Text(printable(f"HTML report: {html}")))
 

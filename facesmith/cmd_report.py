@@ -93,6 +93,12 @@ def register(curate_app: typer.Typer) -> None:
             "--html", help="Also write one self-contained HTML page with plots and contact sheets.")] = None,
         yaw_bin: Annotated[int, typer.Option(help="Coverage grid: yaw bin width in degrees.")] = 15,
         pitch_bin: Annotated[int, typer.Option(help="Coverage grid: pitch bin width in degrees.")] = 15,
+        model_dir: Annotated[Optional[Path], typer.Option(
+            "--model-dir", show_default=False,
+            help="A model folder trained on this faceset: also list the faces it learns worst (highest "
+                 "running training loss), with their quality verdicts.")] = None,
+        hardest: Annotated[int, typer.Option(
+            "--hardest", min=1, help="With --model-dir: how many of the hardest faces to list.")] = 10,
         output: FormatOption = OutputFormat.table,
     ) -> None:
         """Counts, rejects, quality, duplicates, identities, pose/lighting coverage and advice."""
@@ -100,7 +106,7 @@ def register(curate_app: typer.Typer) -> None:
         from curate.reports.report import build_report
 
         try:
-            built = build_report(db, CoverageSettings(yaw_bin=yaw_bin, pitch_bin=pitch_bin))
+            built = build_report(db, CoverageSettings(yaw_bin=yaw_bin, pitch_bin=pitch_bin), model_dir, hardest)
             if html is not None:
                 from curate.reports.html import write_html_report
 

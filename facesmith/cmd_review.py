@@ -40,6 +40,10 @@ def register(curate_app: typer.Typer) -> None:
         cache: Annotated[Optional[Path], typer.Option(
             help="Folder for the thumbnails (default: <db name>_review/ next to the database).",
             show_default=False)] = None,
+        model_dir: Annotated[Optional[Path], typer.Option(
+            "--model-dir", show_default=False,
+            help="A model folder trained on this faceset: show each face's running training loss (a column to "
+                 "sort and filter by, and the side panel), to find the faces the model cannot learn.")] = None,
     ) -> None:
         """Open a local web app over the faceset: every face in a grid, filters, duplicate groups, an embeddings map, and keyboard decisions recorded in the faceset."""
         from curate.review.server import ReviewAddress, serve
@@ -56,7 +60,13 @@ def register(curate_app: typer.Typer) -> None:
                 webbrowser.open(address.url)
 
         try:
-            serve(db, host=host, port=port, cache_dir=cache, on_ready=ready)
+            if model_dir is not None:
+                from curate.training_loss import history_path
+
+                if not history_path(model_dir).is_file():
+                    raise FacesmithError(f"{model_dir} is not a model folder (no {history_path(model_dir).name}): "
+                                         "give the folder 'facesmith train run --model-dir' trained")
+            serve(db, host=host, port=port, cache_dir=cache, on_ready=ready, model_dir=model_dir)
         except FacesmithError as error:
             fail(error)
         except KeyboardInterrupt:

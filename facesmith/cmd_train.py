@@ -73,6 +73,11 @@ def register(app: typer.Typer) -> None:
         check_every: Annotated[int, typer.Option("--check-every", min=0, help="Run a merge check every N "
                                                  "iterations: merge held-out dst frames, score them, flag "
                                                  "overtraining and keep the best checkpoint (0: off).")] = 2000,
+        exclude_hardest: Annotated[Optional[int], typer.Option(
+            "--exclude-hardest", min=1, show_default=False,
+            help="Before this session, exclude the K src faces the model learns worst (highest running "
+                 "per-face loss at its newest checkpoint), as decisions in the src faceset (who: 'train "
+                 "--exclude-hardest', why: the loss): 'curate review' shows them and undoes one with a key.")] = None,
         output: FormatOption = OutputFormat.table,
         **options: Any,
     ) -> None:
@@ -88,9 +93,15 @@ def register(app: typer.Typer) -> None:
             values = _options_from(config, options)
             resolve_check_settings(check_options)
             # Every option, the structure and the facesets are checked here, before a framework loads.
-            plan_session(model_dir, values, src, dst)
+            plan = plan_session(model_dir, values, src, dst)
+            excluded = []
+            if exclude_hardest is not None:
+                from train.face_losses import exclude_hardest as exclude
+
+                excluded = exclude(model_dir, plan.src, exclude_hardest, plan.config.use_selection)
         except (FacesmithError, OSError) as error:
             fail(error)
+        warn([f"left out from now on: {face.face_id}, {face.why}" for face in excluded], output)
         quiet_framework_logs()  # the frameworks' C++ start-up chatter is not for users; errors still show
         try:
             with quiet_framework_startup():
@@ -137,7 +148,7 @@ def register(app: typer.Typer) -> None:
                    "src_loss": outcome.last_src_loss, "dst_loss": outcome.last_dst_loss,
                    "device": session.device.description,
                    "advice": outcome.plateau.advice if outcome.plateau else None,
-                   "notes": session.notes}
+                   "notes": session.notes, "excluded_hardest": [face.to_dict() for face in excluded]}
         render_summary(summary, output, f"train {model_dir.name}", [
             ("iteration", f"{outcome.iteration} ({outcome.iterations_run} this session, {outcome.reason})"),
             ("phase", outcome.phase),

@@ -37,6 +37,36 @@ def _coverage_grid(coverage: dict) -> Table | None:
     return table
 
 
+HARDEST_HEADERS = ("rank", "face", "image #face", "training loss", "x median", "seen", "trains", "quality verdicts",
+                   "identity", "why it does not train")
+
+
+def hardest_rows(training_loss: dict) -> list[tuple]:
+    """One row per face of a HardestFaces document (curate.training_loss), for HARDEST_HEADERS."""
+    return [(face["rank"], face["face_id"], f"{face['path']} #{face['face_index']}", f"{face['loss']:.4f}",
+             "-" if face["ratio"] is None else f"{face['ratio']:.2f}", face["seen"], "yes" if face["trains"] else "no",
+             face["verdicts"], face["identity"] or "-", face["status"] or "-")
+            for face in training_loss.get("faces", [])]
+
+
+def hardest_title(training_loss: dict) -> str:
+    if training_loss.get("iteration") is None:
+        return f"no per-face training loss in {training_loss.get('model_dir')} yet (stored with each checkpoint)"
+    return (f"{training_loss['side']} faces the model learns worst: running loss at iteration "
+            f"{training_loss['iteration']} of {training_loss['model_dir']} (median {training_loss['median']:.4f}, "
+            f"{training_loss['faces_with_loss']} faces)")
+
+
+def render_hardest(training_loss: dict, console: Console) -> None:
+    """The hardest faces as a Rich table (a title line alone when the model has recorded none)."""
+    table = Table(title=printable(hardest_title(training_loss)), title_justify="left")
+    for header in HARDEST_HEADERS:
+        table.add_column(header, overflow="fold")
+    for row in hardest_rows(training_loss):
+        table.add_row(*(Text(printable(value)) for value in row))
+    console.print(table)
+
+
 def render_report(report: Report, console: Console) -> None:
     console.print(Text(f"faceset {printable(report.database)} ({report.role})", style="bold"))
     for warning in report.warnings:
@@ -72,6 +102,8 @@ def render_report(report: Report, console: Console) -> None:
         console.print(_pairs("selection", [("selected", report.selection["selected"]),
                                            ("faces", report.selection["faces"]),
                                            *report.selection["excluded_by_reason"].items()]))
+    if report.training_loss:
+        render_hardest(report.training_loss, console)
     if report.advice:
         console.print(Text("advice", style="bold"))
         for line in report.advice:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from html import escape
 from pathlib import Path
@@ -12,11 +12,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from curate.errors import FacesmithError
 from curate.fileio import write_atomically
-from curate.reports.html import html_table
+from curate.reports.html import hardest_faces_html, html_table
+from curate.training_loss import DEFAULT_HARDEST, hardest_faces
 from curate.reports.svg_plots import line_chart
 from merge.checks import read_checks
 from train.history import ModelHistory
+from train.model_folder import read_model_folder
 from train.status import training_status
 
 MAX_LOSS_POINTS = 2000  # the loss curve is averaged into at most this many points
@@ -73,6 +76,10 @@ class TrainingReport:
     src_loss: list[float]  # (P,) mean training loss over each stretch; NaN where no step had a finite loss
     dst_loss: list[float]  # (P,)
     events: list[dict[str, Any]]  # {"iteration", "kind", "detail"} of every event the model logged, oldest first
+    # side -> the faces the model learns worst in that side's faceset (curate.training_loss.HardestFaces.to_dict());
+    # a side is absent when its faceset cannot be read, with the reason in hardest_notes
+    hardest: dict[str, dict[str, Any]] = field(default_factory=dict)
+    hardest_notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -131,8 +138,22 @@ def _advice(model_dir: Path, status: dict[str, Any], checks: list[dict[str, Any]
     return lines
 
 
-def training_report(model_dir: Path) -> TrainingReport:
-    """Read a model folder's status, loss history, merge checks and events (TensorFlow never imported).
+def hardest_by_side(model_dir: Path, count: int = DEFAULT_HARDEST) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Each side's hardest faces, read through its faceset as model.json names it; a faceset that is
+    gone or unreadable leaves its side out with a note, the rest of the report still stands."""
+    folder = read_model_folder(model_dir)
+    found, notes = {}, []
+    for side in ("src", "dst"):
+        try:
+            found[side] = hardest_faces(model_dir, folder.faceset(side), count, side=side).to_dict()
+        except FacesmithError as error:
+            notes.append(f"{side} faces by training loss not shown: {error}")
+    return found, notes
+
+
+def training_report(model_dir: Path, hardest: int = DEFAULT_HARDEST) -> TrainingReport:
+    """Read a model folder's status, loss history, merge checks, events and hardest faces (TensorFlow
+    never imported): `hardest` faces per side, with their quality verdicts from each faceset.
 
     Raises train.loop.TrainingError when `model_dir` is not a model folder.
     """
@@ -144,6 +165,7 @@ def training_report(model_dir: Path) -> TrainingReport:
         events = [{"iteration": iteration, "kind": kind, "detail": detail}
                   for iteration, kind, detail in history.events()]
     loss_iterations, mean_losses = downsample_losses(iterations, losses)
+    hard, hard_notes = hardest_by_side(model_dir, hardest)
     if checks:
         # The newest check is the latest word: an on-demand check updates no training-loop flag.
         last = checks[-1]
@@ -157,7 +179,7 @@ def training_report(model_dir: Path) -> TrainingReport:
         overtraining=overtraining, best_iteration=best_iteration, warning=warning,
         loss_iterations=[int(i) for i in loss_iterations],
         src_loss=[float(v) for v in mean_losses[:, 0]], dst_loss=[float(v) for v in mean_losses[:, 1]],
-        events=events)
+        events=events, hardest=hard, hardest_notes=hard_notes)
 
 
 # -- HTML -------------------------------------------------------------------------------------
@@ -176,6 +198,9 @@ table.events{table-layout:fixed;width:100%}table.events col.iteration{width:90px
 figure{margin:0}figure img{display:block;image-rendering:pixelated}
 figcaption{font-size:12px;margin-top:4px;overflow-wrap:anywhere}figcaption ol{margin:2px 0 0;padding-left:20px}
 .advice li{margin:4px 0}p.note{font-size:12px;color:#4a5568}
+.training-loss .sheet{display:flex;flex-wrap:wrap;gap:6px;margin:6px 0 14px}.training-loss figure{width:96px}
+.training-loss figure img{width:96px;height:96px;image-rendering:auto}.training-loss figcaption{font-size:10px}
+.training-loss figcaption b{display:block;font-weight:600}
 """
 
 
@@ -302,6 +327,10 @@ def write_training_html(report: TrainingReport, out: Path, log_x: bool = False,
                     "the verdict's detail): 'facesmith merge report --format csv'.</p>")
     sections.append(f'<h2>Contact sheets (newest {contact_limit})</h2><section id="contact-sheets">'
                     f"{_contact_sheets(Path(report.model_dir), checks, contact_limit)}</section>")
+    for side in ("src", "dst"):
+        if side in report.hardest:
+            sections.append(hardest_faces_html(report.hardest[side], f"training-loss-{side}"))
+    sections.extend(f'<p class="note">{escape(note)}</p>' for note in report.hardest_notes)
     sections.append(f'<h2>Events</h2><section id="events">{_events_table(report.events, MAX_EVENTS)}</section>')
     page = ("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>facesmith training report"
             f"</title><style>{_STYLE}</style></head><body>{''.join(sections)}</body></html>")

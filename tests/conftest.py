@@ -199,3 +199,37 @@ def tiny_model(tmp_path_factory, training_facesets) -> Path:
 def dst_frames(training_facesets) -> Path:
     """The folder of dst photos the dst faceset was scanned from (t1.jpg holds six faces)."""
     return training_facesets[1].parent.parent / "dst_photos"
+
+
+@pytest.fixture(scope="session")
+def noisy_model(tmp_path_factory, training_facesets) -> tuple[Path, Path, Path, str]:
+    """A 64 px model trained 80 iterations (checkpoints at 40 and 80) on a copy of the src faceset in
+    which one training face's crop was replaced by noise: a face the model cannot learn.
+    Returns (model folder, src faceset, dst faceset, the noisy face's id); read-only for tests (copy
+    the model folder and the src faceset's folder to write)."""
+    import shutil
+
+    import cv2
+    import numpy as np
+
+    from tests.train.conftest import TINY_OPTIONS
+    from train.faceset_data import holdout_ids, read_curated_faces
+    from train.loop import close_session, open_session, run_training
+
+    root = tmp_path_factory.mktemp("noisy")
+    src = root / "src" / "faceset.duckdb"
+    shutil.copytree(training_facesets[0].parent, src.parent)
+    faces = read_curated_faces(src)
+    ids = [face.face_id for face in faces]
+    held = holdout_ids(ids, TINY_OPTIONS["validation_share"], seed=0)
+    noisy = [face for face in faces if face.face_id not in held][len(ids) // 2]
+    crop = cv2.imread(str(noisy.crop_path))
+    noise = np.random.default_rng(0).integers(0, 256, crop.shape, dtype=np.uint8)
+    assert cv2.imwrite(str(noisy.crop_path), noise)
+    model_dir = root / "model"
+    session = open_session(model_dir, dict(TINY_OPTIONS, save_every=40, seed=0), src, training_facesets[1])
+    try:
+        run_training(session, max_iterations=80)
+    finally:
+        close_session(session)
+    return model_dir, src, training_facesets[1], noisy.face_id

@@ -7,9 +7,13 @@ depend on them):
   2. the time of one merge check and of one training iteration (batch 8), and the share of a
      training run that checks take at the default interval (target < 5 %);
   3. what the merge-quality score adds to a check: normalising, combining and judging a check against
-     a long history (every earlier check's score is recomputed with the current weights), timed alone.
+     a long history (every earlier check's score is recomputed with the current weights), timed alone;
+  4. the per-face training-loss bookkeeping (train/face_losses.py) per iteration, as a share of the
+     step measured in the same run (target < 1 %): folding one step's per-face losses into the running
+     losses, plus storing the snapshot of a 5000 + 5000-face model at every checkpoint, spread over
+     the default checkpoint interval.
 
-    python tools/bench_merge.py [--frames 40] [--interval 2000] [--resolution 128]
+    python tools/bench_merge.py [--frames 40] [--interval 2000] [--resolution 128] [--face-losses-only]
 """
 
 from __future__ import annotations
@@ -76,6 +80,39 @@ def time_quality_scoring(check: dict, history: int, repeats: int = 20) -> float:
     return (time.perf_counter() - started) / repeats
 
 
+def time_face_loss_bookkeeping(session, batch, repeats: int = 2000, faces: int = 5000) -> dict[str, float]:
+    """Seconds of per-face loss bookkeeping: one step's fold (the session's tracker, a real step's
+    per-face losses) and one snapshot save of a `faces` + `faces`-face model (rows, store, prune)."""
+    from train.face_losses import FaceLossTracker
+    from train.history import ModelHistory
+
+    result = session.trainer.train_step(batch.tensors(), session.iteration + 1, session.config.seed)
+    tracker = session.face_losses
+    started = time.perf_counter()
+    for step in range(repeats):
+        tracker.update(batch.src_indices, batch.dst_indices, result.src_sample_losses, result.dst_sample_losses,
+                       step + 1)
+    update_seconds = (time.perf_counter() - started) / repeats
+
+    rng = np.random.default_rng(0)
+    large = FaceLossTracker([f"s{i:06d}" for i in range(faces)], [f"d{i:06d}" for i in range(faces)])
+    for step in range(faces // len(batch.src_indices) + 1):  # every face seen at least once
+        rows = (np.arange(len(batch.src_indices)) + step * len(batch.src_indices)) % faces
+        large.update(rows, rows, rng.random(len(rows)), rng.random(len(rows)), step + 1)
+    folder = Path(tempfile.mkdtemp(prefix="bench_face_losses_"))
+    saves = []
+    try:
+        with ModelHistory(folder) as history:
+            for checkpoint in range(1, 6):
+                started = time.perf_counter()
+                history.save_face_losses(checkpoint * 500, large.rows())
+                history.keep_face_losses([checkpoint * 500, (checkpoint - 1) * 500])
+                saves.append(time.perf_counter() - started)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return {"update_s": update_seconds, "save_s": float(np.median(saves)), "save_faces": 2 * faces}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=40)
@@ -86,12 +123,15 @@ def main() -> None:
     parser.add_argument("--history", type=int, default=500, help="earlier checks the quality verdict recomputes "
                         "(500 checks = a million iterations at the default interval)")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--face-losses-only", action="store_true", help="time the train step and the per-face "
+                        "loss bookkeeping only (no merge run, no merge check)")
     args = parser.parse_args()
 
     from curate.faces.backends.embedded import EmbeddedFaceAnalyzer
     from merge.checks import MergeChecker
     from merge.runner import merge_frames
     from merge.settings import resolve_settings
+    from train.config import TrainConfig
     from train.loop import close_session, open_session, run_training
     from train.sampler import make_batch
 
@@ -107,6 +147,32 @@ def main() -> None:
                                                 "preview_every": 10**9}, src, dst)
         run_training(session, max_iterations=2)  # a checkpoint to merge with; the step is traced
 
+        src_sampler, dst_sampler = session.samplers()
+        sample = make_batch(1, src_sampler, dst_sampler, session.sampler_settings())
+        batch = sample.tensors()
+        step_times = []
+        for step in range(3, 8):
+            started = time.perf_counter()
+            session.trainer.train_step(batch, step, session.config.seed)
+            step_times.append(time.perf_counter() - started)
+        step_seconds = float(np.median(step_times[1:]))
+        bookkeeping = time_face_loss_bookkeeping(session, sample)
+        save_every = TrainConfig.__dataclass_fields__["save_every"].default  # the default interval, not this run's
+        per_iteration = bookkeeping["update_s"] + bookkeeping["save_s"] / save_every
+        face_figures = {"train_step_s": round(step_seconds, 3), "batch": args.batch,
+                        "face_loss_update_us": round(bookkeeping["update_s"] * 1e6, 2),
+                        "face_loss_save_ms": round(bookkeeping["save_s"] * 1000, 2),
+                        "face_loss_save_faces": bookkeeping["save_faces"], "save_every": save_every,
+                        "face_loss_share_of_step": round(per_iteration / step_seconds, 8)}
+        face_line = (f"per-face loss bookkeeping: fold {bookkeeping['update_s'] * 1e6:.1f} us per iteration + "
+                     f"snapshot of {bookkeeping['save_faces']} faces {bookkeeping['save_s'] * 1000:.1f} ms per "
+                     f"checkpoint (every {save_every}) = {per_iteration / step_seconds:.4%} of a "
+                     f"{step_seconds * 1000:.0f} ms step (target < 1%)")
+        if args.face_losses_only:
+            close_session(session)
+            print(json.dumps(face_figures, indent=2) if args.json else face_line)
+            return
+
         settings = resolve_settings({"mode": "overlay", "color_transfer": "rct"})
         merge_frames(work / "model", frames, work / "warm", settings, analyzer=analyzer)  # load and trace
         shutil.rmtree(work / "warm")
@@ -114,15 +180,6 @@ def main() -> None:
         summary = merge_frames(work / "model", frames, work / "merged", settings, analyzer=analyzer)
         merge_seconds = time.perf_counter() - started
         frames_per_second = summary.merged / merge_seconds
-
-        src_sampler, dst_sampler = session.samplers()
-        batch = make_batch(1, src_sampler, dst_sampler, session.sampler_settings()).tensors()
-        step_times = []
-        for step in range(3, 8):
-            started = time.perf_counter()
-            session.trainer.train_step(batch, step, session.config.seed)
-            step_times.append(time.perf_counter() - started)
-        step_seconds = float(np.median(step_times[1:]))
 
         checker = MergeChecker(session, every=args.interval, analyzer=analyzer)
         checker.run(session.iteration)  # warm: traces the predictor and the loss graph
@@ -141,7 +198,8 @@ def main() -> None:
                "check_frames": result.frames, "check_interval": args.interval,
                "check_share_of_training": round(share, 5), "quality_scoring_ms": round(scoring_seconds * 1000, 3),
                "quality_scoring_history": args.history,
-               "quality_share_of_check": round(scoring_seconds / check_seconds, 6), "cores": os.cpu_count()}
+               "quality_share_of_check": round(scoring_seconds / check_seconds, 6), "cores": os.cpu_count(),
+               **face_figures}
     if args.json:
         print(json.dumps(figures, indent=2))
         return
@@ -153,6 +211,7 @@ def main() -> None:
           f"(target < 5%)")
     print(f"merge-quality score and verdict over {args.history} earlier checks: {scoring_seconds * 1000:.2f} ms "
           f"= {scoring_seconds / check_seconds:.4%} of the check")
+    print(face_line)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The model folder's DuckDB file: per-iteration loss history, sessions, the validation split and events."""
+"""The model folder's DuckDB file: per-iteration loss history, sessions, the validation split, events and per-face losses."""
 
 from __future__ import annotations
 
@@ -13,9 +13,11 @@ import numpy as np
 
 from curate.errors import StoreError
 from curate.environment import lock_hint
+from curate.training_loss import COLUMNS as FACE_LOSS_COLUMNS
+from curate.training_loss import FACESET_META_KEYS, FaceLoss
 
 HISTORY_FILE = "model.duckdb"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Each migration takes the file from version N-1 to N; released ones are never edited.
 _MIGRATIONS: dict[int, list[str]] = {
@@ -55,6 +57,25 @@ _MIGRATIONS: dict[int, list[str]] = {
                    round(median(ms), 1) AS median_ms, round(avg(src_loss), 4) AS mean_src_loss,
                    round(avg(dst_loss), 4) AS mean_dst_loss
             FROM history GROUP BY phase ORDER BY first_iteration""",
+    ],
+    # Per-face running losses (train/face_losses.py), one snapshot per kept checkpoint, written just
+    # before the checkpoint: a resume or rollback to iteration N loads the snapshot of N exactly.
+    # curate.training_loss reads this table by path (curate cannot import train): its columns are that
+    # module's contract, and a test reads what the trainer wrote through it.
+    2: [
+        """CREATE TABLE face_losses (
+            iteration BIGINT NOT NULL,            -- the checkpoint this snapshot belongs to
+            side VARCHAR NOT NULL CHECK (side IN ('src', 'dst')),
+            face_id VARCHAR NOT NULL,             -- the face's id in that side's faceset
+            loss DOUBLE NOT NULL,                 -- running loss: moving average over the face's own steps
+            seen BIGINT NOT NULL,                 -- how many batches the face was in
+            last_loss DOUBLE NOT NULL,            -- its loss the last time it was in a batch
+            last_iteration BIGINT NOT NULL,       -- that iteration
+            PRIMARY KEY (iteration, side, face_id)
+        )""",
+        """CREATE VIEW face_losses_latest AS
+            SELECT side, face_id, loss, seen, last_loss, last_iteration, iteration FROM face_losses
+            WHERE iteration = (SELECT max(iteration) FROM face_losses)""",
     ],
 }
 
@@ -140,20 +161,50 @@ class ModelHistory:
         self.connection.execute("COMMIT")
 
     def truncate_after(self, iteration: int) -> int:
-        """Drop history past `iteration` (after a rollback or a resume from an older checkpoint)."""
+        """Drop history (and per-face loss snapshots) past `iteration` (after a rollback or a resume
+        from an older checkpoint); returns the history rows dropped."""
         count = self.connection.execute("SELECT count(*) FROM history WHERE iteration > ?",
                                         [iteration]).fetchone()[0]
+        self.connection.execute("BEGIN")
         self.connection.execute("DELETE FROM history WHERE iteration > ?", [iteration])
+        self.connection.execute("DELETE FROM face_losses WHERE iteration > ?", [iteration])
+        self.connection.execute("COMMIT")
         return int(count)
 
     def archive_history(self, table: str) -> None:
-        """Move every history row into a new table `table` (pretraining's losses stay queryable)."""
+        """Move every history row into a new table `table`, and the per-face loss snapshots into
+        `<table>_face_losses` (pretraining's losses stay queryable)."""
         if not table.replace("_", "").isalnum():
             raise ValueError(f"bad archive table name {table!r}")
         self.connection.execute("BEGIN")
         self.connection.execute(f"CREATE TABLE {table} AS SELECT * FROM history")
         self.connection.execute("DELETE FROM history")
+        self.connection.execute(f"CREATE TABLE {table}_face_losses AS SELECT * FROM face_losses")
+        self.connection.execute("DELETE FROM face_losses")
         self.connection.execute("COMMIT")
+
+    def save_face_losses(self, iteration: int, rows: Sequence[FaceLoss]) -> None:
+        """Store the per-face losses as the snapshot of `iteration` (replacing one stored before), in
+        one transaction. Written before that iteration's checkpoint, so every checkpoint has its own."""
+        self.connection.execute("BEGIN")
+        self.connection.execute("DELETE FROM face_losses WHERE iteration = ?", [iteration])
+        if rows:
+            columns = [list(column) for column in zip(*(row.to_row() for row in rows))]
+            self.connection.execute(
+                "INSERT INTO face_losses SELECT ?, * FROM (SELECT unnest(?), unnest(?), unnest(?), unnest(?), "
+                "unnest(?), unnest(?))", [iteration, *columns])
+        self.connection.execute("COMMIT")
+
+    def keep_face_losses(self, iterations: Sequence[int]) -> None:
+        """Drop the snapshots of checkpoints no longer kept (backup rotation)."""
+        self.connection.execute("DELETE FROM face_losses WHERE NOT list_contains(?, iteration)",
+                                [[int(i) for i in iterations]])
+
+    def record_facesets(self, src: Path, dst: Path) -> None:
+        """The facesets this session trains on (absolute), so curation can tell which side a faceset
+        was (curate.training_loss.side_of)."""
+        for side, path in (("src", src), ("dst", dst)):
+            self.set_meta(FACESET_META_KEYS[side], str(Path(path).resolve()))
 
     def log_event(self, iteration: int, kind: str, detail: str) -> None:
         self.connection.execute("INSERT INTO events VALUES (?, ?, ?, ?)", [iteration, _now(), kind, detail])
@@ -196,6 +247,20 @@ class ModelHistory:
             return np.zeros(0, np.int64), np.zeros((0, 2)), np.zeros(0)
         data = np.array([[np.nan if v is None else v for v in row] for row in rows], dtype=np.float64)
         return data[:, 0].astype(np.int64), data[:, 1:3], data[:, 3]
+
+    def face_losses(self, iteration: int) -> list[FaceLoss]:
+        """The per-face loss snapshot stored with the checkpoint of `iteration` (empty if none)."""
+        if not self._has_table("face_losses"):  # a read-only file from before per-face losses
+            return []
+        rows = self.connection.execute(
+            f"SELECT {', '.join(FACE_LOSS_COLUMNS)} FROM face_losses WHERE iteration = ? ORDER BY side, face_id",
+            [iteration]).fetchall()
+        return [FaceLoss(str(side), str(face_id), float(loss), int(seen), float(last), int(last_iteration))
+                for side, face_id, loss, seen, last, last_iteration in rows]
+
+    def _has_table(self, name: str) -> bool:
+        return bool(self.connection.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]).fetchone()[0])
 
     def last_iteration(self) -> int:
         return int(self.connection.execute("SELECT coalesce(max(iteration), 0) FROM history").fetchone()[0])

@@ -37,6 +37,7 @@ from train.config import PHASES, TrainConfig, resolve_config, structure_of
 from train.device import TrainDevice, select_device
 from train.distribute import WorkerRole, check_batch_split, workers_agree
 from train.errors import TrainingError
+from train.face_losses import FaceLossTracker
 from train.faceset_data import (
     CuratedFace,
     FaceArrays,
@@ -105,6 +106,7 @@ class TrainSession:
     dst_database: Path | None = None
     best_iteration: int | None = None
     scratch: bool = False  # a non-chief worker's temporary model_dir, deleted by close_session
+    face_losses: FaceLossTracker | None = None  # each face's running loss; stored with every checkpoint
 
     def sampler_settings(self) -> SamplerSettings:
         config = self.config
@@ -207,11 +209,15 @@ def open_session(model_dir: Path, options: dict[str, Any], src_database: Path | 
             notes.append("new model: a pretrained model (--pretrain on a generic faceset) converges faster")
         if device.role.worker_count > 1:
             iteration, salt = trainer.adopt_first_replica_state([iteration, salt])
+        face_losses = FaceLossTracker(src_faces.face_ids, dst_faces.face_ids)
+        face_losses.restore(history.face_losses(iteration))  # the snapshot of the checkpoint resumed from
+        history.record_facesets(plan.src, plan.dst)
         session = TrainSession(model_dir=model_dir, config=config, requested=plan.requested, device=device,
                                trainer=trainer, history=history, src_faces=src_faces, dst_faces=dst_faces,
                                src_validation=src_validation, dst_validation=dst_validation,
                                iteration=iteration, salt=salt, notes=notes, src_database=plan.src,
-                               dst_database=plan.dst, best_iteration=_stored_best(history), scratch=scratch)
+                               dst_database=plan.dst, best_iteration=_stored_best(history), scratch=scratch,
+                               face_losses=face_losses)
         _write_model_file(session)
     except BaseException:
         history.close()
@@ -303,7 +309,14 @@ def _archive_pretraining(model_dir: Path, iteration: int) -> Path:
 # -- periodic jobs ------------------------------------------------------------------------------
 
 def save(session: TrainSession, losses: tuple[float, float] | None = None) -> Path:
-    """Checkpoint the session at its current iteration (history flushed by the caller first)."""
+    """Checkpoint the session at its current iteration (history flushed by the caller first).
+
+    The per-face losses go into the history first, as the snapshot of this iteration: if the process
+    dies before the checkpoint is complete, the resume goes back to the previous checkpoint and its
+    own snapshot (the newer one is dropped with the history past it).
+    """
+    if session.face_losses is not None:
+        session.history.save_face_losses(session.iteration, session.face_losses.rows())
     state = {"config": session.config.option_values(), "salt": session.salt,
              "phase": session.config.phase, "saved_at": datetime.now(timezone.utc).isoformat(),
              "device": session.device.description,
@@ -311,6 +324,7 @@ def save(session: TrainSession, losses: tuple[float, float] | None = None) -> Pa
     pinned = frozenset({session.best_iteration}) if session.best_iteration else frozenset()
     path = save_checkpoint(session.model_dir, session.iteration, session.trainer.state_arrays(), state,
                            keep=session.config.backups_kept, pinned=pinned)
+    session.history.keep_face_losses(list_checkpoints(session.model_dir))
     session.history.log_event(session.iteration, "checkpoint", path.name)
     _write_model_file(session)
     return path
@@ -374,6 +388,8 @@ def rollback(session: TrainSession, verdict: CollapseVerdict, depth: int = 0) ->
         session.iteration, session.salt = session.trainer.adopt_first_replica_state(
             [session.iteration, session.salt])
     session.history.truncate_after(session.iteration)
+    if session.face_losses is not None:
+        session.face_losses.restore(session.history.face_losses(session.iteration))
     session.salt += 1
     detail = f"{verdict.reason}: {verdict.detail}; rolled back to {session.iteration}"
     if session.config.clipgrad_on_collapse and not session.config.clipgrad:
@@ -519,6 +535,9 @@ def run_training(session: TrainSession, max_iterations: int | None = None,
             session.iteration = iteration
             last = (result.src_loss, result.dst_loss)
             recent.append(last)
+            if session.face_losses is not None:
+                session.face_losses.update(batch.src_indices, batch.dst_indices, result.src_sample_losses,
+                                           result.dst_sample_losses, iteration)
             if iteration % config.log_every == 0:
                 row = HistoryRow(iteration=iteration, wall_time=datetime.now(timezone.utc), ms=milliseconds,
                                  src_loss=result.src_loss, dst_loss=result.dst_loss, phase=config.phase,

@@ -77,6 +77,44 @@ class _Thumbnails:
         return f'<div class="sheet">{"".join(figures)}</div>' if figures else "<p>none</p>"
 
 
+def _advice(side: str | None) -> str:
+    if side == "dst":
+        return ("A dst face the model cannot learn is a frame that will merge badly; excluding it (in 'facesmith "
+                "curate review --model-dir') only stops training on it.")
+    return ("Misaligned, occluded or other people's faces usually lead this list: exclude them in 'facesmith "
+            "curate review --model-dir', or with 'facesmith train run --exclude-hardest K'.")
+
+
+def hardest_faces_html(training_loss: dict[str, Any], element_id: str = "training-loss") -> str:
+    """The faces a model learns worst (a HardestFaces document, curate.training_loss) as a contact
+    sheet, each captioned with its loss and verdicts, and a table of the same; '' when there is none."""
+    if not training_loss:
+        return ""
+    side, model = training_loss.get("side"), training_loss.get("model_dir")
+    if training_loss.get("iteration") is None:
+        return (f'<section id="{element_id}" class="training-loss"><h2>Training loss per face</h2><p>{escape(str(model))} has no '
+                "per-face training loss yet: it is stored with each checkpoint.</p></section>")
+    faces = training_loss["faces"]
+    thumbnails = _Thumbnails(Path(training_loss["database"]), {f["face_id"]: f["aligned_path"] for f in faces},
+                             {f["face_id"]: f"{f['path']} #{f['face_index']}" for f in faces})
+
+    def caption(face: dict) -> str:
+        ratio = "" if face["ratio"] is None else f" ({face['ratio']:.2f}x median)"
+        trains = "trains" if face["trains"] else f"does not train: {face['status']}"
+        return f"#{face['rank']} loss {face['loss']:.3f}{ratio}; {face['verdicts']}; {trains}"
+
+    rows = [(f["rank"], f["face_id"], f"{f['path']} #{f['face_index']}", f"{f['loss']:.4f}",
+             "-" if f["ratio"] is None else f"{f['ratio']:.2f}", f["seen"], "yes" if f["trains"] else "no",
+             f["verdicts"], f["identity"] or "-", f["status"] or "-") for f in faces]
+    return (f'<section id="{element_id}" class="training-loss"><h2>Faces the model learns worst ({escape(str(side))})</h2>'
+            f'<p class="note">Running training loss per face (a moving average over the batches each face was in) '
+            f"at iteration {training_loss['iteration']} of {escape(str(model))}; median "
+            f"{training_loss['median']:.4f} over {training_loss['faces_with_loss']} faces. {escape(_advice(side))}</p>"
+            + thumbnails.sheet((f["face_id"], caption(f), False) for f in faces)
+            + _table(["rank", "face", "image #face", "training loss", "x median", "seen", "trains",
+                      "quality verdicts", "identity", "why it does not train"], rows) + "</section>")
+
+
 @dataclass(frozen=True)
 class PageData:
     """What the page lists beyond the Report's numbers, read through the faceset reader."""
@@ -212,6 +250,7 @@ def write_html_report(report: Report, out: Path, contact_limit: int = 60, list_l
                         '<div class="plots">' + _embedding_map(table.embeddings, ordered) + "</div>" +
                         "<h3>Other people and outliers</h3>" +
                         thumbnails.sheet((f, reasons.get(f, ""), False) for f in list(reasons)[:contact_limit]))
+    sections.append(hardest_faces_html(report.training_loss))
     sections.append("<h2>Worst faces</h2>" + thumbnails.sheet((f, problems, False) for f, problems, _ in worst))
     page = ("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>facesmith report</title>"
             f"<style>{_STYLE}</style></head><body>{''.join(sections)}</body></html>")

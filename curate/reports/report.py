@@ -13,6 +13,7 @@ import duckdb
 import numpy as np
 
 from curate.faceset import FacesetReader, table_exists
+from curate.training_loss import DEFAULT_HARDEST, HARD_RATIO, HardestFaces, hardest_faces
 
 if TYPE_CHECKING:
     from curate.analysis.coverage import CoverageSettings
@@ -48,6 +49,8 @@ class Report:
     coverage_all: dict[str, Any] = field(default_factory=dict)  # every face, for context
     warnings: list[str] = field(default_factory=list)  # the latest selection's warnings
     decisions: dict[str, int] = field(default_factory=dict)  # faces per standing hand decision
+    # with --model-dir: the faces the model learns worst (curate.training_loss.HardestFaces.to_dict())
+    training_loss: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,12 +89,14 @@ def stale_kinds(analysed_at: Mapping[str, datetime], newest_scan: datetime | Non
     return [kind for kind, when in analysed_at.items() if _as_utc(when) < scanned]
 
 
-def build_report(database: Path, coverage_settings: "CoverageSettings | None" = None) -> Report:
+def build_report(database: Path, coverage_settings: "CoverageSettings | None" = None,
+                 model_dir: Path | None = None, hardest: int = DEFAULT_HARDEST) -> Report:
     """Read a faceset and summarise it: counts, rejects, quality, duplicates, identities, coverage.
 
     Coverage and advice count the faces that can train (curate.faceset.FacesetReader: for a src
     faceset the main identity's faces that are no dropped duplicate and have no bad verdict; for a
-    dst faceset every face); the whole set's grid is beside it for context."""
+    dst faceset every face); the whole set's grid is beside it for context. With `model_dir` (a
+    model trained on this faceset), the `hardest` faces it learns worst, with their verdicts."""
     from curate.analysis.coverage import CoverageSettings, advice, coverage
 
     coverage_settings = coverage_settings or CoverageSettings()
@@ -140,13 +145,30 @@ def build_report(database: Path, coverage_settings: "CoverageSettings | None" = 
     lines = advice(grid)
     if role == "src" and counts["trainable"] < counts["faces"]:
         lines = [context + "; the advice below counts these faces only", *lines]
+    training_loss = hardest_faces(model_dir, database, hardest) if model_dir is not None else None
+    if training_loss is not None:
+        lines.extend(training_loss_advice(training_loss))
     return Report(
         database=str(database), role=role, counts=counts, rejects_by_reason=rejects, verdicts=verdicts,
         duplicates=duplicates, identities=identities, selection=selection,
         coverage=grid.to_dict(), advice=lines, histograms=histograms,
         analyses=analyses, stale=stale, coverage_all=whole.to_dict(), warnings=warnings,
         decisions=_decision_counts(decisions),
+        training_loss=training_loss.to_dict() if training_loss is not None else {},
     )
+
+
+def training_loss_advice(hardest: HardestFaces, ratio: float = HARD_RATIO) -> list[str]:
+    """One line about the faces the model learns worst, for the advice list."""
+    if hardest.iteration is None:
+        return [f"{hardest.model_dir} has no per-face training loss yet: it is stored with each checkpoint"]
+    hard = [face for face in hardest.faces if face.trains and face.ratio is not None and face.ratio >= ratio]
+    if not hard:
+        return []
+    flagged = sum(1 for face in hard if face.bad or face.status or (face.identity or "main").split()[0] != "main")
+    return [f"{len(hard)} {hardest.side} face(s) still train with a loss at least {ratio:g}x the median at "
+            f"iteration {hardest.iteration} ({flagged} of them with a bad verdict or another identity): look at "
+            f"them ('curate review --model-dir'); exclude them there, or with 'train run --exclude-hardest K'"]
 
 
 def _decision_counts(decisions: Mapping[str, Any]) -> dict[str, int]:

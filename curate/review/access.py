@@ -97,6 +97,15 @@ class FacesetAccess:
             finally:
                 connection.close()
 
+    def role(self) -> str:
+        """The faceset's role (src or dst), read without loading any face."""
+        with self._lock:
+            connection = self._open()
+            try:
+                return FacesetReader.on(connection, self.database, faces=None).role
+            finally:
+                connection.close()
+
     def static_columns(self, reader: FacesetReader) -> StaticColumns:
         """The columns only a scan changes, for the faces `reader` holds (built once per scan)."""
         table = reader.faces()

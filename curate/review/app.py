@@ -1,4 +1,4 @@
-"""The review app's HTTP routes (Starlette): the page, the face index, images by face id, decisions.
+"""The review app's HTTP routes (Starlette): the page, the face index, images by face id, decisions, training losses.
 
 Every image is looked up by face id in the faceset (crop, thumbnail, source photo): no path
 given by a client ever reaches the file system. A bad request is a 4xx JSON error, anything
@@ -26,11 +26,12 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from curate.decisions import Decision, DecisionError
-from curate.errors import FacesmithError, ReadOnlyQueryError
+from curate.errors import FacesmithError, ReadOnlyQueryError, StoreError
 from curate.faceset import DECISION_ACTIONS
 from curate.review.access import FacesetAccess, FacesetBusy
 from curate.review.security import Guard, GuardMiddleware
 from curate.review.thumbnails import SAFE_FACE_ID, ThumbnailCache, thumbnail_dir
+from curate.training_loss import FaceLosses, read_face_losses, side_of
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class ReviewSettings:
     cache_dir: Path  # thumbnails and the face index, kept between starts
     who: str  # recorded with every decision
     guard: Guard
+    model_dir: Path | None = None  # a model trained on this faceset: its per-face training losses are shown
 
 
 class JsonError(HTTPException):
@@ -103,13 +105,17 @@ def create_app(settings: ReviewSettings, access: FacesetAccess | None = None) ->
         return FileResponse(path, media_type="image/jpeg", headers={"cache-control": "private, max-age=3600"})
 
     def face(request: Request) -> Response:
-        return _json(face_detail(access, request.path_params["face_id"]))
+        detail = face_detail(access, request.path_params["face_id"])
+        return _json({**detail, "training_loss": face_training_loss(access, settings.model_dir, detail["id"])})
 
     def source(request: Request) -> Response:
         return source_image(access, request.path_params["face_id"])
 
     def duplicates(request: Request) -> Response:
         return _json(duplicate_groups(access))
+
+    def training_loss(request: Request) -> Response:
+        return _json(training_loss_columns(access, settings.model_dir))
 
     def decision_log(request: Request) -> Response:
         with access.reader() as reader:
@@ -152,6 +158,7 @@ def create_app(settings: ReviewSettings, access: FacesetAccess | None = None) ->
         Route("/api/crops/{face_id}", crop),
         Route("/api/sources/{face_id}", source),
         Route("/api/duplicates", duplicates),
+        Route("/api/training-loss", training_loss),
         Route("/api/decisions", decision_log, methods=["GET"]),
         Route("/api/decisions", decide, methods=["POST"]),
         Route("/api/query", query, methods=["POST"]),
@@ -262,6 +269,52 @@ def face_detail(access: FacesetAccess, face_id: str) -> dict[str, Any]:
         "reason_kinds": columns["reason_kinds"][position], "decided": columns["decided"][position],
         "decisions": log,
     }
+
+
+def _face_losses(access: FacesetAccess, model_dir: Path) -> FaceLosses:
+    """The model's per-face losses of the side this faceset trained as (read by path, curate's contract)."""
+    return read_face_losses(model_dir, side_of(model_dir, access.database, access.role()))
+
+
+def training_loss_columns(access: FacesetAccess, model_dir: Path | None) -> dict[str, Any]:
+    """The page's training-loss columns: face ids with a running loss, hardest first, with the loss,
+    its ratio to the median and its rank. {"available": false, "note": why} when there are none: no
+    --model-dir, a model with no per-face loss yet, or a model file that training holds right now."""
+    if model_dir is None:
+        return {"available": False, "model_dir": None,
+                "note": "start the app with --model-dir MODEL to see training losses"}
+    try:
+        losses = _face_losses(access, model_dir)
+    except StoreError as error:
+        return {"available": False, "model_dir": str(model_dir), "note": str(error)}
+    ranked = losses.ranked()
+    if not ranked:
+        return {"available": False, "model_dir": str(model_dir),
+                "note": f"{model_dir} has no per-face training loss yet (stored with each checkpoint)"}
+    finite = (lambda v: None if v is None or v != v else round(float(v), 5))
+    return {"available": True, "model_dir": str(model_dir), "side": losses.side, "iteration": losses.iteration,
+            "median": finite(losses.median), "ids": [face.face_id for face in ranked],
+            "loss": [finite(face.loss) for face in ranked], "ratio": [finite(losses.ratio(face.face_id)) for face in ranked],
+            "seen": [face.seen for face in ranked]}
+
+
+def face_training_loss(access: FacesetAccess, model_dir: Path | None, face_id: str) -> dict[str, Any] | None:
+    """One face's running training loss for the side panel (None: no model, or no loss for this face)."""
+    if model_dir is None:
+        return None
+    try:
+        losses = _face_losses(access, model_dir)
+    except StoreError:
+        return None
+    ranked = losses.ranked()
+    face = losses.losses.get(face_id)
+    if face is None:
+        return None
+    ratio = losses.ratio(face_id)
+    return {"loss": round(face.loss, 5), "ratio": None if ratio is None else round(ratio, 3),
+            "rank": ranked.index(face) + 1, "of": len(ranked), "seen": face.seen,
+            "last_loss": round(face.last_loss, 5), "last_iteration": face.last_iteration,
+            "iteration": losses.iteration, "side": losses.side}
 
 
 def source_image(access: FacesetAccess, face_id: str) -> Response:

@@ -111,12 +111,15 @@ def build_thumbnails_in_background(access: FacesetAccess, cache: ThumbnailCache)
 
 
 def serve(database: Path, host: str = LOOPBACK, port: int | None = None, cache_dir: Path | None = None,
-          on_ready: Callable[[ReviewAddress], None] | None = None, build_ahead: bool = True) -> None:
+          on_ready: Callable[[ReviewAddress], None] | None = None, build_ahead: bool = True,
+          model_dir: Path | None = None) -> None:
     """Serve the review app for the faceset at `database` until interrupted.
 
     Loopback only unless `host` says otherwise; beyond loopback a random token is required in
     the URL. `on_ready` gets the address once the socket listens (the CLI prints it and opens a
-    browser). Raises ReviewError when the faceset or the address cannot be used.
+    browser). `model_dir`: a model trained on the faceset, whose per-face training losses the page
+    shows (read per request: the model may train on meanwhile). Raises ReviewError when the faceset
+    or the address cannot be used.
     """
     import uvicorn
 
@@ -130,7 +133,8 @@ def serve(database: Path, host: str = LOOPBACK, port: int | None = None, cache_d
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir(database)
     cache = ThumbnailCache(thumbnail_dir(cache_dir))
     settings = ReviewSettings(database=database, cache_dir=cache_dir, who=default_who(),
-                              guard=Guard.for_binding(host.strip("[]"), address.port, token))
+                              guard=Guard.for_binding(host.strip("[]"), address.port, token),
+                              model_dir=None if model_dir is None else Path(model_dir).resolve())
     access = FacesetAccess(database, cache_dir)
     app = create_app(settings, access)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",

@@ -1,7 +1,8 @@
 """The review app end to end in a real headless Chromium (Debian's, driven by Selenium through
 Debian's chromedriver; nothing downloads a browser): load, filter by a heat-map cell, exclude
 three faces by keyboard, reload and see them excluded, run `curate select` while the server runs
-and see them left out; and a look at the painted grid."""
+and see them left out; a look at the painted grid; and a model's per-face training losses (sort,
+filter, captions, side panel) with --model-dir."""
 
 from __future__ import annotations
 
@@ -31,11 +32,11 @@ pytestmark = pytest.mark.skipif(
 REPO = Path(__file__).resolve().parents[2]
 
 
-def start_server(database: Path) -> tuple[subprocess.Popen, str]:
+def start_server(database: Path, *extra: str) -> tuple[subprocess.Popen, str]:
     """`facesmith curate review` in its own process, as a person runs it; returns it and its URL."""
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     process = subprocess.Popen(
-        [sys.executable, "-m", "facesmith", "curate", "review", "--db", str(database), "--no-browser", "--port", "0"],
+        [sys.executable, "-m", "facesmith", "curate", "review", "--db", str(database), "--no-browser", "--port", "0", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -249,3 +250,41 @@ def test_lasso_on_the_embeddings_map_selects_faces_and_filters_the_grid(served, 
     browser.find_element(By.ID, "map-show").click()
     wait_for(browser, f"document.getElementById('status').dataset.shown === '{expected}'")
     assert browser.execute_script("return document.getElementById('grid').hidden") is False
+
+
+def test_training_losses_sort_filter_and_show_in_the_panel(noisy_model, browser, tmp_path):
+    """With --model-dir the page sorts by training loss, filters the hard faces and shows the loss in
+    the captions and the side panel; the face whose crop is noise comes first."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    from curate.training_loss import read_face_losses
+
+    model_dir, src, _, noisy = noisy_model
+    database = tmp_path / "src" / "faceset.duckdb"
+    shutil.copytree(src.parent, database.parent)  # the server writes its cache beside the faceset
+    process, url = start_server(database, "--model-dir", str(model_dir))
+    try:
+        load(browser, url)
+        assert browser.find_element(By.ID, "f-train-loss-label").is_displayed()
+        Select(browser.find_element(By.ID, "sort-key")).select_by_value("train_loss")
+        browser.find_element(By.ID, "sort-desc").click()
+        wait_for(browser, f"document.querySelector('#grid .tile').dataset.id === '{noisy}'")
+        ranked = [face.face_id for face in read_face_losses(model_dir, "src").ranked()]
+        shown = [tile["id"] for tile in tiles(browser)]
+        assert shown[:len(ranked)] == ranked  # hardest first, as the model stored them
+        caption = browser.execute_script("return document.querySelector('#grid .tile .why').textContent")
+        assert caption.startswith("loss 1.") and "x" in caption
+        Select(browser.find_element(By.ID, "f-train-loss")).select_by_value("hard")
+        wait_for(browser, "document.getElementById('status').dataset.shown === '1'")
+        assert [tile["id"] for tile in tiles(browser)] == [noisy]
+        browser.find_element(By.CSS_SELECTOR, f"#grid .tile[data-id='{noisy}']").click()
+        panel = wait_for(browser, "[...document.querySelectorAll('#panel td')].map(t => t.textContent).join('|')"
+                                  ".includes('hardest #1') && document.getElementById('panel').textContent")
+        assert "training loss" in panel and "seen 40 times" in panel
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()

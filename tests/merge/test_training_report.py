@@ -107,8 +107,11 @@ def test_the_html_page_is_self_contained(checked_model, tmp_path):
     assert page.svgs >= 2  # the loss curve and the held-out vs training chart
     assert page.rows["merge-checks"] == 1 + 1  # header + one row per check
     assert page.external == []
-    assert len(page.images) == 1 and page.images[0].startswith("data:image/png;base64,")
-    png = base64.b64decode(page.images[0].split(",", 1)[1])
+    # one contact sheet (PNG); the faces the model learns worst are inline JPEG thumbnails
+    sheets = [image for image in page.images if image.startswith("data:image/png;base64,")]
+    thumbnails = [image for image in page.images if image.startswith("data:image/jpeg;base64,")]
+    assert len(sheets) == 1 and len(thumbnails) >= 2 and len(sheets) + len(thumbnails) == len(page.images)
+    png = base64.b64decode(sheets[0].split(",", 1)[1])
     assert png == (model_dir / result.contact_sheet).read_bytes()
     sheet = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
     assert sheet is not None and sheet.shape[:2] == (18 + 64 * result.frames, SHEET_LABEL_WIDTH + 3 * 64)

@@ -134,10 +134,28 @@ def _loop_checks(work: Path, backend: str, src: Path, dst: Path) -> dict:
     iteration, device = _train(loop / "resumed", src, dst, 1, **LOOP_OPTIONS)
     straight, resumed = load_checkpoint(loop / "straight").arrays, load_checkpoint(loop / "resumed").arrays
     largest = max(float(np.max(np.abs(straight[k] - resumed[k]))) for k in straight)
+    face_losses = _face_loss_difference(loop / "straight", loop / "resumed")
     chain_start = load_checkpoint(work / "chain").step if (work / "chain" / "model.json").is_file() else 0
     chain_iteration, _ = _train(work / "chain", src, dst, 2, **LOOP_OPTIONS)
     return {"resumed_iteration": iteration, "device": device, "same_names": sorted(straight) == sorted(resumed),
-            "resume_largest_difference": largest, "chain_from": chain_start, "chain_to": chain_iteration}
+            "resume_largest_difference": largest, "chain_from": chain_start, "chain_to": chain_iteration,
+            **face_losses}
+
+
+def _face_loss_difference(straight: Path, resumed: Path) -> dict:
+    """How the per-face running losses of the straight and the resumed run compare: the same faces
+    seen the same number of times, and the largest relative difference of their losses."""
+    from curate.training_loss import read_face_losses
+
+    same, largest, faces = True, 0.0, 0
+    for side in ("src", "dst"):
+        a, b = read_face_losses(straight, side).losses, read_face_losses(resumed, side).losses
+        same = same and a.keys() == b.keys() and all(a[k].seen == b[k].seen for k in a if k in b)
+        faces += len(a)
+        for key in a.keys() & b.keys():
+            for x, y in ((a[key].loss, b[key].loss), (a[key].last_loss, b[key].last_loss)):
+                largest = max(largest, abs(x - y) / max(abs(x), 1e-12))
+    return {"face_losses_same_faces": same, "face_losses_faces": faces, "face_losses_largest_relative": largest}
 
 
 def main() -> None:

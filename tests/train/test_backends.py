@@ -156,6 +156,9 @@ def test_exact_resume_through_the_loop_on_each_backend(work, backend):
     assert loop["resumed_iteration"] == 2 and loop["same_names"]
     assert loop["device"].startswith(f"{backend} on CPU")
     assert loop["resume_largest_difference"] < 1e-6
+    # the per-face running losses resume as exactly (the same faces, seen as often, the same losses)
+    assert loop["face_losses_same_faces"] and loop["face_losses_faces"] > 2
+    assert loop["face_losses_largest_relative"] < 1e-5
 
 
 @pytest.mark.skipif("jax" not in BACKENDS, reason="XLA's memory analysis needs JAX")

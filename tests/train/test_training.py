@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tests.train.conftest import TINY_OPTIONS
+from curate.training_loss import read_face_losses
 from train.checkpoint import list_checkpoints, load_checkpoint
 from train.history import ModelHistory
 from train.loop import close_session, open_session, run_training
@@ -94,6 +95,14 @@ def test_resume_is_exact(tmp_path, training_facesets):
     with ModelHistory(tmp_path / "straight", read_only=True) as a, \
             ModelHistory(tmp_path / "resumed", read_only=True) as b:
         np.testing.assert_allclose(a.losses()[1], b.losses()[1], rtol=1e-4)
+    for side in ("src", "dst"):  # the per-face running losses resume exactly too
+        straight_faces = read_face_losses(tmp_path / "straight", side).losses
+        resumed_faces = read_face_losses(tmp_path / "resumed", side).losses
+        assert straight_faces.keys() == resumed_faces.keys() and len(straight_faces) > 1
+        for face_id, face in straight_faces.items():
+            other = resumed_faces[face_id]
+            assert (other.seen, other.last_iteration) == (face.seen, face.last_iteration)
+            np.testing.assert_allclose([other.loss, other.last_loss], [face.loss, face.last_loss], rtol=1e-4)
 
 
 def test_a_different_seed_gives_different_weights(tmp_path, training_facesets):
@@ -126,6 +135,10 @@ def test_injected_nan_rolls_back_to_the_last_checkpoint_and_continues(tmp_path, 
         iterations, losses, _ = history.losses()
     assert len(events) == 1 and events[0][0] == 5 and "non-finite-loss" in events[0][2]
     assert np.all(np.isfinite(losses)) and iterations[-1] == outcome.iteration
+    # the per-face losses went back to the snapshot of 5: steps 6 and 7 before the collapse do not count
+    for side in ("src", "dst"):
+        faces = read_face_losses(tmp_path / "model", side).losses.values()
+        assert sum(face.seen for face in faces) == outcome.iteration * TINY_OPTIONS["batch_size"]
     assert all(np.all(np.isfinite(a)) for a in _weights(tmp_path / "model").values())
 
 

@@ -3,7 +3,7 @@
 
 import { getJson, postJson } from "./api.js";
 import { DuplicateView } from "./duplicates.js";
-import { emptyFilters, matching, sortIndices } from "./filters.js";
+import { addTrainingLoss, emptyFilters, matching, sortIndices } from "./filters.js";
 import { Grid } from "./grid.js";
 import { renderHeatmap } from "./heatmap.js";
 import { EmbeddingMap } from "./map.js";
@@ -52,6 +52,8 @@ function say(text, error = false) {
 async function load() {
   const started = performance.now();
   probe.scriptStarted = started;
+  // asked for beside the index, not after it: the small answer is in before the index is parsed
+  const losses = getJson("/api/training-loss").catch((error) => ({ available: false, failed: error.message }));
   const data = await getJson("/api/faces", () => say("the faceset is busy (another facesmith command is writing it); waiting…"));
   probe.indexLoaded = performance.now() - started;
   state.data = data;
@@ -61,12 +63,32 @@ async function load() {
   const measures = $("f-measure");
   measures.replaceChildren(new Option("any measure", ""), ...data.measures.map((m) => new Option(m, m)));
   measures.value = state.filters.measure;
+  showTrainingLoss(data, await losses);
   probe.indexParsed = performance.now();
   apply();
   probe.applied = performance.now();
   await grid.whenPainted();
   probe.firstPaint = performance.now();
   document.body.dataset.painted = "1";
+}
+
+// The model's per-face training losses, when the app was started with --model-dir: a column to sort
+// and filter by (the faces the model cannot learn), shown in the captions and the side panel.
+function showTrainingLoss(data, losses) {
+  if (losses.failed) {
+    say(`training losses not loaded: ${losses.failed}`, true);
+    return;
+  }
+  if (!losses.available) {
+    if (losses.model_dir) say(losses.note, true); // started with --model-dir, but it has none to show
+    return;
+  }
+  addTrainingLoss(data, losses);
+  $("f-train-loss-label").hidden = false;
+  const sort = $("sort-key");
+  if (![...sort.options].some((o) => o.value === "train_loss")) sort.append(new Option("training loss", "train_loss"));
+  $("title").textContent += ` · training loss at ${losses.iteration}`;
+  $("title").title = `running loss per face (${losses.side}) from ${losses.model_dir}, median ${losses.median}`;
 }
 
 // -- filtering --------------------------------------------------------------------------------
@@ -131,7 +153,7 @@ function readControls() {
   if (group || !f.group || f.group.startsWith("*")) f.group = group; // keep a group chosen from the panel
   f.selected = $("f-selected").value; f.light = $("f-light").value;
   f.measure = $("f-measure").value; f.verdict = $("f-verdict").value;
-  f.text = $("f-text").value.trim(); f.tag = $("f-tag").value.trim();
+  f.text = $("f-text").value.trim(); f.tag = $("f-tag").value.trim(); f.trainLoss = $("f-train-loss").value;
   f.sharpMin = number("f-sharp-min"); f.sharpMax = number("f-sharp-max");
   f.brightMin = number("f-bright-min"); f.brightMax = number("f-bright-max");
   f.sizeMin = number("f-size-min"); f.sizeMax = number("f-size-max");
@@ -139,7 +161,7 @@ function readControls() {
   apply();
 }
 
-for (const id of ["f-status", "f-reason", "f-label", "f-group", "f-selected", "f-light", "f-measure", "f-verdict", "sort-key", "sort-desc"]) {
+for (const id of ["f-status", "f-reason", "f-label", "f-group", "f-selected", "f-light", "f-measure", "f-verdict", "f-train-loss", "sort-key", "sort-desc"]) {
   $(id).addEventListener("change", readControls);
 }
 for (const id of ["f-text", "f-tag", "f-sharp-min", "f-sharp-max", "f-bright-min", "f-bright-max", "f-size-min", "f-size-max"]) {

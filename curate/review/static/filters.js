@@ -5,7 +5,7 @@
 export function emptyFilters() {
   return {
     status: "", reason: "", label: "", group: "", selected: "", light: "",
-    measure: "", verdict: "bad", text: "", tag: "",
+    measure: "", verdict: "bad", text: "", tag: "", trainLoss: "",
     sharpMin: null, sharpMax: null, brightMin: null, brightMax: null, sizeMin: null, sizeMax: null,
     pose: null,      // {yaw, pitch}: lower edges of a heat-map cell
     sql: null,       // Set of face indices a WHERE clause kept
@@ -20,6 +20,23 @@ export function poseCell(yaw, pitch, bins) {
   const y = Math.min(Math.floor(yaw / bins.yaw_bin) * bins.yaw_bin, yawHigh - bins.yaw_bin);
   const p = Math.min(Math.floor(pitch / bins.pitch_bin) * bins.pitch_bin, pitchHigh - bins.pitch_bin);
   return [y, p];
+}
+
+// curate.training_loss.HARD_RATIO: a face this many times the median running loss is "hard".
+export const HARD_RATIO = 1.3;
+
+// The model's per-face training losses (/api/training-loss) as index columns, null where a face has none.
+export function addTrainingLoss(data, losses) {
+  const n = data.columns.id.length, byId = new Map(data.columns.id.map((id, i) => [id, i]));
+  const loss = new Array(n).fill(null), ratio = new Array(n).fill(null), rank = new Array(n).fill(null);
+  const seen = new Array(n).fill(null);
+  losses.ids.forEach((id, k) => {
+    const i = byId.get(id);
+    if (i === undefined) return;
+    loss[i] = losses.loss[k]; ratio[i] = losses.ratio[k]; rank[i] = k + 1; seen[i] = losses.seen[k];
+  });
+  Object.assign(data.columns, { train_loss: loss, train_ratio: ratio, train_rank: rank, train_seen: seen });
+  data.trainingLoss = { model_dir: losses.model_dir, side: losses.side, iteration: losses.iteration, median: losses.median };
 }
 
 const VERDICT_TESTS = {
@@ -51,6 +68,12 @@ export function predicates(filters, data, skipPose = false) {
   if (f.measure) {
     const at = data.measures.indexOf(f.measure), test = VERDICT_TESTS[f.verdict] || VERDICT_TESTS.bad;
     tests.push((i) => test(c.verdicts[i][at]));
+  }
+  if (f.trainLoss && c.train_rank) {
+    if (f.trainLoss === "top10") tests.push((i) => c.train_rank[i] !== null && c.train_rank[i] <= 10);
+    if (f.trainLoss === "top50") tests.push((i) => c.train_rank[i] !== null && c.train_rank[i] <= 50);
+    if (f.trainLoss === "hard") tests.push((i) => c.train_ratio[i] !== null && c.train_ratio[i] >= HARD_RATIO);
+    if (f.trainLoss === "none") tests.push((i) => c.train_rank[i] === null);
   }
   if (f.text) { const needle = f.text.toLowerCase(); tests.push((i) => c.path[i].toLowerCase().includes(needle)); }
   if (f.tag) { const tag = f.tag.toLowerCase(); tests.push((i) => c.tags[i].some((t) => t.toLowerCase().includes(tag))); }

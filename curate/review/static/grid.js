@@ -124,7 +124,8 @@ export class Grid {
     tile.dataset.trains = c.trains[index] ? "1" : "0";
     tile.dataset.inclusion = c.inclusion[index];
     const name = `${baseName(c.path[index])} #${c.index[index]}`;
-    const why = c.trains[index] ? (c.pick[index] !== null ? `pick ${c.pick[index]}` : "trains") : c.reason[index];
+    let why = c.trains[index] ? (c.pick[index] !== null ? `pick ${c.pick[index]}` : "trains") : c.reason[index];
+    if (c.train_ratio && c.train_ratio[index] !== null) why = `loss ${c.train_ratio[index].toFixed(2)}x · ${why}`;
     if (cap.dataset.text !== name + why) {
       cap.dataset.text = name + why;
       cap.textContent = "";
@@ -180,5 +181,8 @@ export function tooltip(data, index) {
   if (warn.length) lines.push(`warn: ${warn.join(", ")}`);
   if (c.group[index]) lines.push(c.keep[index] ? "keeps its duplicate group" : `duplicate of ${c.group[index]}`);
   lines.push(c.trains[index] ? "trains" : `left out: ${c.reason[index]}`);
+  if (c.train_rank && c.train_rank[index] !== null) {
+    lines.push(`training loss ${c.train_loss[index]} (${c.train_ratio[index]}x the median, hardest #${c.train_rank[index]}, seen ${c.train_seen[index]} times)`);
+  }
   return lines.join("\n");
 }

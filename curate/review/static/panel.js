@@ -40,6 +40,12 @@ function overlay(detail, img) {
   return svg;
 }
 
+function trainingLoss(t) {
+  const ratio = t.ratio === null ? "" : `, ${t.ratio}x the median`;
+  return `${t.loss}${ratio}; hardest #${t.rank} of ${t.of} ${t.side} faces; seen ${t.seen} times, ` +
+    `last ${t.last_loss} at iteration ${t.last_iteration} (snapshot of iteration ${t.iteration})`;
+}
+
 export async function showPanel(panel, id, { buttons: actions, showGroup }) {
   panel.replaceChildren(element("p", { class: "hint" }, "loading…"));
   let detail;
@@ -69,6 +75,7 @@ export async function showPanel(panel, id, { buttons: actions, showGroup }) {
     ["identity", detail.identity ? `${detail.identity.label} (distance ${detail.identity.distance})` : "not analysed"],
     ["duplicates", detail.duplicate ? (detail.duplicate.keep ? `keeps group (${detail.duplicate.kind})` : detail.duplicate.reason) : "in no group"],
     ["selection", detail.selection ? (detail.selection.selected ? `picked #${detail.selection.pick}` : detail.selection.reason) : "no selection"],
+    ...(detail.training_loss ? [["training loss", trainingLoss(detail.training_loss)]] : []),
   ]);
   const history = detail.decisions.length
     ? table(detail.decisions.map((d) => [d.decided_at.slice(0, 19).replace("T", " "), `${d.action}${d.value ? " " + d.value : ""} by ${d.who}${d.why ? ": " + d.why : ""}`]))
