@@ -44,7 +44,8 @@ class StepResult:
     output_std: float  # spatial std of the src reconstructions: ~0 when the output is uniform
     learning_rate: float
     # (B,) float32, row i = batch row i (the whole batch, gathered from every replica): the per-face
-    # losses the means above average, before the GAN, true-face and style terms (which are not per face)
+    # losses the means above average — reconstruction plus, on src, the face- and background-style
+    # terms (each computed per face); the GAN and true-face terms are not per face and are not in them
     src_sample_losses: np.ndarray | None = None
     dst_sample_losses: np.ndarray | None = None
 
