@@ -59,10 +59,14 @@ def hardest_title(training_loss: dict) -> str:
 
 def render_hardest(training_loss: dict, console: Console) -> None:
     """The hardest faces as a Rich table (a title line alone when the model has recorded none)."""
+    rows = hardest_rows(training_loss)
+    if not rows:
+        console.print(Text(printable(hardest_title(training_loss))))
+        return
     table = Table(title=printable(hardest_title(training_loss)), title_justify="left")
     for header in HARDEST_HEADERS:
         table.add_column(header, overflow="fold")
-    for row in hardest_rows(training_loss):
+    for row in rows:
         table.add_row(*(Text(printable(value)) for value in row))
     console.print(table)
 
