@@ -386,15 +386,18 @@ class FacesetReader:
             self._faces = load_faces(self.connection)
         return self._faces
 
-    def bad_checks(self, measures: Sequence[str] | None = None) -> dict[str, list[str]]:
-        """face_id -> the measures (of `measures`, default the quality gates) with a 'bad' verdict."""
+    def bad_checks(self, measures: Sequence[str] | None = None,
+                   face_ids: Sequence[str] | None = None) -> dict[str, list[str]]:
+        """face_id -> the measures (of `measures`, default the quality gates) with a 'bad' verdict
+        (of the faces `face_ids` only, when given)."""
         measures = list(self.quality_gates if measures is None else measures)
         result: dict[str, list[str]] = {}
         if not measures:
             return result
+        only, parameters = _only_faces(face_ids)
         for face_id, measure in self.connection.execute(
-                "SELECT face_id, measure FROM face_checks WHERE verdict = 'bad' AND list_contains(?, measure) "
-                "ORDER BY face_id, list_position(?, measure)", [measures, measures]).fetchall():
+                "SELECT face_id, measure FROM face_checks WHERE verdict = 'bad' AND list_contains(?, measure)"
+                f"{only} ORDER BY face_id, list_position(?, measure)", [measures, *parameters, measures]).fetchall():
             result.setdefault(face_id, []).append(measure)
         return result
 
@@ -418,19 +421,22 @@ class FacesetReader:
         """face_id -> its standing decisions (faces nobody decided on are absent)."""
         return fold_decisions(self.decision_log())
 
-    def identity_labels(self) -> dict[str, tuple[str, float, str]]:
+    def identity_labels(self, face_ids: Sequence[str] | None = None) -> dict[str, tuple[str, float, str]]:
         """face_id -> (label, distance to the main identity, reason) from the identities analysis."""
         if not table_exists(self.connection, "identities"):
             return {}
+        only, parameters = _only_faces(face_ids)
         return {face_id: (label, float(distance), reason) for face_id, label, distance, reason in
-                self.connection.execute("SELECT face_id, label, distance, reason FROM identities").fetchall()}
+                self.connection.execute("SELECT face_id, label, distance, reason FROM identities WHERE true"
+                                        f"{only}", parameters).fetchall()}
 
-    def dropped_duplicates(self) -> dict[str, tuple[str, str]]:
+    def dropped_duplicates(self, face_ids: Sequence[str] | None = None) -> dict[str, tuple[str, str]]:
         """face_id -> (the face kept in its place, kind) for every duplicate not kept."""
         if not table_exists(self.connection, "duplicates"):
             return {}
+        only, parameters = _only_faces(face_ids)
         return {face_id: (group_id, kind) for face_id, group_id, kind in self.connection.execute(
-            "SELECT face_id, group_id, kind FROM duplicates WHERE NOT keep").fetchall()}
+            f"SELECT face_id, group_id, kind FROM duplicates WHERE NOT keep{only}", parameters).fetchall()}
 
     def selected(self) -> dict[str, int]:
         """face_id -> pick order of the faces the latest selection picked."""
@@ -441,22 +447,31 @@ class FacesetReader:
 
     # -- which faces train ------------------------------------------------------------------
 
-    def statuses(self, use_selection: bool = True, as_role: str | None = None) -> list[FaceStatus]:
+    def statuses(self, use_selection: bool = True, as_role: str | None = None,
+                 face_ids: Sequence[str] | None = None) -> list[FaceStatus]:
         """Every face (face_id order) with whether it trains and why not.
 
         use_selection: for a src faceset with a selection, faces the selection did not pick do
         not train; without it (what the selection itself asks), every eligible face trains.
         as_role: read the faceset as this role instead of its stored one (training reads its
         --dst faceset as a dst whatever it was scanned as).
+        face_ids: only these faces (those of them the faceset has). A face's status depends on its
+        own rows and decisions alone, so this is the whole answer's rows for them, read without
+        loading every face (the review app asks after each decision).
         """
-        table = self.faces()
+        if face_ids is None:
+            ids = list(self.faces().face_ids)
+        else:
+            ids = [row[0] for row in self.connection.execute(
+                "SELECT face_id FROM faces WHERE list_contains(?, face_id) ORDER BY face_id",
+                [sorted(set(face_ids))]).fetchall()]
         decisions = self.decisions()
         if (as_role or self.role) == "dst":
             automatic: dict[str, list[Exclusion]] = {}
         else:
-            automatic = self._automatic_exclusions(table, decisions, use_selection)
+            automatic = self._automatic_exclusions(ids, decisions, use_selection, face_ids is not None)
         statuses = []
-        for face_id in table.face_ids:
+        for face_id in ids:
             decided = decisions.get(face_id, FaceDecisions())
             reasons = list(automatic.get(face_id, ()))
             if decided.inclusion == "exclude":
@@ -470,14 +485,15 @@ class FacesetReader:
                 statuses.append(FaceStatus(face_id, not reasons, tuple(reasons), False))
         return statuses
 
-    def _automatic_exclusions(self, table: FaceTable, decisions: Mapping[str, FaceDecisions],
-                              use_selection: bool) -> dict[str, list[Exclusion]]:
+    def _automatic_exclusions(self, face_ids: Sequence[str], decisions: Mapping[str, FaceDecisions],
+                              use_selection: bool, subset: bool = False) -> dict[str, list[Exclusion]]:
+        only = face_ids if subset else None  # push the restriction into each query
         reasons: dict[str, list[Exclusion]] = {}
-        for face_id, (kept, kind) in sorted(self.dropped_duplicates().items()):
+        for face_id, (kept, kind) in sorted(self.dropped_duplicates(only).items()):
             if not decisions.get(face_id, FaceDecisions()).keeper:
                 reasons.setdefault(face_id, []).append(Exclusion("duplicate", f"duplicate of {kept} ({kind})"))
-        labels = self.identity_labels()
-        for face_id in table.face_ids:
+        labels = self.identity_labels(only)
+        for face_id in face_ids:
             hand = decisions.get(face_id, FaceDecisions()).label
             if hand == "other-person":
                 reasons.setdefault(face_id, []).append(Exclusion("other-person", "other person (labelled by hand)"))
@@ -486,13 +502,13 @@ class FacesetReader:
                 words = "other person" if label == "other-person" else label
                 reasons.setdefault(face_id, []).append(Exclusion(
                     label, f"{words} (distance {distance:.2f} from the main identity)"))
-        for face_id, measures in self.bad_checks().items():
+        for face_id, measures in self.bad_checks(face_ids=only).items():
             for measure in measures:
                 reasons.setdefault(face_id, []).append(
                     Exclusion("quality", f"{QUALITY_WORDS.get(measure, measure)} ({measure} bad)"))
         if use_selection and self._has_selection():
             picked = self.selected()
-            for face_id in table.face_ids:
+            for face_id in face_ids:
                 if face_id not in picked and face_id not in reasons:
                     reasons.setdefault(face_id, []).append(Exclusion("selection", "not selected"))
         order = {kind: i for i, kind in enumerate(EXCLUSION_KINDS)}
@@ -550,3 +566,10 @@ def analysis_parameters(connection: duckdb.DuckDBPyConnection, kind: str) -> dic
         return {}
     row = connection.execute("SELECT parameters FROM analyses WHERE kind = ?", [kind]).fetchone()
     return json.loads(row[0]) if row and row[0] else {}
+
+
+def _only_faces(face_ids: Sequence[str] | None) -> tuple[str, list]:
+    """An `AND face_id IN (...)` clause (as list_contains) and its parameter, or nothing for all faces."""
+    if face_ids is None:
+        return "", []
+    return " AND list_contains(?, face_id)", [list(face_ids)]

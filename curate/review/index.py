@@ -138,10 +138,7 @@ def status_columns(statuses: Sequence[FaceStatus], decisions: dict[str, FaceDeci
 
 def statuses_for(reader: FacesetReader, face_ids: Sequence[str] | None = None) -> dict[str, Any]:
     """{"id": [...], <status columns>} for `face_ids` (default: every face), in face_id order."""
-    statuses = reader.statuses()
-    if face_ids is not None:
-        wanted = set(face_ids)
-        statuses = [s for s in statuses if s.face_id in wanted]
+    statuses = reader.statuses(face_ids=face_ids)
     return {"id": [s.face_id for s in statuses], **status_columns(statuses, reader.decisions())}
 
 

@@ -59,6 +59,27 @@ def test_statuses_say_why_each_src_face_does_not_train(faceset):
     assert training == picked and picked <= {face_id for face_id, s in statuses.items() if s.trains}
 
 
+def test_the_statuses_of_some_faces_are_their_rows_of_the_whole_answer(faceset):
+    """The review app asks for the decided faces only after each decision: the same rows, with the
+    hand decisions, duplicates, labels, verdicts and the selection all still applied."""
+    with FacesetReader(faceset) as reader:
+        ids = list(reader.faces().face_ids)
+    record_decisions(faceset, [Decision(ids[0], "exclude", why="test"), Decision(ids[1], "include"),
+                               Decision(ids[2], "label", value="other-person")], who="test")
+    with FacesetReader(faceset) as reader:
+        for use_selection in (True, False):
+            whole = {status.face_id: status for status in reader.statuses(use_selection)}
+            kinds = {reason.kind for status in whole.values() for reason in status.reasons}
+            assert {"decision", "duplicate", "other-person"} <= kinds  # the per-face sources are exercised
+            some = ids[::3] + ids[:3] + ["no-such-face"]
+            part = reader.statuses(use_selection, face_ids=some)
+            assert [status.face_id for status in part] == sorted(set(some) - {"no-such-face"})
+            assert all(status == whole[status.face_id] for status in part)
+            assert reader.statuses(use_selection, face_ids=[]) == []
+        as_dst = reader.statuses(as_role="dst", face_ids=ids[:4])
+        assert [status.trains for status in as_dst] == [False, True, True, True]  # only the exclusion holds
+
+
 def test_a_dst_faceset_trains_on_every_face(faceset):
     set_role(faceset, "dst")
     with FacesetReader(faceset) as reader:
