@@ -267,6 +267,25 @@ def _plain_batch(faces: FaceArrays, rows: np.ndarray) -> tuple[np.ndarray, np.nd
 
 # -- the check -----------------------------------------------------------------------------------
 
+NO_HELD_OUT = {"src": "the model holds out no src faces (validation_share 0 or too few faces): merge checks "
+                      "need held-out faces",
+               "dst": "the model holds out no dst faces: merge checks need held-out dst frames"}
+
+
+def _check_held_out(model_dir: Path) -> None:
+    """MergeChecker's refusal of a model that holds out no faces on a side, from the recorded split,
+    before a framework loads (a model without a history yet is left to open_session)."""
+    from train.history import HISTORY_FILE, ModelHistory
+
+    if not (model_dir / HISTORY_FILE).is_file():
+        return
+    with ModelHistory(model_dir, read_only=True) as history:
+        for side in ("src", "dst"):
+            recorded = history.split(side)
+            if recorded is not None and not recorded[1]:
+                raise MergeCheckError(NO_HELD_OUT[side])
+
+
 class MergeChecker:
     """Runs merge checks for one model: loads its held-out faces and frames once, then scores on demand."""
 
@@ -280,10 +299,9 @@ class MergeChecker:
         self.session = session
         config = session.config
         if not session.src_validation:
-            raise MergeCheckError("the model holds out no src faces (validation_share 0 or too few faces): "
-                                  "merge checks need held-out faces")
+            raise MergeCheckError(NO_HELD_OUT["src"])
         if not session.dst_validation:
-            raise MergeCheckError("the model holds out no dst faces: merge checks need held-out dst frames")
+            raise MergeCheckError(NO_HELD_OUT["dst"])
         src_faces = [f for f in read_curated_faces(session.src_database, config.use_selection)
                      if f.face_id in set(session.src_validation)]
         dst_faces = [f for f in read_curated_faces(session.dst_database, config.use_selection, role="dst")
@@ -594,6 +612,7 @@ def check_model(model_dir: Path, analyzer: Any = None, options: dict[str, Any] |
         save,
     )
 
+    _check_held_out(Path(model_dir))
     session = open_session(Path(model_dir), {})
     try:
         checker = MergeChecker(session, analyzer=analyzer, settings=model_check_settings(session.history, options))

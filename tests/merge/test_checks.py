@@ -68,3 +68,21 @@ def test_checks_need_held_out_faces(tmp_path, training_facesets):
             MergeChecker(session, every=10)
     finally:
         close_session(session)
+
+
+def test_a_check_of_a_model_without_held_out_faces_is_refused_before_a_framework_loads(tmp_path, training_facesets):
+    import subprocess
+    import sys
+
+    from tests.train.conftest import TINY_OPTIONS
+    from train.loop import close_session, open_session
+
+    model_dir = tmp_path / "m"
+    close_session(open_session(model_dir, dict(TINY_OPTIONS, validation_share=0.0), *training_facesets))
+    probe = ("import sys\nfrom merge.checks import MergeCheckError, check_model\n"
+             f"try:\n    check_model({str(model_dir)!r})\nexcept MergeCheckError as error:\n    print(error)\n"
+             "print('frameworks loaded:', sorted(m for m in ('keras', 'tensorflow', 'jax', 'torch') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "holds out no src faces" in result.stdout
+    assert "frameworks loaded: []" in result.stdout
