@@ -42,8 +42,6 @@ def warn(warnings: list[str], output: OutputFormat) -> None:
             Console(stderr=True, soft_wrap=True).print(Text(f"warning: {printable(warning)}"), highlight=False)
 
 
-# What TensorFlow, JAX and XLA print from C++ while they start (CPU features, oneDNN, absl's early-log
-# notice): not for users, and TF_CPP_MIN_LOG_LEVEL does not reach all of it.
 def wants_progress(output: OutputFormat) -> bool:
     """Bars only for people: table output on a terminal."""
     return output is OutputFormat.table and sys.stderr.isatty()

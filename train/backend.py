@@ -49,19 +49,20 @@ def nvidia_gpu_present() -> bool:
 
 
 def backend_sees_gpu(name: str) -> bool:
-    """Whether `name`'s framework sees a GPU (imports that framework)."""
+    """Whether `name`'s framework sees a GPU (imports that framework, its start-up chatter filtered)."""
     try:
-        if name == "torch":
-            import torch
+        with quiet_framework_startup():
+            if name == "torch":
+                import torch
 
-            return bool(torch.cuda.is_available())
-        if name == "jax":
-            import jax
+                return bool(torch.cuda.is_available())
+            if name == "jax":
+                import jax
 
-            return any(device.platform == "gpu" for device in jax.devices())
-        import tensorflow as tf
+                return any(device.platform == "gpu" for device in jax.devices())
+            import tensorflow as tf
 
-        return bool(tf.config.list_physical_devices("GPU"))
+            return bool(tf.config.list_physical_devices("GPU"))
     except Exception as error:  # noqa: BLE001 - a broken GPU stack means "no GPU here", said in the log
         log.warning("%s cannot use the GPU: %s", name, error)
         return False
@@ -111,6 +112,8 @@ def choose_backend(requested: str = "auto") -> str:
     return chosen
 
 
+# What TensorFlow, JAX and XLA print from C++ while they start (CPU features, oneDNN, absl's early-log
+# notice): not for users, and TF_CPP_MIN_LOG_LEVEL does not reach all of it.
 _STARTUP_NOISE = ("WARNING: All log messages before absl::InitializeLog()", "oneDNN custom operations are on",
                   "cpu_feature_guard", "To enable the following instructions", "rebuild TensorFlow with the",
                   "An NVIDIA GPU may be present on this machine", "Unable to register cuDNN factory",
