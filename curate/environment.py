@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -129,6 +130,30 @@ def check_writable_folder(folder: Path, what: str) -> None:
         raise describe(error, f"write {what} in", folder) from error
     os.close(descriptor)
     probe.unlink(missing_ok=True)
+
+
+def is_lock_conflict(error: BaseException) -> bool:
+    """Whether a DuckDB error is another process's lock on the file (not a damaged file)."""
+    text = str(error).lower()
+    return "lock" in text and ("conflicting" in text or "could not set" in text or "held" in text)
+
+
+def connect_when_free(path: Path | str, read_only: bool, wait: float, config: dict | None = None):
+    """duckdb.connect(path), retried for up to `wait` seconds while another process holds the file's
+    lock: writers that open the file only for their moment (the trainer's history) and brief readers
+    then take turns instead of failing. Other errors, and a lock still held after `wait`, raise."""
+    import duckdb
+
+    deadline = time.monotonic() + wait
+    pause = 0.02
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only, config=config or {})
+        except duckdb.Error as error:
+            if not is_lock_conflict(error) or time.monotonic() + pause > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
 
 
 def lock_hint(error: BaseException, writer: str = "a scan, import or analysis",

@@ -14,7 +14,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import duckdb
 
-from curate.environment import describe, environment_errors, is_environment_error, lock_hint
+from curate.environment import connect_when_free, describe, environment_errors, is_environment_error, lock_hint
 from curate.errors import ReadOnlyQueryError, StoreError
 from curate.faceset import check_role, table_exists
 from curate.records import FaceRecord, ImageRecord
@@ -549,6 +549,9 @@ class QueryResult:
 
 DEFAULT_QUERY_SECONDS = 60.0
 DEFAULT_QUERY_MEMORY = "2GB"
+# A read waits this long for another process's write to end: the trainer holds its history file only
+# while it writes, so a query meets at most a moment of it (a scan holds a faceset throughout).
+LOCK_WAIT = 5.0
 _MEMORY_LIMIT = re.compile(r"\s*\d+(\.\d+)?\s*(B|KB|KiB|MB|MiB|GB|GiB|TB|TiB)\s*", re.I)
 
 
@@ -569,8 +572,8 @@ def query_read_only(path: Path, sql: str, timeout_s: float = DEFAULT_QUERY_SECON
     if not path.is_file():
         raise StoreError(f"no faceset at {path}")
     try:
-        connection = duckdb.connect(
-            str(path), read_only=True,
+        connection = connect_when_free(
+            path, read_only=True, wait=LOCK_WAIT,
             # locked, so no statement can switch file access (or logging to files) back on, nor
             # lift the memory limit; an empty temp_directory turns spilling to disk off
             config={"enable_external_access": False, "memory_limit": str(memory_limit).strip(),

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import duckdb
 
-from curate.environment import lock_hint
+from curate.environment import connect_when_free, lock_hint
 from curate.errors import StoreError
 from curate.faceset import QUALITY_WORDS, FacesetReader, table_exists
 
@@ -39,6 +39,7 @@ TABLE = "face_losses"
 COLUMNS = ("side", "face_id", "loss", "seen", "last_loss", "last_iteration")
 SIDES = ("src", "dst")
 FACESET_META_KEYS = {"src": "src_faceset", "dst": "dst_faceset"}
+LOCK_WAIT = 5.0  # seconds to wait for the trainer's write (it holds the file only while it writes)
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ def _connect(model_dir: Path) -> duckdb.DuckDBPyConnection:
     if not path.is_file():
         raise StoreError(f"no training history at {path}: is {model_dir} a model folder?")
     try:
-        return duckdb.connect(str(path), read_only=True)
+        return connect_when_free(path, read_only=True, wait=LOCK_WAIT)
     except duckdb.Error as error:
         raise StoreError(f"cannot read the per-face training losses in {path}: "
                          f"{lock_hint(error, 'training', 'stop it with Ctrl-C (it saves first)')}") from error

@@ -12,11 +12,13 @@ import duckdb
 import numpy as np
 
 from curate.errors import StoreError
-from curate.environment import lock_hint
+from curate.environment import connect_when_free, lock_hint
 from curate.training_loss import COLUMNS as FACE_LOSS_COLUMNS
 from curate.training_loss import FACESET_META_KEYS, FaceLoss
 
 HISTORY_FILE = "model.duckdb"
+READER_WAIT = 5.0  # seconds a reader waits for the trainer's write to end
+WRITER_WAIT = 300.0  # seconds the trainer waits for readers to let go before it fails
 SCHEMA_VERSION = 2
 
 # Each migration takes the file from version N-1 to N; released ones are never edited.
@@ -101,22 +103,48 @@ def _now() -> datetime:
 
 
 class ModelHistory:
-    """Read/write access to a model folder's history file; every write is one transaction."""
+    """Read/write access to a model folder's history file; every write is one transaction.
 
-    def __init__(self, model_dir: Path, read_only: bool = False):
+    DuckDB lets no other process open a file while one process has it open for writing, not even to
+    read. So the trainer `release()`s the file between its writes (a flush every 100 iterations, a
+    checkpoint, an event) and the next use opens it again: `train status`, the reports and the review
+    app read a model while it trains. Each side waits its turn (`wait` seconds) instead of failing
+    when it meets the other's lock.
+    """
+
+    def __init__(self, model_dir: Path, read_only: bool = False, wait: float | None = None):
         self.path = Path(model_dir) / HISTORY_FILE
+        self.read_only = read_only
+        # A reader waits out a write (milliseconds); the trainer waits out readers (a report, a page).
+        self.wait = (READER_WAIT if read_only else WRITER_WAIT) if wait is None else wait
         if read_only and not self.path.is_file():
             raise StoreError(f"no training history at {self.path}: is {model_dir} a model folder?")
-        try:
-            self.connection = duckdb.connect(str(self.path), read_only=read_only)
-        except duckdb.Error as error:
-            raise StoreError(f"cannot open {self.path}: "
-                             f"{lock_hint(error, 'training', 'stop it with Ctrl-C (it saves first)')}") from error
+        self._connection: duckdb.DuckDBPyConnection | None = None
+        self._open()  # a locked or damaged file is an error now, not at the first read
         if not read_only:
             self._migrate()
 
+    @property
+    def connection(self) -> duckdb.DuckDBPyConnection:
+        """The open connection, opened again after `release()`."""
+        return self._connection if self._connection is not None else self._open()
+
+    def _open(self) -> duckdb.DuckDBPyConnection:
+        try:
+            self._connection = connect_when_free(self.path, self.read_only, self.wait)
+        except duckdb.Error as error:
+            raise StoreError(f"cannot open {self.path}: "
+                             f"{lock_hint(error, 'training', 'stop it with Ctrl-C (it saves first)')}") from error
+        return self._connection
+
+    def release(self) -> None:
+        """Close the file until the next read or write, so other processes may open it meanwhile."""
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
     def close(self) -> None:
-        self.connection.close()
+        self.release()
 
     def __enter__(self) -> ModelHistory:
         return self

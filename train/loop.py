@@ -226,6 +226,7 @@ def open_session(model_dir: Path, options: dict[str, Any], src_database: Path | 
         elif made is not None:
             shutil.rmtree(made, ignore_errors=True)
         raise
+    history.release()  # opened again at the next write (see run_training)
     return session
 
 
@@ -577,6 +578,9 @@ def run_training(session: TrainSession, max_iterations: int | None = None,
                                 tensorboard.image(iteration, tag, Path(path))
                         if on_evaluation is not None:
                             on_evaluation(evaluator.name, iteration, evaluation)
+            # Let go of the history file between writes: `train status`, reports and the review app
+            # read it while training goes on (a no-op when this iteration wrote nothing).
+            session.history.release()
     finally:
         stream.close()
         try:

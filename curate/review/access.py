@@ -19,6 +19,7 @@ from typing import Any
 import duckdb
 
 from curate.decisions import Decision, DecisionRow, record_decisions
+from curate.environment import is_lock_conflict
 from curate.errors import FacesmithError, StoreError
 from curate.faceset import FacesetReader, FaceTable, open_faceset
 from curate.review.index import StaticColumns, build_index, patch_statuses, statuses_for
@@ -31,8 +32,7 @@ class FacesetBusy(FacesmithError):
 
 
 def _is_lock_error(error: Exception) -> bool:
-    text = str(error).lower()
-    return "lock" in text and ("conflicting" in text or "could not set" in text or "held" in text)
+    return is_lock_conflict(error)
 
 
 # The faces view the free WHERE filter reads: one row per face with the analyses' verdicts.

@@ -206,6 +206,16 @@ def test_ctrl_c_saves_says_so_and_exits_130(tmp_path, training_facesets):
         while not (seen and seen[-1].startswith("training on")):  # printed once the model is built
             seen.append(process.stderr.readline())
             assert seen[-1], "".join(seen)  # end of output: the command ended without training
+        # The trainer lets go of its history file between writes: `train status` reads it meanwhile.
+        import time
+
+        deadline, iteration = time.monotonic() + 300, 0
+        while iteration < 6 and time.monotonic() < deadline and process.poll() is None:
+            status = invoke("train", "status", "--model-dir", model_dir, "--format", "json")
+            assert status.exit_code == 0, status.output
+            iteration = json.loads(status.stdout)["iteration"] or 0
+            time.sleep(0.2)
+        assert iteration >= 6 and process.poll() is None, iteration  # read twice flushed, still training
     except BaseException:
         process.kill()
         raise
