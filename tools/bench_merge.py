@@ -11,7 +11,11 @@ depend on them):
   4. the per-face training-loss bookkeeping (train/face_losses.py) per iteration, as a share of the
      step measured in the same run (target < 1 %): folding one step's per-face losses into the running
      losses, plus storing the snapshot of a 5000 + 5000-face model at every checkpoint, spread over
-     the default checkpoint interval.
+     the default checkpoint interval;
+  5. letting go of the history file between writes (so `train status` and the reports read a model
+     while it trains): one close and reopen of the session's own `model.duckdb`, times the opens a
+     run makes at the default intervals (a history flush every 100 iterations, a preview, a
+     checkpoint; counted as if they never coincide), as a share of the step.
 
     python tools/bench_merge.py [--frames 40] [--interval 2000] [--resolution 128] [--face-losses-only]
 """
@@ -168,6 +172,25 @@ def main() -> None:
                      f"snapshot of {bookkeeping['save_faces']} faces {bookkeeping['save_s'] * 1000:.1f} ms per "
                      f"checkpoint (every {save_every}) = {per_iteration / step_seconds:.4%} of a "
                      f"{step_seconds * 1000:.0f} ms step (target < 1%)")
+        reopens = []
+        for _ in range(20):
+            started = time.perf_counter()
+            session.history.release()
+            session.history.connection.execute("SELECT count(*) FROM history").fetchone()
+            reopens.append(time.perf_counter() - started)
+        from train.loop import HISTORY_FLUSH_EVERY
+
+        fields = TrainConfig.__dataclass_fields__
+        opens_per_iteration = (1 / HISTORY_FLUSH_EVERY + 1 / fields["preview_every"].default
+                               + 1 / save_every)
+        reopen_seconds = float(np.median(reopens))
+        face_figures.update({"history_reopen_ms": round(reopen_seconds * 1000, 2),
+                             "history_opens_per_100_iterations": round(100 * opens_per_iteration, 2),
+                             "history_release_share_of_step": round(reopen_seconds * opens_per_iteration
+                                                                    / step_seconds, 8)})
+        face_line += (f"\nhistory released between writes: reopen {reopen_seconds * 1000:.1f} ms x "
+                      f"{100 * opens_per_iteration:.2f} per 100 iterations = "
+                      f"{reopen_seconds * opens_per_iteration / step_seconds:.4%} of the step")
         if args.face_losses_only:
             close_session(session)
             print(json.dumps(face_figures, indent=2) if args.json else face_line)
