@@ -49,6 +49,8 @@ from train.history import HistoryRow, ModelHistory
 from train.model_folder import (
     PREVIEW_DIR,
     TENSORBOARD_DIR,
+    TrainingLock,
+    lock_for_training,
     merge_requested,
     plan_session,
     write_model_file,
@@ -107,6 +109,7 @@ class TrainSession:
     best_iteration: int | None = None
     scratch: bool = False  # a non-chief worker's temporary model_dir, deleted by close_session
     face_losses: FaceLossTracker | None = None  # each face's running loss; stored with every checkpoint
+    lock: TrainingLock | None = None  # the folder's training lock (one session per folder), held until closed
 
     def sampler_settings(self) -> SamplerSettings:
         config = self.config
@@ -180,7 +183,19 @@ def open_session(model_dir: Path, options: dict[str, Any], src_database: Path | 
     if scratch:
         model_dir = _worker_scratch_folder(model_dir, device.role, notes)
     made = _make_folder(model_dir) if plan.creating and not scratch else None
-    history = ModelHistory(model_dir)
+    try:
+        lock = lock_for_training(model_dir)
+    except BaseException:
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+        raise
+    try:
+        history = ModelHistory(model_dir)
+    except BaseException:
+        lock.release()
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+        raise
     try:
         src_train, src_validation = _split_faces(history, "src", src_all, config.validation_share, config.seed)
         dst_train, dst_validation = _split_faces(history, "dst", dst_all, config.validation_share,
@@ -217,10 +232,11 @@ def open_session(model_dir: Path, options: dict[str, Any], src_database: Path | 
                                src_validation=src_validation, dst_validation=dst_validation,
                                iteration=iteration, salt=salt, notes=notes, src_database=plan.src,
                                dst_database=plan.dst, best_iteration=_stored_best(history), scratch=scratch,
-                               face_losses=face_losses)
+                               face_losses=face_losses, lock=lock)
         _write_model_file(session)
     except BaseException:
         history.close()
+        lock.release()
         if scratch:
             shutil.rmtree(model_dir, ignore_errors=True)
         elif made is not None:
@@ -623,6 +639,8 @@ def _latest_saved(session: TrainSession) -> int:
 
 def close_session(session: TrainSession) -> None:
     session.history.close()
+    if session.lock is not None:
+        session.lock.release()
     if session.scratch:
         shutil.rmtree(session.model_dir, ignore_errors=True)
 

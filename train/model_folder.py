@@ -12,6 +12,7 @@ folder), `requested` (the options the user set, across sessions, minus session-o
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -190,3 +191,57 @@ def write_model_file(path: Path, src: Path, dst: Path, requested: dict[str, Any]
                 "structure": structure_of(config)}
     write_atomically(path / MODEL_FILE, json.dumps(document, indent=1, sort_keys=True), durable=True)
     write_atomically(path / CONFIG_FILE, config_to_toml(config))
+
+
+# -- one training session per folder -----------------------------------------------------------
+
+TRAINING_LOCK = ".training.lock"
+
+
+@dataclass
+class TrainingLock:
+    """A model folder's exclusive training lock, held for a session's life. The operating system lets
+    it go when the process ends however it ends, so a killed run never leaves a stale lock."""
+
+    path: Path
+    handle: Any
+
+    def release(self) -> None:
+        if self.handle is not None:
+            self.handle.close()  # closing the file drops the lock
+            self.handle = None
+
+
+def lock_for_training(model_dir: Path) -> TrainingLock:
+    """Take `model_dir`'s training lock, or say which process trains it. The trainer opens its history
+    file only while it writes (so others can read a model while it trains), so DuckDB's own lock no
+    longer keeps a second trainer out: this does."""
+    path = Path(model_dir) / TRAINING_LOCK
+    handle = open(path, "a+", encoding="utf-8")  # never truncated before the lock is ours: the holder's pid stays
+    try:
+        _lock_exclusively(handle)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip()
+        handle.close()
+        who = f"process {holder}" if holder.isdigit() else "another process"
+        raise ModelFolderError(f"{model_dir} is being trained by {who}: one training session per model folder; "
+                               "stop it (Ctrl-C saves first) or wait for it, then run this again") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return TrainingLock(path, handle)
+
+
+def _lock_exclusively(handle: Any) -> None:
+    """A non-blocking exclusive lock on an open file; OSError when another process holds it."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        handle.seek(0)
+        msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+        return
+    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -81,3 +81,40 @@ def test_a_broken_model_json_is_a_clear_error(tmp_path):
     with pytest.raises(DamagedModelFile, match="not valid JSON"):  # the checkpoint guard reads it
         open_model_folder(tmp_path)
     assert issubclass(ModelFolderError, DamagedModelFile)
+
+
+def test_one_training_session_per_folder(tmp_path):
+    """The trainer lets go of its history file between writes, so DuckDB's lock no longer keeps a
+    second trainer out of a folder: the training lock does, and says which process holds it."""
+    import os
+
+    from train.model_folder import lock_for_training
+
+    first = lock_for_training(tmp_path)
+    with pytest.raises(ModelFolderError, match=f"being trained by process {os.getpid()}: one training session"):
+        lock_for_training(tmp_path)
+    first.release()
+    lock_for_training(tmp_path).release()  # free again once released
+
+
+def test_a_session_on_a_folder_another_process_trains_is_refused(tmp_path, training_facesets):
+    import subprocess
+    import sys
+
+    from tests.train.conftest import TINY_OPTIONS
+    from train.loop import open_session
+
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from pathlib import Path; from train.model_folder import lock_for_training\n"
+         f"lock = lock_for_training(Path({str(model_dir)!r})); print('held', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(ModelFolderError, match=f"being trained by process {holder.pid}"):
+            open_session(model_dir, dict(TINY_OPTIONS), *training_facesets)
+        assert sorted(path.name for path in model_dir.iterdir()) == [".training.lock"]  # nothing made
+    finally:
+        holder.communicate("", timeout=60)
+    assert holder.returncode == 0
