@@ -88,10 +88,29 @@ def test_healthy_model_of_the_same_length_does_not(tmp_path, training_facesets, 
     assert training_status(tmp_path / "model").flag is None
 
 
+def _run_in_a_new_process(model_dir, facesets, run: str, iterations: int) -> list[dict]:
+    """`_run` in a fresh interpreter: the same seed gives the same checks in every new process, while
+    one full-suite run in this process ended 0.08 below its best instead of 0.13 (not reproduced
+    alone or with any one test directory before it), so the verdict is judged on a clean process."""
+    import json
+    import subprocess
+    import sys
+
+    script = ("import json, sys\nfrom pathlib import Path\n"
+              "from curate.faces.backends.embedded import EmbeddedFaceAnalyzer\n"
+              "from tests.merge.test_overtraining import RUNS, _run\n"
+              f"checks = _run(Path({str(model_dir)!r}), (Path({str(facesets[0])!r}), Path({str(facesets[1])!r})), "
+              f"RUNS[{run!r}], EmbeddedFaceAnalyzer(device='cpu'), iterations={iterations})\n"
+              "print(json.dumps(checks, default=str))\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=1200,
+                            cwd=Path(__file__).resolve().parents[2])
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 @pytest.mark.slow
-def test_expression_collapse_is_caught_by_quality_where_the_loss_rule_misses_it(tmp_path, open_mouth_facesets,
-                                                                              analyzer):
-    checks = _run(tmp_path / "model", open_mouth_facesets, RUNS["healthy"], analyzer, iterations=450)
+def test_expression_collapse_is_caught_by_quality_where_the_loss_rule_misses_it(tmp_path, open_mouth_facesets):
+    checks = _run_in_a_new_process(tmp_path / "model", open_mouth_facesets, "healthy", iterations=450)
     first, last = checks[0], checks[-1]
     # the loss says all is well: held-out and training src loss fell, and its rule never flags
     assert last["validation_src_loss"] < first["validation_src_loss"]
