@@ -469,7 +469,8 @@ class FacesetReader:
         if (as_role or self.role) == "dst":
             automatic: dict[str, list[Exclusion]] = {}
         else:
-            automatic = self._automatic_exclusions(ids, decisions, use_selection, face_ids is not None)
+            automatic = self._automatic_exclusions(ids, decisions, use_selection,
+                                                   only=None if face_ids is None else ids)
         statuses = []
         for face_id in ids:
             decided = decisions.get(face_id, FaceDecisions())
@@ -486,8 +487,8 @@ class FacesetReader:
         return statuses
 
     def _automatic_exclusions(self, face_ids: Sequence[str], decisions: Mapping[str, FaceDecisions],
-                              use_selection: bool, subset: bool = False) -> dict[str, list[Exclusion]]:
-        only = face_ids if subset else None  # push the restriction into each query
+                              use_selection: bool, only: Sequence[str] | None = None) -> dict[str, list[Exclusion]]:
+        """`only`: the faces to read (each query restricted to them), None for every face."""
         reasons: dict[str, list[Exclusion]] = {}
         for face_id, (kept, kind) in sorted(self.dropped_duplicates(only).items()):
             if not decisions.get(face_id, FaceDecisions()).keeper:

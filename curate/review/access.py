@@ -31,10 +31,6 @@ class FacesetBusy(FacesmithError):
     """Another process holds the faceset for writing; try again in a moment."""
 
 
-def _is_lock_error(error: Exception) -> bool:
-    return is_lock_conflict(error)
-
-
 # The faces view the free WHERE filter reads: one row per face with the analyses' verdicts.
 # Documented in the page's help and the README; client text only ever goes after WHERE, inside
 # the read-only door (curate.store.query_read_only).
@@ -70,7 +66,7 @@ class FacesetAccess:
         try:
             return open_faceset(self.database, read_only=True)
         except StoreError as error:
-            if _is_lock_error(error):
+            if is_lock_conflict(error):
                 raise FacesetBusy("the faceset is being written by another facesmith command; "
                                   "try again when it finishes") from error
             raise
@@ -192,7 +188,7 @@ class FacesetAccess:
             try:
                 rows = record_decisions(self.database, decisions, who)
             except StoreError as error:
-                if _is_lock_error(error):
+                if is_lock_conflict(error):
                     raise FacesetBusy("the faceset is being written by another facesmith command; "
                                       "the decision was not recorded, try again") from error
                 raise
@@ -215,7 +211,7 @@ class FacesetAccess:
             try:
                 return query_read_only(self.database, FACES_VIEW + where + "\n)")
             except StoreError as error:
-                if _is_lock_error(error):
+                if is_lock_conflict(error):
                     raise FacesetBusy("the faceset is being written by another facesmith command; "
                                       "try again when it finishes") from error
                 raise
