@@ -183,20 +183,11 @@ def open_session(model_dir: Path, options: dict[str, Any], src_database: Path | 
     if scratch:
         model_dir = _worker_scratch_folder(model_dir, device.role, notes)
     made = _make_folder(model_dir) if plan.creating and not scratch else None
+    lock: TrainingLock | None = None
+    history: ModelHistory | None = None
     try:
         lock = lock_for_training(model_dir)
-    except BaseException:
-        if made is not None:
-            shutil.rmtree(made, ignore_errors=True)
-        raise
-    try:
         history = ModelHistory(model_dir)
-    except BaseException:
-        lock.release()
-        if made is not None:
-            shutil.rmtree(made, ignore_errors=True)
-        raise
-    try:
         src_train, src_validation = _split_faces(history, "src", src_all, config.validation_share, config.seed)
         dst_train, dst_validation = _split_faces(history, "dst", dst_all, config.validation_share,
                                                  config.seed + 1)
@@ -235,8 +226,10 @@ def open_session(model_dir: Path, options: dict[str, Any], src_database: Path | 
                                face_losses=face_losses, lock=lock)
         _write_model_file(session)
     except BaseException:
-        history.close()
-        lock.release()
+        if history is not None:
+            history.close()
+        if lock is not None:
+            lock.release()
         if scratch:
             shutil.rmtree(model_dir, ignore_errors=True)
         elif made is not None:
@@ -502,6 +495,7 @@ def run_training(session: TrainSession, max_iterations: int | None = None,
     def flush() -> None:
         session.history.append(pending)
         pending.clear()
+        session.history.release()  # before a preview or a check, not after it: readers get the file meanwhile
 
     def checkpoint() -> None:
         flush()
