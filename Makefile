@@ -10,6 +10,9 @@ ORT_EXTRA := $(if $(shell command -v nvidia-smi 2>/dev/null),gpu,cpu)
 # torch is pinned to the CPU wheel here: an unpinned torch from PyPI is the multi-GB CUDA build.
 TORCH_SPEC ?= $(if $(shell command -v nvidia-smi 2>/dev/null),torch,torch==2.13.0)
 DEMO ?= demo
+# On CI (CI=true) pip keeps no copy of what it downloads: the wheels (TensorFlow, JAX, Ray, ...) would
+# take 1-2 GB more of a disk the test suite needs.
+PIP_INSTALL := $(PY) -m pip install --quiet $(if $(CI),--no-cache-dir,)
 
 .PHONY: install samples demo test bench browser clean
 
@@ -17,9 +20,9 @@ install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[$(ORT_EXTRA),test,ray,jax]"
-	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PIP_INSTALL) --upgrade pip
+	$(PIP_INSTALL) -e ".[$(ORT_EXTRA),test,ray,jax]"
+	$(PIP_INSTALL) "$(TORCH_SPEC)"
 	touch $@
 
 samples: install

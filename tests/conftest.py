@@ -9,6 +9,7 @@ CI has); later sessions find them present and only check them. Set
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -23,6 +24,113 @@ def _need(path: Path) -> Path:
     if not path.is_file():
         pytest.fail(f"sample file missing: {path} (re-run tools/fetch_samples.py --force)", pytrace=False)
     return path
+
+
+_WATCH = pytest.StashKey["_TemporaryFilesWatch"]()
+
+
+def _folder_bytes(root: Path) -> int:
+    total = 0
+    stack = [root]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as entries:
+                for entry in entries:
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            stack.append(Path(entry.path))
+                        elif entry.is_file(follow_symlinks=False):
+                            total += entry.stat(follow_symlinks=False).st_blocks * 512
+                    except OSError:  # removed while we looked
+                        continue
+        except OSError:
+            continue
+    return total
+
+
+class _TemporaryFilesWatch:
+    """Samples the session's temporary folder once a second, so the summary can say how much disk
+    the suite needs at its peak and in which test: CI's disk is not large (a suite that kept every
+    model it trained wrote 7 GB and ran out of space)."""
+
+    def __init__(self, basetemp: Path) -> None:
+        import threading
+
+        self.basetemp, self.peak, self.test, self.current = basetemp, 0, "", "(collection)"
+        self.free_at_start = shutil.disk_usage(basetemp).free
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="temporary-files-watch", daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(1.0):
+            size = _folder_bytes(self.basetemp)
+            if size > self.peak:
+                self.peak, self.test = size, self.current
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def pytest_sessionstart(session):
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is not None:
+        session.config.stash[_WATCH] = _TemporaryFilesWatch(factory.getbasetemp())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    watch = item.config.stash.get(_WATCH, None)
+    if watch is not None:
+        watch.current = item.nodeid
+    yield
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    watch = config.stash.get(_WATCH, None)
+    if watch is not None:
+        watch.stop()
+        if watch.test:
+            terminalreporter.write_line(f"temporary files at their peak: {watch.peak / 2**20:.0f} MiB "
+                                        f"(during {watch.test}); {watch.free_at_start / 2**30:.1f} GiB "
+                                        f"of disk were free at the start")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _temporary_files_in_the_session_folder(tmp_path_factory):
+    """Point TMPDIR (and `tempfile`) into the session's temporary folder, so what libraries leave
+    behind (TensorFlow's autograph writes a .py file per traced function and never removes it) is
+    counted above and removed with the folder."""
+    import tempfile
+
+    folder = tmp_path_factory.mktemp("tmpdir")
+    before = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"] = str(folder)
+    tempfile.tempdir = str(folder)
+    yield
+    if before[0] is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = before[0]
+    tempfile.tempdir = before[1]
+
+
+@pytest.fixture(scope="module")
+def module_dirs(tmp_path_factory):
+    """`mktemp` for module-scoped fixtures: each folder is removed when its module's tests end.
+    pytest keeps such folders (and a passed test's own, without the `failed` retention policy set
+    in pyproject.toml) until the session ends; a suite that kept every module's models and
+    checkpoints (tens of MB each) wrote 7 GB and filled CI's disk."""
+    made: list[Path] = []
+
+    def make(name: str) -> Path:
+        made.append(tmp_path_factory.mktemp(name))
+        return made[-1]
+
+    yield make
+    for path in made:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -122,7 +230,6 @@ def analyzer():
 def analysed_faceset(tmp_path_factory, analyzer, obama_paths, biden_path, t1_path) -> Path:
     """A scanned, analysed and selected faceset: three Obama photos, a resized JPEG copy of the
     first (a near duplicate), Biden, the six people of t1.jpg and a text file (rejected)."""
-    import shutil
 
     import cv2
 
@@ -207,7 +314,6 @@ def noisy_model(tmp_path_factory, training_facesets) -> tuple[Path, Path, Path, 
     which one training face's crop was replaced by noise: a face the model cannot learn.
     Returns (model folder, src faceset, dst faceset, the noisy face's id); read-only for tests (copy
     the model folder and the src faceset's folder to write)."""
-    import shutil
 
     import cv2
     import numpy as np

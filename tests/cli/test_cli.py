@@ -79,21 +79,21 @@ def test_usage_errors_never_exit_zero(args):
 
 
 @pytest.fixture(scope="module")
-def photos(tmp_path_factory, obama_paths, t1_path) -> Path:
+def photos(module_dirs, obama_paths, t1_path) -> Path:
     """obama.jpg (one face) and t1.jpg (six faces)."""
-    folder = tmp_path_factory.mktemp("photos")
+    folder = module_dirs("photos")
     shutil.copy(obama_paths[0], folder / obama_paths[0].name)
     shutil.copy(t1_path, folder / t1_path.name)
     return folder
 
 
 @pytest.fixture(scope="module")
-def scanned(photos, tmp_path_factory) -> tuple[Path, dict]:
+def scanned(photos, module_dirs) -> tuple[Path, dict]:
     """One real `facesmith curate scan --format json` process; its database serves the sql tests too.
 
     A subprocess, so anything a native library writes to file descriptor 1 would show up in stdout.
     """
-    database = tmp_path_factory.mktemp("db") / "faceset.duckdb"
+    database = module_dirs("db") / "faceset.duckdb"
     completed = subprocess.run(
         [sys.executable, "-m", "facesmith", "curate", "scan", str(photos), "--db", str(database),
          "--format", "json", "--device", "cpu", "--resolution", "64", "--batch-size", "4"],

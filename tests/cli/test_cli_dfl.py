@@ -29,14 +29,14 @@ def test_usage_errors_exit_2(args):
 
 
 @pytest.fixture(scope="module")
-def faceset(tmp_path_factory, obama_paths) -> Path:
+def faceset(module_dirs, obama_paths) -> Path:
     """Two Obama photos scanned at 128 px (one face each)."""
     from curate.faces.backends.embedded import EmbeddedFaceAnalyzer
 
-    photos = tmp_path_factory.mktemp("photos")
+    photos = module_dirs("photos")
     for path in obama_paths[:2]:
         shutil.copy(path, photos / path.name)
-    database = tmp_path_factory.mktemp("faceset") / "faceset.duckdb"
+    database = module_dirs("faceset") / "faceset.duckdb"
     summary = scan_folder(photos, database, ScanSettings(resolution=128), EmbeddedFaceAnalyzer(device="cpu"))
     assert summary.faces == 2
     return database
@@ -90,9 +90,9 @@ def test_export_errors(tmp_path, faceset):
 
 
 @pytest.fixture(scope="module")
-def dfl_folder(tmp_path_factory, faceset) -> tuple[Path, Path]:
+def dfl_folder(module_dirs, faceset) -> tuple[Path, Path]:
     """Two exported faces plus one whose metadata would run `touch MARKER`."""
-    folder = tmp_path_factory.mktemp("dfl") / "aligned"
+    folder = module_dirs("dfl") / "aligned"
     result = invoke("curate", "export-dfl", "--db", faceset, "--out", folder)
     assert result.exit_code == 0, result.output
     marker = folder.parent / "ran"

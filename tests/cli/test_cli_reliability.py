@@ -21,8 +21,8 @@ HOSTILE = "\x1b]0;owned\x07\x1b[2J\x1b[31mred\x9b31m\u202egpj.jpg"  # retitle, c
 
 
 @pytest.fixture(scope="module")
-def hostile_faceset(tmp_path_factory, analyzer) -> Path:
-    folder = tmp_path_factory.mktemp("hostile_names") / "photos"
+def hostile_faceset(module_dirs, analyzer) -> Path:
+    folder = module_dirs("hostile_names") / "photos"
     folder.mkdir()
     (folder / HOSTILE).write_bytes(b"not an image")
     database = folder.parent / "faceset.duckdb"

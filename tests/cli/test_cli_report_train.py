@@ -17,9 +17,9 @@ from tests.merge.test_training_report import insert_flagged_check
 
 
 @pytest.fixture(scope="module")
-def checked_model(tmp_path_factory, tiny_model, analyzer) -> Path:
+def checked_model(module_dirs, tiny_model, analyzer) -> Path:
     """A copy of the tiny model with one real merge check at iteration 30."""
-    model_dir = tmp_path_factory.mktemp("cli_report") / "model"
+    model_dir = module_dirs("cli_report") / "model"
     shutil.copytree(tiny_model, model_dir)
     check_model(model_dir, analyzer=analyzer)
     return model_dir

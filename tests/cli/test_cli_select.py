@@ -19,8 +19,8 @@ from tests.curate.test_video import write_video
 
 
 @pytest.fixture(scope="module")
-def video(tmp_path_factory) -> Path:
-    return write_video(tmp_path_factory.mktemp("cli_video") / "clip.avi", "MJPG", 25.0, 50)
+def video(module_dirs) -> Path:
+    return write_video(module_dirs("cli_video") / "clip.avi", "MJPG", 25.0, 50)
 
 
 def test_extract_json(video, tmp_path):
@@ -67,10 +67,10 @@ def test_extract_errors(video, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def faceset(tmp_path_factory, obama_paths, t1_path) -> Path:
+def faceset(module_dirs, obama_paths, t1_path) -> Path:
     from curate.faces.backends.embedded import EmbeddedFaceAnalyzer
 
-    folder = tmp_path_factory.mktemp("cli_select")
+    folder = module_dirs("cli_select")
     photos = folder / "photos"
     photos.mkdir()
     for path in [*obama_paths, t1_path]:

@@ -13,9 +13,9 @@ TINY_FLAGS = ["--resolution", "64", "--ae-dims", "32", "--e-dims", "16", "--d-di
 
 
 @pytest.fixture(scope="module")
-def cli_model(tmp_path_factory, training_facesets):
+def cli_model(module_dirs, training_facesets):
     src, dst = training_facesets
-    model_dir = tmp_path_factory.mktemp("cli") / "model"
+    model_dir = module_dirs("cli") / "model"
     config = model_dir.parent / "options.toml"
     config.write_text('[train]\nct_mode = "rct"\nmasked_training = true\n')
     result = invoke("train", "run", "--model-dir", model_dir, "--src", src, "--dst", dst, "--config", config,

@@ -672,12 +672,12 @@ def test_read_dfl_metadata_errors_name_the_file(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def faceset(tmp_path_factory, analyzer, obama_paths, biden_path) -> Path:
+def faceset(module_dirs, analyzer, obama_paths, biden_path) -> Path:
     """Four photos scanned at 128 px whole_face."""
-    photos = tmp_path_factory.mktemp("photos")
+    photos = module_dirs("photos")
     for path in [*obama_paths, biden_path]:
         shutil.copy(path, photos / path.name)
-    database = tmp_path_factory.mktemp("faceset") / "faceset.duckdb"
+    database = module_dirs("faceset") / "faceset.duckdb"
     summary = scan_folder(photos, database, ScanSettings(resolution=128), analyzer=analyzer)
     assert summary.faces >= 4
     return database
@@ -692,8 +692,8 @@ def face_rows(database: Path) -> list[tuple]:
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory, faceset) -> list[Path]:
-    return export_dfl(faceset, tmp_path_factory.mktemp("export") / "aligned")
+def exported(module_dirs, faceset) -> list[Path]:
+    return export_dfl(faceset, module_dirs("export") / "aligned")
 
 
 def test_export_writes_dfl_jpegs_that_read_back(faceset, exported):

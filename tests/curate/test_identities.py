@@ -30,10 +30,10 @@ class People:
 
 
 @pytest.fixture(scope="module")
-def people(tmp_path_factory, analyzer, obama_paths, biden_path, t1_path) -> People:
+def people(module_dirs, analyzer, obama_paths, biden_path, t1_path) -> People:
     """Three Obama photos, biden.jpg (cut from the same photo as obama3.jpg) and t1.jpg (six
     people), scanned at 128 px: ten faces."""
-    root = tmp_path_factory.mktemp("identities") / "photos"
+    root = module_dirs("identities") / "photos"
     (root / "others").mkdir(parents=True)
     for path in obama_paths:
         shutil.copyfile(path, root / path.name)

@@ -27,8 +27,8 @@ from tests.hostile_corpus import Expectation, bomb_png_bytes, build_hostile_corp
 
 
 @pytest.fixture(scope="module")
-def corpus_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Expectation]]:
-    directory = tmp_path_factory.mktemp("hostile")
+def corpus_dir(module_dirs) -> tuple[Path, dict[str, Expectation]]:
+    directory = module_dirs("hostile")
     return directory, build_hostile_corpus(directory)
 
 

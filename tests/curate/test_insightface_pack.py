@@ -48,8 +48,8 @@ LARGE = ((1080, 1440), (576, 432, 144))
 
 
 @pytest.fixture(scope="module")
-def pack_root(tmp_path_factory) -> Path:
-    return full_pack(tmp_path_factory.mktemp("models"))
+def pack_root(module_dirs) -> Path:
+    return full_pack(module_dirs("models"))
 
 
 @pytest.fixture(scope="module")

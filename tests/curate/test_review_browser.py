@@ -52,7 +52,7 @@ def start_server(database: Path, *extra: str) -> tuple[subprocess.Popen, str]:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory, analyzer, obama_paths, biden_path, t1_path):
+def served(module_dirs, analyzer, obama_paths, biden_path, t1_path):
     """obama.jpg with four re-encoded, resized copies (one pose cell), two more Obama photos,
     Biden and the six people of t1.jpg; duplicates found strictly (any change of pose, light or
     expression keeps a copy), Obama pinned as the main person; served by `facesmith curate review`."""
@@ -60,7 +60,7 @@ def served(tmp_path_factory, analyzer, obama_paths, biden_path, t1_path):
     from curate.analysis.identities import analyze_identities
     from curate.scan.pipeline import ScanSettings, scan_folder
 
-    folder = tmp_path_factory.mktemp("review")
+    folder = module_dirs("review")
     photos = folder / "photos"
     photos.mkdir()
     for path in [*obama_paths, biden_path, t1_path]:
@@ -85,7 +85,7 @@ def served(tmp_path_factory, analyzer, obama_paths, biden_path, t1_path):
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory):
+def browser(module_dirs):
     from selenium import webdriver
 
     options = webdriver.ChromeOptions()
@@ -93,7 +93,7 @@ def browser(tmp_path_factory):
     for argument in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                      "--disable-component-update", "--no-first-run", "--disable-sync",
                      "--disable-dev-shm-usage", "--window-size=1400,900",
-                     f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+                     f"--user-data-dir={module_dirs('chromium-profile')}"):
         options.add_argument(argument)
     driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
     driver.set_script_timeout(60)

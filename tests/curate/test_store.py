@@ -278,8 +278,8 @@ def test_failed_write_batch_keeps_the_previous_rows(tmp_path, bad_faces, bad_che
 
 
 @pytest.fixture(scope="module")
-def faceset(tmp_path_factory) -> Path:
-    database = tmp_path_factory.mktemp("readonly") / "faceset.duckdb"
+def faceset(module_dirs) -> Path:
+    database = module_dirs("readonly") / "faceset.duckdb"
     with FacesetStore(database) as store:
         store.write_batch(
             [image("img1", "a.jpg", faces=2), image("img2", "b.jpg", status="rejected", faces=0)],

@@ -60,9 +60,9 @@ def face_half(obama_paths) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def clip(tmp_path_factory, face_half) -> Path:
+def clip(module_dirs, face_half) -> Path:
     """3 s at 25 fps, MJPG in AVI (OpenCV's FFmpeg writes it headless); a face from 1 s on."""
-    folder = tmp_path_factory.mktemp("video")
+    folder = module_dirs("video")
     return write_video(folder / "clip.avi", "MJPG", 25.0, 75, face=face_half, face_from=25)
 
 

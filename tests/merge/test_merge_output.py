@@ -21,9 +21,9 @@ SILENT_FRAMES = 2  # the clip's audio is silent for its first two frames, then a
 
 
 @pytest.fixture(scope="module")
-def clip(tmp_path_factory, dst_frames):
+def clip(module_dirs, dst_frames):
     """An 8-frame, 12 fps H.264 clip of einstein.png with an AAC track: silence for 2 frames, then a tone."""
-    folder = tmp_path_factory.mktemp("clip")
+    folder = module_dirs("clip")
     frame = cv2.imread(str(dst_frames / "einstein.png"))
     frame = cv2.resize(frame, (frame.shape[1] // 2 * 2, frame.shape[0] // 2 * 2))
     still = folder / "still.png"

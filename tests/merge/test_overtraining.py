@@ -48,11 +48,11 @@ def _loss_rule_flags(checks) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def open_mouth_facesets(tmp_path_factory, training_facesets, analyzer) -> tuple[Path, Path]:
+def open_mouth_facesets(module_dirs, training_facesets, analyzer) -> tuple[Path, Path]:
     """(src, dst): the src photos with every mouth painted wide open, scanned; the usual dst faceset."""
     from tools.quality_runs import open_mouth_faceset
 
-    root = tmp_path_factory.mktemp("open_mouth")
+    root = module_dirs("open_mouth")
     src_photos = training_facesets[0].parent.parent / "src_photos"
     return open_mouth_faceset(root, src_photos, analyzer), training_facesets[1]
 

@@ -15,8 +15,8 @@ from merge.settings import resolve_settings
 
 
 @pytest.fixture(scope="module")
-def merged(tmp_path_factory, tiny_model, dst_frames, analyzer):
-    out = tmp_path_factory.mktemp("merged") / "frames"
+def merged(module_dirs, tiny_model, dst_frames, analyzer):
+    out = module_dirs("merged") / "frames"
     video = out.parent / "merged.mp4"
     summary = merge_frames(tiny_model, dst_frames, out, resolve_settings({}), video=video, analyzer=analyzer)
     return out, video, summary

@@ -75,9 +75,9 @@ def insert_flagged_check(model_dir: Path, iteration: int, best_iteration: int) -
 
 
 @pytest.fixture(scope="module")
-def checked_model(tmp_path_factory, tiny_model, analyzer) -> tuple[Path, MergeCheckResult]:
+def checked_model(module_dirs, tiny_model, analyzer) -> tuple[Path, MergeCheckResult]:
     """A copy of the tiny model with one real merge check at its last iteration."""
-    model_dir = tmp_path_factory.mktemp("report") / "model"
+    model_dir = module_dirs("report") / "model"
     shutil.copytree(tiny_model, model_dir)
     return model_dir, check_model(model_dir, analyzer=analyzer)
 

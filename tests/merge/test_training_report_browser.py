@@ -66,11 +66,11 @@ return problems;
 
 
 @pytest.fixture(scope="module")
-def page(tmp_path_factory, tiny_model, analyzer) -> tuple[Path, Path]:
+def page(module_dirs, tiny_model, analyzer) -> tuple[Path, Path]:
     """(model folder, its HTML report): real checks every 2 iterations from 32 to 42, then a flagged row."""
     from train.loop import close_session, open_session, run_training
 
-    model_dir = tmp_path_factory.mktemp("browser") / "model"
+    model_dir = module_dirs("browser") / "model"
     shutil.copytree(tiny_model, model_dir)
     session = open_session(model_dir, {})
     try:
@@ -82,7 +82,7 @@ def page(tmp_path_factory, tiny_model, analyzer) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory):
+def browser(module_dirs):
     if CHROMIUM is None or CHROMEDRIVER is None:
         pytest.skip("Debian's chromium and chromium-driver are not installed (make test installs them)")
     from selenium import webdriver
@@ -92,7 +92,7 @@ def browser(tmp_path_factory):
     options.binary_location = CHROMIUM
     for argument in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                      "--disable-component-update", "--no-first-run", "--disable-sync", "--hide-scrollbars",
-                     f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}", f"--window-size={WIDTH},1000"):
+                     f"--user-data-dir={module_dirs('chromium-profile')}", f"--window-size={WIDTH},1000"):
         options.add_argument(argument)
     driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
     # The layout viewport exactly 1280 px wide, whatever the window's own frame takes.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -75,12 +76,12 @@ def _run(work: Path, backend: str, mode: str, *extra: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory, training_facesets) -> Path:
+def work(module_dirs, training_facesets) -> Path:
     from train.sampler import make_batch
 
     if "tensorflow" not in BACKENDS:
         pytest.skip("TensorFlow is the reference backend and is not installed")
-    work = tmp_path_factory.mktemp("backends")
+    work = module_dirs("backends")
     src, dst, settings = tiny_batches(training_facesets)
     np.savez(work / "batches.npz", **{f"step{step}_{index}": array for step in range(1, STEPS + 1)
                                       for index, array in enumerate(make_batch(step, src, dst, settings).tensors())})
@@ -88,6 +89,7 @@ def work(tmp_path_factory, training_facesets) -> Path:
     _run(work, "tensorflow", "legacy")
     for backend in BACKENDS:  # in this order: the chain folder goes tensorflow -> jax -> torch
         _run(work, backend, "keras", *map(str, training_facesets))
+    shutil.rmtree(work / "checkpoints")  # the old trainer's start points, loaded by every run above
     return work
 
 
@@ -117,8 +119,7 @@ def _compare(got: dict[str, np.ndarray], reference: dict[str, np.ndarray], label
     assert relative[len(relative) // 2] < 1e-4 and relative[-1] < 2e-2, (label, relative[len(relative) // 2],
                                                                           relative[-1])
     # the weights really train (step 2 moves them again), so agreeing means something
-    assert sum(not np.array_equal(reference[n], reference[n.replace("step1/", "last/")]) for n in weights) \
-        > len(weights) // 2
+    assert sum(bool(reference[n.replace("step1/", "moved/")]) for n in weights) > len(weights) // 2
 
 
 @pytest.mark.parametrize("case", [c["name"] for c in CASES if c.get("legacy", True)])

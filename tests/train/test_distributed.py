@@ -87,8 +87,8 @@ def _batches(training_facesets) -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def replica_runs(tmp_path_factory, training_facesets) -> dict:
-    folder = tmp_path_factory.mktemp("replicas")
+def replica_runs(module_dirs, training_facesets) -> dict:
+    folder = module_dirs("replicas")
     np.savez(folder / "batches.npz", **_batches(training_facesets))
     (folder / "cases.json").write_text(json.dumps(CASES))
     return {"folder": folder}

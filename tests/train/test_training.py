@@ -28,9 +28,9 @@ def _train(model_dir: Path, facesets, iterations: int, **options):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, training_facesets):
+def trained(module_dirs, training_facesets):
     """A model trained for 60 iterations with a preview and checkpoint every 30."""
-    model_dir = tmp_path_factory.mktemp("trained") / "model"
+    model_dir = module_dirs("trained") / "model"
     session, outcome = _train(model_dir, training_facesets, 60, preview_every=30, save_every=30)
     return model_dir, session, outcome
 
