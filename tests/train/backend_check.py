@@ -8,10 +8,12 @@ list of {"name", "options", "legacy"}. MODE:
 - "legacy" (TensorFlow): the TensorFlow-only trainer as it was before the Keras 3 port
   (tests/train/legacy_tf) builds each case, writes its initial weights and slots as a real checkpoint
   (WORK/checkpoints/<case>/, the files old facesmith wrote), trains the steps and records its losses
-  and its state after step 1 and after the last step (WORK/legacy/<case>.npz).
+  and its state after step 1 and whether the later steps moved each tensor (WORK/legacy/<case>.npz).
 - "keras": today's trainer on this process's backend loads each case's old checkpoint through
-  `train.checkpoint.load_checkpoint`, trains the same steps and records the same
-  (WORK/<backend>/<case>.npz); then, with SRC_DB and DST_DB, trains through the real loop for exact
+  `train.checkpoint.load_checkpoint`, trains the same steps and compares its record with the
+  reference's (the old code's for TensorFlow, TensorFlow's for the others): the figures go into
+  WORK/summary_<backend>.json, the record into WORK/<backend>/<case>.npz (TensorFlow's whole, as the
+  reference; the others' losses only); then, with SRC_DB and DST_DB, trains through the real loop for exact
   resume (2 straight against 1 + resume + 1) and continues the chain folder WORK/chain, which every
   backend in turn resumes for 2 iterations.
 """
@@ -30,7 +32,37 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-LOOP_OPTIONS = {"ct_mode": "rct", "random_hsv_power": 0.05, "seed": 3}
+# One checkpoint kept per loop folder: resume needs only the newest, and the folders are many.
+LOOP_OPTIONS = {"ct_mode": "rct", "random_hsv_power": 0.05, "seed": 3, "backups_kept": 1}
+# A weight is "beyond" when it differs by more than this share of the reference (plus 1e-6).
+WEIGHT_RTOL = 1e-4
+WEIGHT_PREFIXES = ("model/", "gan/", "code_d/")
+
+
+def compare_records(got: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> dict:
+    """How a record agrees with its reference (same checkpoint, same batches), as figures for the
+    test to judge: worked out here, in the process that made `got`, so that the whole state of every
+    case on every backend is never on disk at once (only the reference's is)."""
+    state = sorted(name for name in reference if name.startswith("step1/"))
+    weights = [n for n in state if n[len("step1/"):].startswith(WEIGHT_PREFIXES)]
+    slots = [n for n in state if n not in weights]
+    present = [n for n in weights if n in got]
+    beyond = np.concatenate([(np.abs(got[n] - reference[n]) > WEIGHT_RTOL * np.abs(reference[n]) + 1e-6).ravel()
+                             for n in present]) if present else np.ones(1, bool)
+    relative = sorted(float(np.linalg.norm(got[n] - reference[n]) / np.linalg.norm(reference[n]))
+                      for n in slots if n in got and np.linalg.norm(reference[n]) > 0)
+    loss_reference = reference["losses"][:, :3]
+    return {
+        "state": len(state), "missing": [n for n in state if n not in got],
+        "loss_largest_relative": float(np.max(np.abs(got["losses"][:, :3] - loss_reference)
+                                              / np.maximum(np.abs(loss_reference), 1e-30))),
+        "weight_largest": max((float(np.max(np.abs(got[n] - reference[n]))) for n in present), default=float("inf")),
+        "weight_share_beyond": float(beyond.mean()),
+        "slot_relative_median": relative[len(relative) // 2] if relative else float("inf"),
+        "slot_relative_largest": relative[-1] if relative else float("inf"),
+        # the weights really train (step 2 moves them again), so agreeing means something
+        "weights": len(weights), "reference_weights_moved": sum(bool(reference[f"moved/{n[6:]}"]) for n in weights),
+    }
 
 
 def _batches(path: Path) -> list[tuple[np.ndarray, ...]]:
@@ -88,8 +120,19 @@ def run_keras(work: Path, cases: list[dict], batches, facesets: list[str]) -> di
         config, _ = resolve_config(case["options"])
         trainer = SAEHDTrainer(config)
         missing = trainer.load_arrays(load_checkpoint(work / "checkpoints" / case["name"]).arrays)
-        summary["cases"][case["name"]] = {"missing": missing}
-        np.savez(out / f"{case['name']}.npz", **_record(trainer, batches, 5))
+        record = _record(trainer, batches, 5)
+        # TensorFlow is judged against the old code, every other backend against TensorFlow
+        reference = work / ("legacy" if backend == "tensorflow" else "tensorflow") / f"{case['name']}.npz"
+        against = None
+        if reference.is_file():
+            with np.load(reference) as archive:
+                against = compare_records(record, {name: archive[name] for name in archive.files})
+        summary["cases"][case["name"]] = {"missing": missing, "against": against}
+        if backend != "tensorflow":  # the losses and per-face losses only: nobody compares with these
+            record = {k: v for k, v in record.items() if not k.startswith(("step1/", "moved/"))}
+        np.savez(out / f"{case['name']}.npz", **record)
+    if backend == "tensorflow":
+        shutil.rmtree(work / "legacy", ignore_errors=True)  # judged above, and read by no one else
     if backend == "jax":
         summary["memory"] = _memory_against_xla(cases[0])
     if facesets:

@@ -44,12 +44,11 @@ CASES = [
 ]
 STEPS = 2
 LOSS_RTOL = 1e-4
-WEIGHT_RTOL = 1e-4
 # AdaBelief's and RMSprop's first steps move each weight by about ±3.5·lr (lr 5e-5) whatever the
 # gradient's size, so a weight whose gradient is within rounding of zero may step the other way on
 # another backend; those few may differ by a step, no weight by more than 4·lr = 2e-4.
 WEIGHT_ATOL = 2e-4
-SHARE_BEYOND_RTOL = 0.01
+SHARE_BEYOND_RTOL = 0.01  # share of weights beyond backend_check.WEIGHT_RTOL (1e-4) of the reference
 # XLA:CPU's XNNPACK/YNNPACK fusions compute convolutions with less precision than TensorFlow, torch or
 # XLA's own emitters (the first layers' gradients ~1 % off); switched off for the comparison.
 JAX_EXACT_CPU = "--xla_cpu_experimental_xnn_fusion_type= --xla_cpu_experimental_ynn_fusion_type="
@@ -102,36 +101,29 @@ def _summary(work: Path, backend: str) -> dict:
     return json.loads((work / f"summary_{backend}.json").read_text())
 
 
-def _compare(got: dict[str, np.ndarray], reference: dict[str, np.ndarray], label: str) -> None:
-    np.testing.assert_allclose(got["losses"][:, :3], reference["losses"][:, :3], rtol=LOSS_RTOL,
-                               err_msg=f"{label}: losses per step")
-    state = [name for name in reference if name.startswith("step1/")]
-    assert state and set(state) <= set(got)
-    weights = [n for n in state if n.startswith(("step1/model/", "step1/gan/", "step1/code_d/"))]
-    slots = [n for n in state if n not in weights]
-    beyond = np.concatenate([(np.abs(got[n] - reference[n]) > WEIGHT_RTOL * np.abs(reference[n]) + 1e-6).ravel()
-                             for n in weights])
-    largest = max(float(np.max(np.abs(got[n] - reference[n]))) for n in weights)
-    assert largest <= WEIGHT_ATOL and beyond.mean() <= SHARE_BEYOND_RTOL, (label, largest, beyond.mean())
+def _check(figures: dict | None, label: str) -> None:
+    """The figures backend_check.compare_records worked out for one case against its reference."""
+    assert figures is not None, f"{label}: no reference record to compare with"
+    assert figures["state"] and figures["missing"] == [], (label, figures["missing"])
+    assert figures["loss_largest_relative"] <= LOSS_RTOL, (label, "losses per step", figures)
+    assert figures["weight_largest"] <= WEIGHT_ATOL and figures["weight_share_beyond"] <= SHARE_BEYOND_RTOL, \
+        (label, figures)
     # the optimiser state (first moments, accumulators) by the size of each tensor's difference
-    relative = sorted(float(np.linalg.norm(got[n] - reference[n]) / np.linalg.norm(reference[n]))
-                      for n in slots if np.linalg.norm(reference[n]) > 0)
-    assert relative[len(relative) // 2] < 1e-4 and relative[-1] < 2e-2, (label, relative[len(relative) // 2],
-                                                                          relative[-1])
+    assert figures["slot_relative_median"] < 1e-4 and figures["slot_relative_largest"] < 2e-2, (label, figures)
     # the weights really train (step 2 moves them again), so agreeing means something
-    assert sum(bool(reference[n.replace("step1/", "moved/")]) for n in weights) > len(weights) // 2
+    assert figures["reference_weights_moved"] > figures["weights"] // 2, (label, figures)
 
 
 @pytest.mark.parametrize("case", [c["name"] for c in CASES if c.get("legacy", True)])
 def test_keras_on_tensorflow_matches_the_old_tensorflow_code(work, case):
-    _compare(_load(work / "tensorflow" / f"{case}.npz"), _load(work / "legacy" / f"{case}.npz"), f"keras-tf {case}")
+    _check(_summary(work, "tensorflow")["cases"][case]["against"], f"keras-tf {case}")
 
 
 @pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "tensorflow"])
 @pytest.mark.parametrize("case", [c["name"] for c in CASES])
 def test_each_backend_matches_tensorflow(work, backend, case):
     """Same old checkpoint, same batches: losses and the weights and slots after one step agree."""
-    _compare(_load(work / backend / f"{case}.npz"), _load(work / "tensorflow" / f"{case}.npz"), f"{backend} {case}")
+    _check(_summary(work, backend)["cases"][case]["against"], f"{backend} {case}")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
