@@ -24,7 +24,7 @@ from train.status import training_status
 
 BASE = {"resolution": 64, "archi": "liae-ud", "ae_dims": 64, "e_dims": 32, "d_dims": 32, "d_mask_dims": 16,
         "batch_size": 4, "save_every": 10000, "preview_every": 10000, "validation_share": 0.5, "seed": 1,
-        "sampler_workers": 2}
+        "sampler_workers": 2, "backups_kept": 1}  # the newest and the pinned best: 117 MB each at these dims
 RUNS = {
     "overfitted": dict(BASE, phase="lrd", lr_dropout=False, learning_rate=2e-4, random_dst_flip=False),
     "healthy": dict(BASE, phase="rw"),
