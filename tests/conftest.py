@@ -57,6 +57,7 @@ class _TemporaryFilesWatch:
         import threading
 
         self.basetemp, self.peak, self.test, self.current = basetemp, 0, "", "(collection)"
+        self.largest: list[tuple[int, str]] = []  # the biggest folders at the peak
         self.free_at_start = shutil.disk_usage(basetemp).free
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, name="temporary-files-watch", daemon=True)
@@ -64,9 +65,14 @@ class _TemporaryFilesWatch:
 
     def _sample(self) -> None:
         while not self._stop.wait(1.0):
-            size = _folder_bytes(self.basetemp)
+            try:
+                folders = [(_folder_bytes(Path(entry.path)), entry.name) for entry in os.scandir(self.basetemp)
+                           if entry.is_dir(follow_symlinks=False)]  # not the `<name>current` links
+            except OSError:
+                continue
+            size = sum(bytes_ for bytes_, _ in folders)
             if size > self.peak:
-                self.peak, self.test = size, self.current
+                self.peak, self.test, self.largest = size, self.current, sorted(folders, reverse=True)[:4]
 
     def stop(self) -> None:
         self._stop.set()
@@ -95,6 +101,8 @@ def pytest_terminal_summary(terminalreporter, config):
             terminalreporter.write_line(f"temporary files at their peak: {watch.peak / 2**20:.0f} MiB "
                                         f"(during {watch.test}); {watch.free_at_start / 2**30:.1f} GiB "
                                         f"of disk were free at the start")
+            terminalreporter.write_line("  the largest then: " + ", ".join(
+                f"{name} {bytes_ / 2**20:.0f} MiB" for bytes_, name in watch.largest))
 
 
 @pytest.fixture(scope="session", autouse=True)

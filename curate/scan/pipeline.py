@@ -546,6 +546,7 @@ def scan_folder(
                 if on_progress:
                     on_progress(counts["files"], len(todo))
         except BaseException as error:
+            _roll_back_open_batch(store)
             partial = _as_committed(store, run_id, summarise())
             _record_interruption(store, run_id, partial)
             if isinstance(error, KeyboardInterrupt):
@@ -565,6 +566,16 @@ class ScanInterrupted(Interrupted):
             f"scan interrupted: {summary.images_processed} images saved in {summary.database} "
             f"({summary.faces} faces), {left} left; run the same command again to continue"
         )
+
+
+def _roll_back_open_batch(store: FacesetStore) -> None:
+    """A batch that a Ctrl-C left half-written is dropped before the run is counted and marked:
+    left open, it would hold the run's 'interrupted' mark too, and lose it at close."""
+    try:
+        if store.roll_back_open_transaction():
+            logger.debug("rolled back a batch the interruption left open")
+    except Exception as error:  # a database that can no longer be written: reported by the caller
+        logger.debug("cannot roll back an open batch: %s", error)
 
 
 def _as_committed(store: FacesetStore, run_id: str, summary: ScanSummary) -> ScanSummary:
