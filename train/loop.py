@@ -482,6 +482,9 @@ def run_training(session: TrainSession, max_iterations: int | None = None,
     config = session.config
     session_id = session.history.start_session(session.iteration, session.device.description,
                                                config.option_values())
+    # Let go of the file before the first step, which builds and compiles (seconds, more on a busy
+    # machine): held through it, `train status` run meanwhile waited out its 5 s and failed.
+    session.history.release()
     tensorboard = _Tensorboard(session.model_dir / TENSORBOARD_DIR)
     started = time.perf_counter()
     first_iteration = session.iteration
@@ -500,6 +503,7 @@ def run_training(session: TrainSession, max_iterations: int | None = None,
     def checkpoint() -> None:
         flush()
         save(session, last)
+        session.history.release()  # save wrote the snapshot and the event: readers may open it again
 
     if not list_checkpoints(session.model_dir):
         checkpoint()  # iteration 0: there is always something to roll back to
@@ -537,6 +541,7 @@ def run_training(session: TrainSession, max_iterations: int | None = None,
                                         "powers, or check the faceset")
                 pending.clear()
                 rollback(session, verdict, depth=rollbacks_in_a_row - 1)
+                session.history.release()  # as at the end of an iteration (this one is skipped)
                 recent.clear()
                 stream.close()
                 src_sampler, dst_sampler = session.samplers()
