@@ -12,6 +12,7 @@ import pytest
 from curate.errors import ReadOnlyQueryError, StoreError
 from curate.records import FaceRecord, ImageRecord, QualityScores
 from curate.store import SCHEMA_VERSION, FacesetStore, query_read_only
+from tests.interrupts import CtrlCAsBeginReturns
 
 # The columns other code (reports, train's sampler, merge checks) relies on; more may exist.
 CONTRACT_COLUMNS = {
@@ -274,24 +275,6 @@ def test_failed_write_batch_keeps_the_previous_rows(tmp_path, bad_faces, bad_che
         assert now == rows, table
 
 
-class _CtrlCAsBeginReturns:
-    """The real connection, except that the first BEGIN is followed by a KeyboardInterrupt, as when
-    Python delivers a Ctrl-C at the first bytecode after DuckDB's call returns."""
-
-    def __init__(self, connection: duckdb.DuckDBPyConnection) -> None:
-        self._connection, self.fired = connection, False
-
-    def execute(self, statement: str, *parameters):
-        result = self._connection.execute(statement, *parameters)
-        if statement.startswith("BEGIN") and not self.fired:
-            self.fired = True
-            raise KeyboardInterrupt
-        return result
-
-    def __getattr__(self, name: str):
-        return getattr(self._connection, name)
-
-
 def _start_run(store: FacesetStore) -> None:
     store.start_run("run1", "/photos", "embedded", ["CPUExecutionProvider"], "cpu", {}, {}, "test")
 
@@ -303,7 +286,7 @@ def test_a_ctrl_c_as_a_batch_begins_leaves_no_transaction_open(tmp_path):
     with FacesetStore(database) as store:
         _start_run(store)
         store.write_batch([image("img1", "a.jpg", faces=0)], [])
-        real, store.connection = store.connection, _CtrlCAsBeginReturns(store.connection)
+        real, store.connection = store.connection, CtrlCAsBeginReturns(store.connection)
         with pytest.raises(KeyboardInterrupt):
             store.write_batch([image("img2", "b.jpg", faces=0)], [])
         assert store.connection.fired

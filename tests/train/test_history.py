@@ -4,28 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-import duckdb
 import pytest
 
+from tests.interrupts import CtrlCAsBeginReturns
 from train.history import HistoryRow, ModelHistory
-
-
-class _CtrlCAsBeginReturns:
-    """The real connection, except that the first BEGIN is followed by a KeyboardInterrupt: DuckDB's
-    execute looks for pending signals, so a second Ctrl-C can come out of the call that opened it."""
-
-    def __init__(self, connection: duckdb.DuckDBPyConnection) -> None:
-        self._connection, self.fired = connection, False
-
-    def execute(self, statement: str, *parameters):
-        result = self._connection.execute(statement, *parameters)
-        if statement.startswith("BEGIN") and not self.fired:
-            self.fired = True
-            raise KeyboardInterrupt
-        return result
-
-    def __getattr__(self, name: str):
-        return getattr(self._connection, name)
 
 
 def _rows(first: int, last: int) -> list[HistoryRow]:
@@ -37,7 +19,7 @@ def test_a_write_a_ctrl_c_stopped_is_rolled_back_and_later_writes_are_kept(tmp_p
     with ModelHistory(tmp_path) as history:
         history.append(_rows(1, 2))
         real = history.connection
-        history._connection = _CtrlCAsBeginReturns(real)
+        history._connection = CtrlCAsBeginReturns(real)
         with pytest.raises(KeyboardInterrupt):
             history.append(_rows(3, 4))  # stopped as it began: none of its rows land
         assert history._connection.fired
