@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from curate.environment import guarded_transaction
 from curate.errors import FacesmithError, StoreError
 from curate.faceset import DECISION_ACTIONS, DECISION_COLUMNS, LABEL_VALUES, DecisionRow, FacesetReader
 from curate.fileio import write_atomically
@@ -70,17 +71,17 @@ def record_decisions(database: Path, decisions: Sequence[Decision], who: str | N
             raise DecisionError(f"no face {unknown[0]} in {database}"
                                 + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""))
         now = datetime.now(timezone.utc)
-        connection.execute("BEGIN TRANSACTION")
         try:
-            first = int(connection.execute("SELECT coalesce(max(decision_id), 0) + 1 FROM decisions").fetchone()[0])
-            rows = [DecisionRow(first + n, d.face_id, known[d.face_id][0], known[d.face_id][1], d.action,
-                                d.value, who, now, d.why) for n, d in enumerate(decisions)]
-            connection.executemany(
-                f"INSERT INTO decisions ({', '.join(DECISION_COLUMNS)}) VALUES ({', '.join('?' * len(DECISION_COLUMNS))})",
-                [row.to_row() for row in rows])
-            connection.execute("COMMIT")
+            with guarded_transaction(connection):
+                first = int(connection.execute(
+                    "SELECT coalesce(max(decision_id), 0) + 1 FROM decisions").fetchone()[0])
+                rows = [DecisionRow(first + n, d.face_id, known[d.face_id][0], known[d.face_id][1], d.action,
+                                    d.value, who, now, d.why) for n, d in enumerate(decisions)]
+                connection.executemany(
+                    f"INSERT INTO decisions ({', '.join(DECISION_COLUMNS)}) "
+                    f"VALUES ({', '.join('?' * len(DECISION_COLUMNS))})",
+                    [row.to_row() for row in rows])
         except BaseException as error:
-            connection.execute("ROLLBACK")
             if isinstance(error, Exception) and not isinstance(error, FacesmithError):
                 raise StoreError(f"cannot record decisions in {database}: {error}") from error
             raise

@@ -14,7 +14,14 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import duckdb
 
-from curate.environment import connect_when_free, describe, environment_errors, is_environment_error, lock_hint
+from curate.environment import (
+    connect_when_free,
+    describe,
+    environment_errors,
+    guarded_transaction,
+    is_environment_error,
+    lock_hint,
+)
 from curate.errors import ReadOnlyQueryError, StoreError
 from curate.faceset import check_role, table_exists
 from curate.records import FaceRecord, ImageRecord
@@ -370,11 +377,9 @@ class FacesetStore:
     def roll_back_open_transaction(self) -> bool:
         """Roll back a transaction that an interruption left open; True when there was one.
 
-        DuckDB's execute looks for a pending Ctrl-C, so the KeyboardInterrupt can come out of the
-        very statement that opened a batch, outside the block that rolls it back (fixed in
-        `_transaction`; this is the second guard for whoever writes after an interruption).
-        Whatever is written next on a connection left in a transaction joins it and vanishes at
-        close: before the fix a scan's run stayed 'running' after Ctrl-C in 4 of 60 tries."""
+        The second guard for whoever writes after an interruption (the first is
+        `curate.environment.guarded_transaction`): whatever is written next on a connection left
+        in a transaction joins it and vanishes at close."""
         try:
             self.connection.execute("ROLLBACK")
         except duckdb.TransactionException:  # none was open: the usual case
@@ -484,20 +489,10 @@ class FacesetStore:
     def _transaction(self, action: str) -> Iterator[duckdb.DuckDBPyConnection]:
         """BEGIN … COMMIT around the block; ROLLBACK on any error, a database error becoming a
         StoreError that says what could not be done ("cannot <action> <path>")."""
-        connection = self.connection
         try:
-            # BEGIN inside the try: a Ctrl-C can come out of this very call, the transaction open
-            with environment_errors(f"{action}", self.path):
-                connection.execute("BEGIN TRANSACTION")
-            yield connection
-            connection.execute("COMMIT")
+            with guarded_transaction(self.connection) as connection:
+                yield connection
         except BaseException as error:
-            try:
-                connection.execute("ROLLBACK")
-            except (duckdb.Error, RuntimeError) as rollback_error:
-                # After an I/O failure DuckDB may have aborted the transaction itself (or closed
-                # the database): the first error is the one that says what happened.
-                logger.debug("rollback after %s failed too: %s", type(error).__name__, rollback_error)
             if _interrupted(error):
                 raise KeyboardInterrupt from None
             if isinstance(error, duckdb.Error):

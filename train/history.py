@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import duckdb
 import numpy as np
 
 from curate.errors import StoreError
-from curate.environment import connect_when_free, lock_hint
+from curate.environment import connect_when_free, guarded_transaction, lock_hint
 from curate.training_loss import COLUMNS as FACE_LOSS_COLUMNS
 from curate.training_loss import FACESET_META_KEYS, FaceLoss
 
@@ -164,29 +163,12 @@ class ModelHistory:
             raise StoreError(f"{self.path} has history schema {version}, newer than this facesmith "
                              f"({SCHEMA_VERSION}): upgrade facesmith")
         for target in range(version + 1, SCHEMA_VERSION + 1):
-            with self._transaction() as connection:
+            with guarded_transaction(self.connection) as connection:
                 for statement in _MIGRATIONS[target]:
                     connection.execute(statement)
                 connection.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(target)])
 
     # -- writes -------------------------------------------------------------------------------
-    @contextmanager
-    def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """BEGIN … COMMIT, rolled back on any error. BEGIN is inside the guarded block: a second
-        Ctrl-C (the first only asks the loop to stop) can come out of the very call that opened
-        it, and the writes after it would join the open transaction and be lost with it."""
-        connection = self.connection
-        try:
-            connection.execute("BEGIN")
-            yield connection
-            connection.execute("COMMIT")
-        except BaseException:
-            try:
-                connection.execute("ROLLBACK")
-            except duckdb.Error:  # none open, or the database gone: the first error says why
-                pass
-            raise
-
     def start_session(self, start_iteration: int, device: str, config: dict[str, Any]) -> int:
         row = self.connection.execute("SELECT coalesce(max(session_id), 0) + 1 FROM sessions").fetchone()
         session_id = int(row[0])
@@ -198,7 +180,7 @@ class ModelHistory:
         if not rows:
             return
         columns = list(zip(*(row.to_row() for row in rows)))
-        with self._transaction() as connection:
+        with guarded_transaction(self.connection) as connection:
             connection.execute(
                 "INSERT OR REPLACE INTO history SELECT * FROM (SELECT unnest(?) AS iteration, unnest(?), "
                 "unnest(?), unnest(?), unnest(?), unnest(?), unnest(?), unnest(?))",
@@ -209,7 +191,7 @@ class ModelHistory:
         from an older checkpoint); returns the history rows dropped."""
         count = self.connection.execute("SELECT count(*) FROM history WHERE iteration > ?",
                                         [iteration]).fetchone()[0]
-        with self._transaction() as connection:
+        with guarded_transaction(self.connection) as connection:
             connection.execute("DELETE FROM history WHERE iteration > ?", [iteration])
             connection.execute("DELETE FROM face_losses WHERE iteration > ?", [iteration])
         return int(count)
@@ -219,7 +201,7 @@ class ModelHistory:
         `<table>_face_losses` (pretraining's losses stay queryable)."""
         if not table.replace("_", "").isalnum():
             raise ValueError(f"bad archive table name {table!r}")
-        with self._transaction() as connection:
+        with guarded_transaction(self.connection) as connection:
             connection.execute(f"CREATE TABLE {table} AS SELECT * FROM history")
             connection.execute("DELETE FROM history")
             connection.execute(f"CREATE TABLE {table}_face_losses AS SELECT * FROM face_losses")
@@ -228,7 +210,7 @@ class ModelHistory:
     def save_face_losses(self, iteration: int, rows: Sequence[FaceLoss]) -> None:
         """Store the per-face losses as the snapshot of `iteration` (replacing one stored before), in
         one transaction. Written before that iteration's checkpoint, so every checkpoint has its own."""
-        with self._transaction() as connection:
+        with guarded_transaction(self.connection) as connection:
             connection.execute("DELETE FROM face_losses WHERE iteration = ?", [iteration])
             if rows:
                 columns = [list(column) for column in zip(*(row.to_row() for row in rows))]
@@ -252,7 +234,7 @@ class ModelHistory:
 
     def record_faces(self, side: str, train_ids: Sequence[str], validation_ids: Sequence[str]) -> None:
         """Record a side's split once; it is fixed at model creation and read back on resume."""
-        with self._transaction() as connection:
+        with guarded_transaction(self.connection) as connection:
             connection.execute("DELETE FROM faces WHERE side = ?", [side])
             rows = [(face_id, side, "train") for face_id in train_ids]
             rows += [(face_id, side, "validation") for face_id in validation_ids]
